@@ -1,0 +1,69 @@
+"""The pins live in pyproject.toml; the conda env files for the cluster must agree with them."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)$")
+# Left to vLLM's resolver in the GPU env (it ships its own CUDA torch and transformers window).
+LEFT_TO_VLLM = {"torch", "transformers"}
+
+
+def _pins(requirements: list[str]) -> dict[str, str]:
+    pins = {}
+    for requirement in requirements:
+        match = PIN.match(requirement.strip())
+        if match:
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _env_pip(path: Path) -> list[str]:
+    env = yaml.safe_load(path.read_text())
+    for dependency in env["dependencies"]:
+        if isinstance(dependency, dict) and "pip" in dependency:
+            return dependency["pip"]
+    raise AssertionError(f"{path}: no pip section")
+
+
+def test_every_dependency_is_pinned_exactly():
+    project = _pyproject()["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    loose = [r for r in requirements if not PIN.match(r)]
+    assert loose == [], f"unpinned requirements in pyproject.toml: {loose}"
+    assert _pins(project["dependencies"])["torch"] == "2.13.0"
+
+
+@pytest.mark.parametrize("env_file", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_env_file_pins_agree_with_pyproject(env_file):
+    project = _pyproject()["project"]
+    declared = _pins(project["dependencies"]) | _pins(project["optional-dependencies"]["gpu"])
+    env_pins = _pins(_env_pip(env_file))
+    assert env_pins, f"{env_file.name} pins nothing"
+    disagreements = {
+        name: (version, declared.get(name)) for name, version in env_pins.items() if declared.get(name) != version
+    }
+    assert disagreements == {}, f"{env_file.name}: (env, pyproject) versions differ: {disagreements}"
+    is_gpu = "vllm" in env_pins
+    expected = set(_pins(project["dependencies"])) - {"snakemake", "snakemake-executor-plugin-slurm"}
+    if is_gpu:
+        expected -= LEFT_TO_VLLM
+    missing = expected - set(env_pins)
+    assert missing == set(), f"{env_file.name} lacks pins for {sorted(missing)}"
+    assert "-e ../" in _env_pip(env_file), f"{env_file.name} must install the grail-sim package itself"
+
+
+def test_every_rule_env_exists():
+    for rule_file in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for env in re.findall(r'conda:\s*\n?\s*"([^"]+)"', rule_file.read_text()):
+            assert (rule_file.parent / env).resolve().is_file(), f"{rule_file.name}: missing conda env {env}"
