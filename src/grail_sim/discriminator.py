@@ -1,0 +1,451 @@
+"""GRAIL's online discriminator D(state, action) -> P(human), and the `gail` reward built on it.
+
+Design choices that fix the earlier reference's flaws:
+- The text puts the chosen action first, then the slate, then a truncated state (history, profile),
+  and is truncated on the right, so truncation can only ever drop state, never the action.
+- Positives are the human (gold) choice of every context in the batch. Negatives are the policy's
+  valid choices that differ from the gold one, topped up with in-slate non-gold options sampled at
+  random so that negatives never vanish as the policy improves. A replay buffer keeps both classes
+  and every update draws a class-balanced minibatch from it.
+- The reward for a step is computed before that step's discriminator updates (K per step).
+- The reward is `alpha * P(human)` ("prob", default) or `alpha * log P(human)` ("log", clipped at
+  log(1e-4)); an unparsable or out-of-range answer scores 0 ("prob") or the clip value ("log").
+
+Default backbone: the policy's base folder with a one-logit sequence-classification head, cut to its
+first `num_layers` decoder layers (4 by default) and with frozen token embeddings. On 2 CPU cores the
+full 30-layer SmolLM2 costs several seconds per update; the cut backbone keeps the discriminator a small
+share of a GRPO step (see benchmarks/). `disc_model` (or GAIL_DISC_MODEL) names any local folder or hub
+encoder instead; `num_layers: null` keeps every layer.
+
+Checkpoints hold only the trainable tensors (plus optimiser state and the replay buffer), so a
+checkpoint stays small; loading rebuilds the backbone from the recorded folder and overlays them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from grail_sim import answers, io
+from grail_sim.rewards import completion_text
+
+LOG = logging.getLogger("grail_sim.discriminator")
+
+STATE_FILE = "discriminator_state.json"
+WEIGHTS_FILE = "trainable.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+BUFFER_FILE = "replay_buffer.jsonl"
+LOG_P_FLOOR = math.log(1e-4)
+
+
+@dataclass
+class GailSettings:
+    """The recipe's `gail:` section; environment variables override it (see `from_recipe`)."""
+
+    use: bool = True
+    weight: float = 0.3
+    alpha: float = 1.0
+    reward_form: str = "prob"
+    lr: float = 5e-5
+    disc_model: str | None = None
+    num_layers: int | None = 4
+    device: str = "auto"
+    max_history: int = 3
+    max_length: int = 192
+    updates_per_step: int = 1
+    batch_size: int = 16
+    buffer_size: int = 1024
+    sampled_negatives: bool = True
+    seed: int = 0
+
+    ENV = {
+        "GAIL_USE": "use",
+        "GAIL_WEIGHT": "weight",
+        "GAIL_ALPHA": "alpha",
+        "GAIL_LR": "lr",
+        "GAIL_DISC_MODEL": "disc_model",
+        "GAIL_DEVICE": "device",
+        "GRAIL_MAX_HISTORY": "max_history",
+    }
+
+    @classmethod
+    def from_recipe(cls, section: dict | None, environ: dict | None = None) -> "GailSettings":
+        """Recipe values, then environment overrides; an unknown key fails naming it."""
+        section = dict(section or {})
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - valid)
+        if unknown:
+            raise KeyError(f"unknown key(s) {unknown} in recipe section 'gail'; valid: {sorted(valid)}")
+        environ = os.environ if environ is None else environ
+        for variable, key in cls.ENV.items():
+            raw = environ.get(variable)
+            if raw is None or raw == "":
+                continue
+            section[key] = _coerce(variable, raw, key)
+        settings = cls(**section)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.reward_form not in {"prob", "log"}:
+            raise ValueError(f"gail.reward_form must be 'prob' or 'log', got {self.reward_form!r}")
+        for key in ("weight", "alpha", "lr"):
+            value = getattr(self, key)
+            if not math.isfinite(float(value)) or float(value) < 0:
+                raise ValueError(f"gail.{key} must be a finite number >= 0, got {value!r}")
+        for key in ("max_history", "updates_per_step"):
+            if int(getattr(self, key)) < 0:
+                raise ValueError(f"gail.{key} must be >= 0, got {getattr(self, key)!r}")
+        for key in ("max_length", "batch_size", "buffer_size"):
+            if int(getattr(self, key)) < 2:
+                raise ValueError(f"gail.{key} must be >= 2, got {getattr(self, key)!r}")
+        if self.num_layers is not None and int(self.num_layers) < 1:
+            raise ValueError(f"gail.num_layers must be >= 1 or null, got {self.num_layers!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _coerce(variable: str, raw: str, key: str) -> Any:
+    try:
+        if key == "use":
+            if raw.strip().lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.strip().lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if key in {"weight", "alpha", "lr"}:
+            return float(raw)
+        if key == "max_history":
+            return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {variable}={raw!r} is not a valid value for gail.{key}") from None
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _loads(value: Any, column: str) -> list:
+    if isinstance(value, list):
+        return value
+    if value is None or value == "":
+        return []
+    try:
+        parsed = json.loads(value)
+    except (TypeError, json.JSONDecodeError):
+        raise ValueError(f"column {column!r} must be a JSON list, got {str(value)[:80]!r}") from None
+    if not isinstance(parsed, list):
+        raise ValueError(f"column {column!r} must be a JSON list, got {type(parsed).__name__}")
+    return parsed
+
+
+def _item_text(item: dict) -> str:
+    title = str(item.get("title") or item.get("id") or "?").strip()
+    channel = str(item.get("channel") or "").strip()
+    return f"{title} ({channel})" if channel else title
+
+
+def render_pair(slate: Sequence[dict], chosen: int, *, history: Sequence[dict] = (), profile: str = "",
+                max_history: int = 3) -> str:
+    """Discriminator text: the action first, then the slate, then the most recent history and profile."""
+    if not 1 <= chosen <= len(slate):
+        raise ValueError(f"chosen index {chosen} outside the slate of {len(slate)} options")
+    lines = [f"CHOSEN (option {chosen} of {len(slate)}): {_item_text(slate[chosen - 1])}"]
+    lines.append("SLATE: " + " | ".join(f"{i}. {_item_text(item)}" for i, item in enumerate(slate, start=1)))
+    recent = list(history)[-max_history:][::-1] if max_history > 0 else []
+    if recent:
+        lines.append("RECENT (newest first): " + " | ".join(_item_text(item) for item in recent))
+    if profile:
+        lines.append(f"VIEWER: {profile.strip()}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The classifier
+
+
+def PooledClassifier(backbone):  # noqa: N802 - builds an nn.Module without importing torch at module load
+    """Backbone hidden states, mean-pooled over real tokens, then one logit.
+
+    Mean pooling rather than a causal LM's last-token head: the last token of a truncated text is an
+    arbitrary slate or state token, and with a cut backbone it carries little of the action line.
+    """
+    import torch
+
+    class _Pooled(torch.nn.Module):
+        def __init__(self, backbone):
+            super().__init__()
+            self.backbone = backbone
+            self.config = backbone.config
+            self.score = torch.nn.Linear(backbone.config.hidden_size, 1)
+            torch.nn.init.normal_(self.score.weight, std=0.02)
+            torch.nn.init.zeros_(self.score.bias)
+
+        def forward(self, input_ids, attention_mask, **_):
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            return self.score(pooled.float())[:, 0]
+
+    return _Pooled(backbone)
+
+
+
+class Discriminator:
+    """A one-logit sequence classifier trained online with a balanced replay buffer."""
+
+    def __init__(self, settings: GailSettings, backbone: str):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.settings = settings
+        self.backbone = str(backbone)
+        self.device = _resolve_device(settings.device)
+        self.rng = random.Random(settings.seed)
+        torch.manual_seed(settings.seed)
+        overrides: dict[str, Any] = {}
+        try:
+            from transformers import AutoConfig
+
+            available = getattr(AutoConfig.from_pretrained(self.backbone), "num_hidden_layers", None)
+            if settings.num_layers is not None and available is not None and settings.num_layers < available:
+                overrides["num_hidden_layers"] = int(settings.num_layers)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.backbone)
+            backbone = AutoModel.from_pretrained(self.backbone, dtype=torch.float32, **overrides)
+        except (OSError, ValueError) as err:
+            raise RuntimeError(f"discriminator backbone {self.backbone!r} does not load: {err}") from err
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        self.tokenizer.truncation_side = "right"
+        # Token embeddings are most of a small LM's parameters and barely matter for this classifier;
+        # freezing them keeps the optimiser state and every checkpoint small.
+        embeddings = backbone.get_input_embeddings()
+        if embeddings is not None and settings.num_layers is not None:
+            embeddings.weight.requires_grad_(False)
+        model = PooledClassifier(backbone)
+        self.model = model.to(self.device)
+        self.trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+        self.positives: deque[str] = deque(maxlen=settings.buffer_size)
+        self.negatives: deque[str] = deque(maxlen=settings.buffer_size)
+        self.updates = 0
+        LOG.info(
+            "discriminator: backbone %s (%s layers), %.1fM trainable parameters on %s",
+            self.backbone, getattr(backbone.config, "num_hidden_layers", "?"), sum(p.numel() for p in params) / 1e6, self.device,
+        )
+
+    def _encode(self, texts: Sequence[str]):
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.settings.max_length,
+                               return_tensors="pt")
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    def prob_human(self, texts: Sequence[str]) -> list[float]:
+        """P(human) for each text, without gradients and in eval mode."""
+        import torch
+
+        if not texts:
+            return []
+        self.model.eval()
+        with torch.no_grad():
+            logits = self.model(**self._encode(texts))
+        return torch.sigmoid(logits.float()).tolist()
+
+    def add(self, positives: Sequence[str], negatives: Sequence[str]) -> None:
+        self.positives.extend(positives)
+        self.negatives.extend(negatives)
+
+    def update(self, steps: int | None = None) -> dict[str, float]:
+        """K optimiser steps on class-balanced minibatches from the replay buffer."""
+        import torch
+
+        steps = self.settings.updates_per_step if steps is None else steps
+        if not self.positives or not self.negatives or steps <= 0:
+            return {}
+        half = max(1, self.settings.batch_size // 2)
+        losses, accuracies = [], []
+        self.model.train()
+        for _ in range(steps):
+            pos = [self.rng.choice(self.positives) for _ in range(half)]
+            neg = [self.rng.choice(self.negatives) for _ in range(half)]
+            labels = torch.tensor([1.0] * len(pos) + [0.0] * len(neg), device=self.device)
+            logits = self.model(**self._encode(pos + neg)).float()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.updates += 1
+            losses.append(float(loss.detach()))
+            accuracies.append(float(((logits.detach() > 0).float() == labels).float().mean()))
+        return {"loss": sum(losses) / len(losses), "train_accuracy": sum(accuracies) / len(accuracies)}
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Trainable tensors, optimiser, replay buffer and settings, written atomically as a folder."""
+        import torch
+        from safetensors.torch import save_file
+
+        state = {name: p.detach().cpu().contiguous() for name, p in self.model.named_parameters() if p.requires_grad}
+        with io.atomic_dir(directory) as tmp:
+            save_file(state, str(tmp / WEIGHTS_FILE))
+            torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            rows = [{"label": 1, "text": t} for t in self.positives] + [{"label": 0, "text": t} for t in self.negatives]
+            io.write_jsonl(tmp / BUFFER_FILE, rows)
+            io.write_json(tmp / STATE_FILE, {
+                "backbone": self.backbone, "settings": self.settings.as_dict(), "updates": self.updates,
+                "trainable": self.trainable, "rng_state": repr(self.rng.getstate()),
+            })
+
+    def load(self, directory: str | os.PathLike) -> None:
+        """Restore a folder written by `save` (same backbone and layer count)."""
+        import ast
+
+        import torch
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        state_path = directory / STATE_FILE
+        if not state_path.is_file():
+            raise FileNotFoundError(f"{directory}: not a discriminator checkpoint (no {STATE_FILE})")
+        meta = json.loads(state_path.read_text(encoding="utf-8"))
+        saved_layers = meta.get("settings", {}).get("num_layers")
+        if saved_layers != self.settings.num_layers:
+            raise ValueError(f"{state_path}: saved with num_layers={saved_layers}, recipe has {self.settings.num_layers}")
+        tensors = load_file(str(directory / WEIGHTS_FILE))
+        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        missing = [name for name in missing if name in self.trainable]
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS_FILE}: missing {missing[:5]}, unexpected {list(unexpected)[:5]}")
+        optimizer_path = directory / OPTIMIZER_FILE
+        if optimizer_path.is_file():
+            self.optimizer.load_state_dict(torch.load(optimizer_path, map_location=self.device))
+        self.positives.clear()
+        self.negatives.clear()
+        for row in io.read_jsonl(directory / BUFFER_FILE):
+            (self.positives if row["label"] == 1 else self.negatives).append(row["text"])
+        self.updates = int(meta.get("updates", 0))
+        if meta.get("rng_state"):
+            self.rng.setstate(ast.literal_eval(meta["rng_state"]))
+        LOG.info("discriminator: resumed from %s (%d updates, buffer %d+/%d-)", directory, self.updates,
+                 len(self.positives), len(self.negatives))
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device in {"", "auto", None}:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# ----------------------------------------------------------------------------------------------
+# The reward
+
+
+class GailReward:
+    """TRL reward function `gail`: scores completions with D, then updates D on the step's batch."""
+
+    __name__ = "gail"
+
+    def __init__(self, discriminator: Discriminator):
+        self.discriminator = discriminator
+        self.settings = discriminator.settings
+        self.rng = random.Random(discriminator.settings.seed + 1)
+        self.frozen = False  # evaluation: score only, never learn
+        self.is_training = None  # set by the trainer: a callable, False while TRL evaluates
+        self.seconds = 0.0
+
+    def _reward(self, p_human: float | None) -> float:
+        if self.settings.reward_form == "log":
+            value = LOG_P_FLOOR if p_human is None else max(math.log(max(p_human, 1e-12)), LOG_P_FLOOR)
+        else:
+            value = 0.0 if p_human is None else p_human
+        return self.settings.alpha * value
+
+    def __call__(self, prompts=None, completions=None, **kwargs) -> list[float]:
+        started = time.perf_counter()
+        completions = list(completions or [])
+        count = len(completions)
+        for column in ("gold_index", "n_options", "slate_items"):
+            if column not in kwargs:
+                raise KeyError(f"reward 'gail' needs the dataset column {column!r}; columns passed: {sorted(kwargs)}")
+        slates = [_loads(value, "slate_items") for value in kwargs["slate_items"]]
+        histories = [_loads(value, "history") for value in kwargs.get("history", [None] * count)]
+        profiles = [str(value or "") for value in kwargs.get("viewer_profile", [""] * count)]
+        golds = [int(value) for value in kwargs["gold_index"]]
+        contexts = list(kwargs.get("id") or [json.dumps(p, sort_keys=True) if not isinstance(p, str) else p
+                                             for p in (prompts or [""] * count)])
+
+        def render(i: int, chosen: int) -> str:
+            return render_pair(slates[i], chosen, history=histories[i], profile=profiles[i],
+                               max_history=self.settings.max_history)
+
+        choices = []
+        for i, completion in enumerate(completions):
+            n_options = min(int(kwargs["n_options"][i]), len(slates[i]))
+            choices.append(answers.parse_choice(completion_text(completion), n_options) if n_options else None)
+        valid = [i for i, choice in enumerate(choices) if choice is not None]
+        probabilities = self.discriminator.prob_human([render(i, choices[i]) for i in valid])
+        p_by_index = dict(zip(valid, probabilities))
+        rewards = [self._reward(p_by_index.get(i)) for i in range(count)]
+
+        # Gold and negatives, one per (context, option); the gold probability is measured before learning.
+        first_row: dict[str, int] = {}
+        for i, context in enumerate(contexts):
+            if 1 <= golds[i] <= len(slates[i]):
+                first_row.setdefault(context, i)
+        positives = {context: render(i, golds[i]) for context, i in first_row.items()}
+        policy_negatives = {}
+        for i in valid:
+            if choices[i] != golds[i] and contexts[i] in first_row:
+                policy_negatives[(contexts[i], choices[i])] = render(i, choices[i])
+        sampled = []
+        if self.settings.sampled_negatives:
+            shortfall = len(positives) - len(policy_negatives)
+            pool = [(i, option) for context, i in first_row.items()
+                    for option in range(1, len(slates[i]) + 1)
+                    if option != golds[i] and (context, option) not in policy_negatives]
+            self.rng.shuffle(pool)
+            sampled = [render(i, option) for i, option in pool[:max(0, shortfall)]]
+        negatives = list(policy_negatives.values()) + sampled
+
+        metrics: dict[str, float] = {"valid_rate": len(valid) / count if count else 0.0,
+                                     "n_positive": float(len(positives)),
+                                     "n_negative_policy": float(len(policy_negatives)),
+                                     "n_negative_sampled": float(len(sampled))}
+        if valid:
+            metrics["p_human_policy"] = sum(probabilities) / len(probabilities)
+        if positives or negatives:
+            p_pos = self.discriminator.prob_human(list(positives.values()))
+            p_neg = self.discriminator.prob_human(negatives)
+            if p_pos:
+                metrics["p_human_gold"] = sum(p_pos) / len(p_pos)
+            if p_neg:
+                metrics["p_human_negative"] = sum(p_neg) / len(p_neg)
+            correct = sum(p > 0.5 for p in p_pos) + sum(p <= 0.5 for p in p_neg)
+            metrics["accuracy"] = correct / (len(p_pos) + len(p_neg))
+        learning = not self.frozen and (self.is_training is None or self.is_training())
+        if learning:
+            self.discriminator.add(list(positives.values()), negatives)
+            for key, value in self.discriminator.update().items():
+                metrics[key] = value
+        metrics["seconds"] = time.perf_counter() - started
+        self.seconds += metrics["seconds"]
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            for key, value in metrics.items():
+                log_metric(f"gail/{key}", float(value))
+        self.last_metrics = metrics
+        return rewards

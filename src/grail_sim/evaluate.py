@@ -1,0 +1,465 @@
+"""`grail-sim evaluate`: generate answers for Contract-2 prompt datasets and score them (Contract 4).
+
+Outputs in `--out`: `predictions.jsonl` (one row per prompt) and `metrics.json` (metrics.py's
+figures with their baselines, provenance, throughput and a few sample responses).
+
+Generations stream to `predictions.partial.jsonl` as they are produced, so memory stays flat and
+a killed run resumes where it stopped (rows whose id is already there are skipped). The partial
+file is only reused when `predictions.partial.json` shows the same model content, prompts and
+generation settings; the finished `predictions.jsonl` appears atomically at the end.
+
+Backends: HF `generate` (batched, left padding, greedy unless `--temperature` > 0) everywhere,
+and vLLM's offline engine when vllm is importable and CUDA is available (cluster nodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from grail_sim import answers, io, metrics
+
+log = logging.getLogger(__name__)
+
+TASKS = ("next_video", "opinion")
+REQUIRED_COLUMNS = (
+    "id", "prompt", "gold_index", "n_options", "issue", "participant_study", "participant_id",
+    "opinion_before", "opinion_after",
+)
+PARTIAL = "predictions.partial.jsonl"
+PARTIAL_META = "predictions.partial.json"
+
+
+class EvaluationError(RuntimeError):
+    """Bad evaluation input; the message names the folder, split or column at fault."""
+
+
+# --------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="HF model folder (full or peft adapter)")
+    parser.add_argument("--model-name", help="name recorded in metrics.json (default: inferred from --model)")
+    parser.add_argument("--prompts", required=True,
+                        help="Contract-2 issue folder holding one DatasetDict per task, e.g. results/prompts/gun_control")
+    parser.add_argument("--tasks", default="next_video,opinion", help="comma-separated tasks (default: %(default)s)")
+    parser.add_argument("--split", default="validation", help="split to evaluate (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="output folder (predictions.jsonl, metrics.json)")
+    parser.add_argument("--train-split-dir",
+                        help="Contract-2 issue folder whose `train` split teaches the most-frequent and global-mean "
+                             "baselines (default: --prompts when it has a train split; otherwise the evaluated rows)")
+    parser.add_argument("--max-rows", type=int, default=0, help="rows per task, seeded sample; 0 = all")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="prompts per generate call; 1 is fastest on CPU (prefill-bound), raise it on a GPU")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--seed", type=int, default=0, help="row sampling, sampling decoding and bootstrap seed")
+    parser.add_argument("--bootstrap-samples", type=int, default=1000)
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--direction-tolerance", type=float, default=1e-6,
+                        help="|after - before| at or below this is `no_change` (0-1 scale)")
+    parser.add_argument("--report-samples", type=int, default=3, help="prompts with full responses kept per task")
+    parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto",
+                        help="auto: vLLM when importable with CUDA, else HF generate")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (HF backend)")
+    parser.add_argument("--dtype", default="float32", help="HF backend weights dtype")
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or not tasks:
+        raise EvaluationError(f"--tasks {args.tasks!r}: unknown task(s) {unknown}; valid: {', '.join(TASKS)}")
+    if args.batch_size < 1 or args.max_new_tokens < 1 or args.max_rows < 0:
+        raise EvaluationError("--batch-size and --max-new-tokens must be >= 1 and --max-rows >= 0")
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, batch_size=args.batch_size,
+        seed=args.seed, backend=args.backend, device=args.device, dtype=args.dtype,
+    )
+    evaluate(
+        model_dir=Path(args.model), prompts_dir=Path(args.prompts), tasks=tasks, split=args.split,
+        out_dir=Path(args.out), settings=settings, max_rows=args.max_rows,
+        train_split_dir=Path(args.train_split_dir) if args.train_split_dir else None,
+        model_name=args.model_name, bootstrap_samples=args.bootstrap_samples, confidence=args.confidence,
+        direction_tolerance=args.direction_tolerance, report_samples=args.report_samples,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- inputs
+def load_task_split(prompts_dir: Path, task: str, split: str):
+    """The `split` of `prompts_dir/task` (a saved DatasetDict); fails naming folder, split or column."""
+    from datasets import load_from_disk
+
+    folder = prompts_dir / task
+    if not folder.is_dir():
+        raise EvaluationError(f"prompt dataset {folder} does not exist (expected Contract 2: {prompts_dir}/{{task}}/)")
+    try:
+        dataset_dict = load_from_disk(str(folder))
+    except Exception as err:  # datasets raises several types for an unreadable folder
+        raise EvaluationError(f"cannot load prompt dataset {folder}: {type(err).__name__}: {err}") from err
+    if not hasattr(dataset_dict, "keys") or split not in dataset_dict:
+        available = ", ".join(sorted(dataset_dict.keys())) if hasattr(dataset_dict, "keys") else "none (not a DatasetDict)"
+        raise EvaluationError(f"prompt dataset {folder} has no split {split!r}; splits: {available}")
+    dataset = dataset_dict[split]
+    missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise EvaluationError(f"prompt dataset {folder} split {split!r} lacks required column(s): {', '.join(missing)}")
+    return dataset
+
+
+def has_split(prompts_dir: Path, task: str, split: str) -> bool:
+    return (prompts_dir / task / split).is_dir()
+
+
+def select_rows(dataset, max_rows: int, seed: int) -> list[int]:
+    """Row indices to evaluate: all, or a seeded sample of `max_rows` kept in dataset order."""
+    n = len(dataset)
+    if not max_rows or max_rows >= n:
+        return list(range(n))
+    import numpy as np
+
+    chosen = np.random.default_rng(seed).choice(n, size=max_rows, replace=False)
+    return sorted(int(i) for i in chosen)
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def score_row(task: str, row: dict, raw_output: str, tolerance: float) -> dict[str, Any]:
+    """A Contract-4 prediction record; an unparsable answer is `parsed: null`, never a fallback."""
+    before, after = _float_or_none(row["opinion_before"]), _float_or_none(row["opinion_after"])
+    record: dict[str, Any] = {
+        "id": str(row["id"]), "task": task, "raw_output": raw_output,
+        "n_options": int(row["n_options"]), "issue": row["issue"],
+        "participant_study": row["participant_study"], "participant_id": row["participant_id"],
+        "opinion_before": before, "opinion_after": after,
+        "format_ok": answers.has_format(raw_output),
+    }
+    if task == "next_video":
+        parsed = answers.parse_choice(raw_output, int(row["n_options"]))
+        gold = int(row["gold_index"])
+        record.update(parsed=parsed, gold=gold, correct=parsed == gold)
+    else:
+        parsed = answers.parse_opinion(raw_output)
+        correct = None
+        if before is not None and after is not None:
+            correct = parsed is not None and (
+                metrics.direction(before, parsed, tolerance) == metrics.direction(before, after, tolerance))
+        record.update(parsed=parsed, gold=after, correct=correct)
+    return record
+
+
+# --------------------------------------------------------------------------- generation
+class GenerationSettings:
+    def __init__(self, *, max_new_tokens: int = 64, temperature: float = 0.0, batch_size: int = 8, seed: int = 0,
+                 backend: str = "auto", device: str = "auto", dtype: str = "float32"):
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.batch_size = batch_size
+        self.seed = seed
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings that change the generated text (batch size and backend do not, under greedy)."""
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed}
+
+
+def vllm_usable() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class HFGenerator:
+    """Batched `model.generate` with left padding; returns only the new text of each prompt."""
+
+    backend = "hf"
+
+    def __init__(self, model_dir: Path, settings: GenerationSettings):
+        from grail_sim.model import load_policy
+
+        self.settings = settings
+        self.model, self.tokenizer = load_policy(model_dir, dtype=settings.dtype, device=settings.device)
+        self.tokenizer.padding_side = "left"
+        self.chunk_size = settings.batch_size
+
+    def render(self, messages: Sequence[dict]) -> str:
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def prompt_length(self, messages: Sequence[dict]) -> int:
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    def generate(self, batch: Sequence[Sequence[dict]]) -> list[str]:
+        import torch
+
+        texts = [self.render(messages) for messages in batch]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = {k: v.to(self.model.device) for k, v in encoded.items()}
+        sampling = self.settings.temperature > 0
+        options: dict[str, Any] = {"max_new_tokens": self.settings.max_new_tokens, "do_sample": sampling,
+                                   "pad_token_id": self.tokenizer.pad_token_id}
+        if sampling:
+            options.update(temperature=self.settings.temperature, top_p=1.0, top_k=0)
+        else:  # unset the checkpoint's sampling defaults so greedy decoding raises no warnings
+            options.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            output = self.model.generate(**encoded, **options)
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+class VLLMGenerator:
+    """vLLM's offline engine (GPU nodes only); same records as HF under greedy decoding."""
+
+    backend = "vllm"
+
+    def __init__(self, model_dir: Path, settings: GenerationSettings):
+        from vllm import LLM, SamplingParams
+
+        self.settings = settings
+        self.engine = LLM(model=str(model_dir), seed=settings.seed)
+        self.params = SamplingParams(temperature=settings.temperature, max_tokens=settings.max_new_tokens,
+                                     seed=settings.seed)
+        self.chunk_size = settings.batch_size * 32  # vLLM batches internally; chunks keep the stream to disk
+
+    def prompt_length(self, messages: Sequence[dict]) -> int:
+        return sum(len(m["content"]) for m in messages)
+
+    def generate(self, batch: Sequence[Sequence[dict]]) -> list[str]:
+        outputs = self.engine.chat([list(m) for m in batch], self.params, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
+
+def make_generator(model_dir: Path, settings: GenerationSettings):
+    use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_usable())
+    if use_vllm and (model_dir / "adapter_config.json").is_file():
+        log.info("%s is a peft adapter: vLLM needs a merged model, using HF generate", model_dir)
+        use_vllm = False
+    if settings.backend == "vllm" and not vllm_usable():
+        raise EvaluationError("--backend vllm needs vllm installed and a CUDA device")
+    if settings.seed is not None:
+        import torch
+
+        torch.manual_seed(settings.seed)
+    return VLLMGenerator(model_dir, settings) if use_vllm else HFGenerator(model_dir, settings)
+
+
+# --------------------------------------------------------------------------- resume
+def read_done_ids(partial: Path) -> set[tuple[str, str]]:
+    """(task, id) pairs already in a partial predictions file; a corrupt line fails with file:line."""
+    if not partial.exists():
+        return set()
+    return {(row.get("task"), row.get("id")) for row in io.read_jsonl(partial)}
+
+
+def _open_partial(out_dir: Path, fingerprint: dict[str, Any]) -> Path:
+    """The partial predictions file, emptied when it was made with other inputs or settings."""
+    partial, meta_path = out_dir / PARTIAL, out_dir / PARTIAL_META
+    previous = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    if partial.exists() and previous != fingerprint:
+        log.warning("discarding %s: it was generated with other model, prompts or settings", partial)
+        partial.unlink()
+    io.write_json(meta_path, fingerprint)
+    return partial
+
+
+def _git_revision() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("grail-sim", "torch", "transformers", "trl", "datasets", "vllm"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _progress(total: int, description: str):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm ships with transformers; keep working without it
+        return None
+    return tqdm(total=total, desc=description, unit="prompt", mininterval=5.0)
+
+
+# --------------------------------------------------------------------------- orchestration
+def evaluate(
+    *,
+    model_dir: Path,
+    prompts_dir: Path,
+    tasks: Sequence[str],
+    split: str,
+    out_dir: Path,
+    settings: GenerationSettings,
+    max_rows: int = 0,
+    train_split_dir: Path | None = None,
+    model_name: str | None = None,
+    bootstrap_samples: int = 1000,
+    confidence: float = 0.95,
+    direction_tolerance: float = 1e-6,
+    report_samples: int = 3,
+) -> dict[str, Any]:
+    """Generate (resuming), score and write `predictions.jsonl` and `metrics.json`; returns metrics."""
+    if not model_dir.is_dir():
+        raise EvaluationError(f"model folder {model_dir} does not exist")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    datasets_by_task = {task: load_task_split(prompts_dir, task, split) for task in tasks}
+    selected = {task: select_rows(ds, max_rows, settings.seed) for task, ds in datasets_by_task.items()}
+    for task, ds in datasets_by_task.items():
+        log.info("%s/%s [%s]: %d of %d rows selected", prompts_dir, task, split, len(selected[task]), len(ds))
+
+    log.info("hashing %s and the prompt datasets for provenance", model_dir)
+    provenance = {
+        "model_dir": str(model_dir),
+        "model_sha256": io.file_sha256(model_dir),
+        "prompts_dir": str(prompts_dir),
+        "prompts_sha256": {task: io.file_sha256(prompts_dir / task) for task in tasks},
+        "split": split,
+        "git_revision": _git_revision(),
+        "versions": _versions(),
+    }
+    fingerprint = {
+        "model_sha256": provenance["model_sha256"], "prompts_sha256": provenance["prompts_sha256"],
+        "split": split, "tasks": list(tasks), "selected": {t: len(v) for t, v in selected.items()},
+        "max_rows": max_rows, "direction_tolerance": direction_tolerance, **settings.fingerprint(),
+    }
+    partial = _open_partial(out_dir, fingerprint)
+    done = read_done_ids(partial)
+    pending = {task: [i for i in selected[task] if (task, str(datasets_by_task[task][i]["id"])) not in done]
+               for task in tasks}
+    n_pending = sum(len(v) for v in pending.values())
+    log.info("%d predictions already on disk, %d to generate", len(done), n_pending)
+
+    generation = {"backend": None, "generated_rows": 0, "seconds": 0.0, "prompts_per_second": None,
+                  "resumed_rows": len(done), **settings.fingerprint(), "batch_size": settings.batch_size}
+    if n_pending:
+        generator = make_generator(model_dir, settings)
+        generation["backend"] = generator.backend
+        progress = _progress(n_pending, f"evaluate {model_dir.name} [{split}]")
+        with open(partial, "a", encoding="utf-8") as handle:
+            for task in tasks:
+                seconds, count = _generate_task(generator, task, datasets_by_task[task], pending[task], handle,
+                                                direction_tolerance, progress)
+                generation["seconds"] += seconds
+                generation["generated_rows"] += count
+        if progress is not None:
+            progress.close()
+        if generation["seconds"] > 0:
+            generation["prompts_per_second"] = generation["generated_rows"] / generation["seconds"]
+        log.info("generated %d rows in %.1f s", generation["generated_rows"], generation["seconds"])
+
+    records = {task: [] for task in tasks}
+    for row in io.read_jsonl(partial):
+        if row.get("task") in records:
+            records[row["task"]].append(row)
+
+    result: dict[str, Any] = {
+        "model": model_name or _infer_model_name(model_dir),
+        "provenance": provenance,
+        "generation": generation,
+        "rows": {task: {"available": len(datasets_by_task[task]), "evaluated": len(records[task])} for task in tasks},
+        "tasks": {},
+        "samples": {},
+    }
+    base_dir = train_split_dir or prompts_dir
+    for task in tasks:
+        train = load_task_split(base_dir, task, "train") if has_split(base_dir, task, "train") else None
+        if train_split_dir is not None and train is None:
+            raise EvaluationError(f"--train-split-dir {train_split_dir}/{task} has no `train` split")
+        options = {"samples": bootstrap_samples, "seed": settings.seed, "confidence": confidence}
+        if task == "next_video":
+            result["tasks"][task] = metrics.next_video_metrics(
+                records[task], train_gold_indices=None if train is None else train["gold_index"], **options)
+        else:
+            result["tasks"][task] = metrics.opinion_metrics(
+                records[task], train_after_values=None if train is None else train["opinion_after"],
+                tolerance=direction_tolerance, **options)
+        result["samples"][task] = _samples(datasets_by_task[task], selected[task], records[task], report_samples)
+
+    def ordered() -> Iterator[dict]:
+        for task in tasks:
+            yield from records[task]
+
+    count = io.write_jsonl(out_dir / "predictions.jsonl", ordered())
+    io.write_json(out_dir / "metrics.json", result)
+    partial.unlink()
+    (out_dir / PARTIAL_META).unlink(missing_ok=True)
+    log.info("wrote %d predictions and metrics to %s", count, out_dir)
+    return result
+
+
+def _generate_task(generator, task, dataset, indices, handle, tolerance, progress,
+                   block_size: int = 512) -> tuple[float, int]:
+    """Generate `indices` of `dataset` in length-sorted batches, appending records to `handle`.
+
+    Rows are read a block at a time, so memory does not grow with the size of the split.
+    """
+    seconds, count = 0.0, 0
+    for block_start in range(0, len(indices), block_size):
+        rows = [dataset[i] for i in indices[block_start:block_start + block_size]]
+        # Similar lengths share a batch, so little compute goes to padding; longest first, so an
+        # out-of-memory batch shows at the start of a block rather than at its end.
+        order = sorted(range(len(rows)), key=lambda k: -generator.prompt_length(rows[k]["prompt"]))
+        for start in range(0, len(order), generator.chunk_size):
+            batch = [rows[k] for k in order[start:start + generator.chunk_size]]
+            began = time.perf_counter()
+            outputs = generator.generate([row["prompt"] for row in batch])
+            seconds += time.perf_counter() - began
+            for row, text in zip(batch, outputs):
+                handle.write(json.dumps(score_row(task, row, text, tolerance)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            count += len(batch)
+            if progress is not None:
+                progress.update(len(batch))
+            else:
+                log.info("%s: %d/%d rows", task, count, len(indices))
+    return seconds, count
+
+
+def _samples(dataset, selected: list[int], records: list[dict], count: int) -> list[dict]:
+    """The first `count` evaluated prompts with the model's full responses, for the report."""
+    by_id = {r["id"]: r for r in records}
+    out = []
+    for index in selected:
+        if len(out) >= count:
+            break
+        row = dataset[index]
+        record = by_id.get(str(row["id"]))
+        if record is None:
+            continue
+        out.append({"id": record["id"], "prompt": row["prompt"], "raw_output": record["raw_output"],
+                    "parsed": record["parsed"], "gold": record["gold"], "format_ok": record["format_ok"]})
+    return out
+
+
+def _infer_model_name(model_dir: Path) -> str:
+    """`base` for results/models/base, the trainer for results/train/{trainer}_{short}/final."""
+    name = model_dir.name if model_dir.name != "final" else model_dir.parent.name
+    return name.rsplit("_", 1)[0] if model_dir.name == "final" and "_" in name else name

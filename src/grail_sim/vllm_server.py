@@ -1,0 +1,192 @@
+"""The vLLM server's lifecycle for `vllm_mode: server` training on a GPU node.
+
+`grail-sim train` with `use_vllm: true` and `vllm_mode: server` (and not already inside a launched
+worker) becomes an orchestrator: it picks free ports, starts `vllm serve` for the base policy on the
+first allotted GPU with its log beside the rule's log, waits on `/health` with a bounded timeout
+(failing with the tail of the server's log), runs `accelerate launch` of the same command on the
+remaining GPUs, and always stops the server's whole process group on exit: success, failure, an
+exception, or SIGTERM/SIGINT from SLURM or Snakemake. No orphan processes are left.
+
+The vLLM command line comes from TRL's own `trl.scripts.vllm_serve.build_command` (the flags TRL's
+weight sync needs) and runs with `VLLM_SERVER_DEV_MODE=1`, as `trl vllm-serve` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Sequence
+
+LOG = logging.getLogger("grail_sim.vllm_server")
+WORKER_ENV = "GRAIL_SIM_WORKER"
+
+
+class ServerError(RuntimeError):
+    """The server did not come up (the message carries the tail of its log)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def log_tail(path: str | os.PathLike, lines: int = 40) -> str:
+    path = Path(path)
+    if not path.is_file():
+        return f"(no log at {path})"
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(text[-lines:]) or "(empty log)"
+
+
+def vllm_serve_command(model: str, *, host: str, port: int, gpu_memory_utilization: float = 0.9,
+                       dtype: str = "auto", max_model_len: int | None = None, tensor_parallel_size: int = 1,
+                       enable_prefix_caching: bool | None = None, extra_args: Sequence[str] = ()) -> list[str]:
+    """The `vllm serve` command TRL's server mode expects, as an argument list (never a shell string)."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    arguments = ScriptArguments(model=str(model), host=host, port=int(port), dtype=dtype,
+                                gpu_memory_utilization=float(gpu_memory_utilization),
+                                tensor_parallel_size=int(tensor_parallel_size), max_model_len=max_model_len,
+                                enable_prefix_caching=enable_prefix_caching)
+    return build_command(arguments, [str(arg) for arg in extra_args])
+
+
+def wait_for_health(url: str, process: subprocess.Popen, log_path: str | os.PathLike, *, timeout: float,
+                    interval: float = 1.0) -> float:
+    """Poll `url` until HTTP 200; fail early if the process exits, or after `timeout` seconds."""
+    started = time.monotonic()
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise ServerError(f"server exited with code {code} before {url} answered; last lines of "
+                              f"{log_path}:\n{log_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=max(0.5, interval)) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        if time.monotonic() - started >= timeout:
+            raise ServerError(f"server did not answer {url} within {timeout:.0f}s; last lines of "
+                              f"{log_path}:\n{log_tail(log_path)}")
+        time.sleep(interval)
+
+
+def stop_process_group(process: subprocess.Popen, *, grace: float = 20.0) -> None:
+    """SIGTERM the process's whole group, then SIGKILL what is left after `grace` seconds."""
+    if process.poll() is not None and not _group_alive(process.pid):
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _group_alive(process.pid):
+                return
+            time.sleep(0.1)
+    process.wait(timeout=5)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _terminate_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into SystemExit so that `finally` blocks (server teardown) run."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def managed_server(command: Sequence[str], *, health_url: str, log_path: str | os.PathLike, timeout: float = 900.0,
+                   env: dict | None = None, interval: float = 1.0) -> Iterator[subprocess.Popen]:
+    """Start `command` in its own process group, wait for `health_url`, and always stop it afterwards."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log, _terminate_on_signals():
+        LOG.info("starting server (log %s): %s", log_path, " ".join(command[:6]) + (" ..." if len(command) > 6 else ""))
+        process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, start_new_session=True)
+        try:
+            seconds = wait_for_health(health_url, process, log_path, timeout=timeout, interval=interval)
+            LOG.info("server healthy at %s after %.1fs (pid %d)", health_url, seconds, process.pid)
+            yield process
+        finally:
+            stop_process_group(process)
+            LOG.info("server (pid %d) stopped", process.pid)
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids allotted to this job: CUDA_VISIBLE_DEVICES (SLURM sets it), else every device torch sees."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def run_with_server(server_command: Sequence[str], train_command: Sequence[str], *, health_url: str,
+                    log_path: str | os.PathLike, server_env: dict, train_env: dict, timeout: float = 900.0) -> int:
+    """Run `train_command` while the server runs; returns the training's exit code."""
+    with managed_server(server_command, health_url=health_url, log_path=log_path, timeout=timeout,
+                        env=server_env):
+        LOG.info("launching training: %s", " ".join(train_command[:8]) + " ...")
+        trainer = subprocess.Popen(list(train_command), env=train_env, start_new_session=True)
+        try:
+            return trainer.wait()
+        finally:
+            stop_process_group(trainer, grace=30.0)
+
+
+def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, settings: dict, grpo: dict,
+                accelerate_config: str | None) -> int:
+    """The GPU-node path: vLLM on the first GPU, `accelerate launch` of this same command on the rest."""
+    gpus = visible_gpus()
+    if len(gpus) < 2:
+        raise ServerError(f"vllm_mode: server needs at least 2 GPUs (found {len(gpus)}: {gpus}); "
+                          "use vllm_mode: colocate on a single GPU")
+    host = "127.0.0.1"
+    port, group_port = free_port(host), free_port(host)
+    log_path = Path(settings.get("log") or Path(out_dir) / "vllm_server.log")
+    server_command = vllm_serve_command(
+        model, host=host, port=port, gpu_memory_utilization=settings.get("gpu_memory_utilization", 0.9),
+        dtype=settings.get("dtype", "auto"), max_model_len=settings.get("max_model_len"),
+        tensor_parallel_size=1, extra_args=settings.get("extra_args", []))
+    server_env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus[0], "VLLM_SERVER_DEV_MODE": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(len(gpus) - 1)]
+    if accelerate_config:
+        launch += ["--config_file", str(accelerate_config)]
+    train_command = launch + ["-m", "grail_sim.cli", *argv,
+                              "--set", f"vllm_server_host={host}", "--set", f"vllm_server_port={port}",
+                              "--set", f"vllm_group_port={group_port}"]
+    train_env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus[1:]), WORKER_ENV: "1"}
+    return run_with_server(server_command, train_command, health_url=f"http://{host}:{port}/health",
+                           log_path=log_path, server_env=server_env, train_env=train_env,
+                           timeout=float(settings.get("timeout_s", 900)))

@@ -1,0 +1,109 @@
+"""GRAIL's discriminator: rendering order, learning to separate human from random choices,
+class balance as the policy improves, the reward computed before the update, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grail_sim import discriminator as disc
+from test_train import make_prompt_rows, one_torch_thread  # noqa: F401 - autouse fixture
+
+
+def _settings(**kwargs) -> disc.GailSettings:
+    values = {"lr": 3e-3, "batch_size": 16, "max_length": 96, "updates_per_step": 1, "seed": 0}
+    values.update(kwargs)
+    return disc.GailSettings.from_recipe(values, environ={})
+
+
+def test_render_puts_the_action_first_so_truncation_keeps_it():
+    row = make_prompt_rows(1)[0]
+    slate = json.loads(row["slate_items"])
+    history = json.loads(row["history"]) * 20
+    text = disc.render_pair(slate, 2, history=history, profile=row["viewer_profile"] * 50, max_history=3)
+    first_line = text.splitlines()[0]
+    assert first_line.startswith(f"CHOSEN (option 2 of {len(slate)}): {slate[1]['title']}")
+    assert text.index("SLATE:") < text.index("RECENT") < text.index("VIEWER:")
+    assert text.count("Earlier video") == 3  # only the most recent max_history items
+    with pytest.raises(ValueError, match="outside the slate"):
+        disc.render_pair(slate, len(slate) + 1)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Human choices with a consistent taste (news clips) against random in-slate choices, same contexts."""
+    import random
+
+    rng = random.Random(1)
+    human, other = [], []
+    for row in make_prompt_rows(16, seed=5):
+        slate = json.loads(row["slate_items"])
+        slate[row["gold_index"] - 1]["title"] = f"Evening news clip {rng.randint(1, 99)}"
+        history = json.loads(row["history"])
+        wrong = rng.choice([i for i in range(1, len(slate) + 1) if i != row["gold_index"]])
+        human.append(disc.render_pair(slate, row["gold_index"], history=history, profile=row["viewer_profile"]))
+        other.append(disc.render_pair(slate, wrong, history=history, profile=row["viewer_profile"]))
+    return human, other
+
+
+@pytest.mark.slow
+def test_discriminator_learns_to_separate_human_from_random_choices(tiny_model_dir, pairs):
+    human, other = pairs
+    model = disc.Discriminator(_settings(), tiny_model_dir)
+    before = _separation(model, human, other)
+    model.add(human, other)
+    for _ in range(40):
+        metrics = model.update()
+    after = _separation(model, human, other)
+    assert after["accuracy"] >= 0.85, (before, after)
+    assert after["gap"] > before["gap"] + 0.2, (before, after)
+    assert metrics["loss"] < 0.5
+
+
+def _separation(model, human, other) -> dict:
+    p_human, p_other = model.prob_human(human), model.prob_human(other)
+    correct = sum(p > 0.5 for p in p_human) + sum(p <= 0.5 for p in p_other)
+    return {"accuracy": correct / (len(human) + len(other)),
+            "gap": sum(p_human) / len(p_human) - sum(p_other) / len(p_other)}
+
+
+@pytest.mark.slow
+def test_gail_reward_scores_before_updating_and_keeps_classes_balanced(tiny_model_dir, tmp_path):
+    rows = make_prompt_rows(2, seed=3)
+    generations = 3
+    batch = [row for row in rows for _ in range(generations)]
+    # The policy always answers the gold index: no policy negatives, so in-slate ones are sampled.
+    completions = [[{"role": "assistant", "content": f"<think>t</think><answer>{row['gold_index']}</answer>"}]
+                   for row in batch]
+    completions[1] = [{"role": "assistant", "content": "no answer"}]
+    columns = {key: [row[key] for row in batch] for key in batch[0] if key != "prompt"}
+    logged = {}
+    reward = disc.GailReward(disc.Discriminator(_settings(alpha=2.0), tiny_model_dir))
+    expected = reward.discriminator.prob_human(
+        [disc.render_pair(json.loads(r["slate_items"]), r["gold_index"], history=json.loads(r["history"]),
+                          profile=r["viewer_profile"]) for r in batch])
+    scores = reward(prompts=[row["prompt"] for row in batch], completions=completions,
+                    log_metric=lambda name, value: logged.__setitem__(name, value), **columns)
+    assert scores[1] == 0.0  # unparsable: no reward
+    for index in (0, 2, 3, 4, 5):
+        assert scores[index] == pytest.approx(2.0 * expected[index], abs=1e-5)  # before the update
+    assert logged["gail/n_positive"] == 2 and logged["gail/n_negative_policy"] == 0
+    assert logged["gail/n_negative_sampled"] == 2  # topped up to balance the two positives
+    assert logged["gail/valid_rate"] == pytest.approx(5 / 6)
+    assert reward.discriminator.updates == 1 and "gail/loss" in logged
+
+    # Frozen (evaluation): scores without learning.
+    reward.is_training = lambda: False
+    reward(prompts=[row["prompt"] for row in batch], completions=completions, **columns)
+    assert reward.discriminator.updates == 1
+
+    # Save and load restore the weights, optimiser and replay buffer.
+    reward.discriminator.save(tmp_path / "d")
+    restored = disc.Discriminator(_settings(alpha=2.0), tiny_model_dir)
+    restored.load(tmp_path / "d")
+    assert restored.updates == 1 and len(restored.positives) == 2 and len(restored.negatives) == 2
+    sample = [disc.render_pair(json.loads(rows[0]["slate_items"]), 1)]
+    assert restored.prob_human(sample) == pytest.approx(reward.discriminator.prob_human(sample), abs=1e-6)
+    with pytest.raises(ValueError, match="num_layers"):
+        disc.Discriminator(_settings(num_layers=1), tiny_model_dir).load(tmp_path / "d")

@@ -1,0 +1,278 @@
+"""The train stage end to end on the tiny model: recipes, the real CLI, resume, outputs (Contract 3)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+TOPICS = ["gun rights", "gun control", "hunting", "self defense", "policy debate", "news"]
+
+
+def make_prompt_rows(count: int, seed: int = 0, id_prefix: str = "s") -> list[dict]:
+    """Contract-2 next-video rows whose gold option shares the viewer's stated topic (a learnable signal)."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        n_options = rng.randint(3, 5)
+        topic = rng.choice(TOPICS)
+        others = [t for t in TOPICS if t != topic]
+        gold = rng.randint(1, n_options)
+        slate = []
+        for option in range(1, n_options + 1):
+            subject = topic if option == gold else rng.choice(others)
+            slate.append({"id": f"vid{index:03d}{option:02d}aa", "title": f"Video about {subject}",
+                          "channel": f"Channel {option}", "duration_s": 300.0, "view_count": None,
+                          "like_count": None, "comment_count": None})
+        history = [{"id": "histvideo01", "title": f"Earlier video about {topic}", "channel": "Hist",
+                    "watched_s": 100.0, "total_s": 200.0}]
+        options = "\n".join(f"{i}. {item['title']} ({item['channel']})" for i, item in enumerate(slate, start=1))
+        profile = f"The viewer cares about {topic}."
+        prompt = [
+            {"role": "system", "content": "Answer as <think>...</think><answer>N</answer>."},
+            {"role": "user", "content": f"{profile}\nWatched: {history[0]['title']}\nOptions:\n{options}\nWhich next?"},
+        ]
+        rows.append({
+            "id": f"{id_prefix}{index}:0", "prompt": prompt, "gold_index": gold, "n_options": n_options,
+            "slate_items": json.dumps(slate), "viewer_profile": profile, "history": json.dumps(history),
+            "issue": "gun_control", "participant_study": "study1", "participant_id": f"p{index:04d}",
+            "opinion_before": 0.5, "opinion_after": 0.55, "opinion_direction": "increase",
+            "gold_id": slate[gold - 1]["id"],
+        })
+    return rows
+
+
+def make_prompt_dataset(out_dir, rows: int = 16, seed: int = 0) -> Path:
+    """A small Contract-2 DatasetDict saved with save_to_disk."""
+    from datasets import Dataset, DatasetDict
+
+    splits = {name: Dataset.from_list(make_prompt_rows(count, seed + offset, name[:2]))
+              for offset, (name, count) in enumerate([("train", rows), ("validation", 8), ("test", 8)])}
+    DatasetDict(splits).save_to_disk(str(out_dir))
+    return Path(out_dir)
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "config" / "recipes"
+# Keeps a tiny-model run to a few seconds per step: 2 prompts x 2 completions, 8 new tokens.
+TINY = ["warmup_sft.steps=2", "warmup_sft.batch_size=2", "per_device_train_batch_size=4", "num_generations=2",
+        "max_completion_length=8", "save_steps=1", "report_to=none", "gail.batch_size=4"]
+
+
+def _train_cli(recipe: str, dataset: Path, model: Path, out: Path, *extra: str, max_steps: int = 2) -> int:
+    from grail_sim import cli
+
+    argv = ["train", "--recipe", str(RECIPES / f"{recipe}.yaml"), "--dataset", str(dataset), "--model", str(model),
+            "--out", str(out), "--max-steps", str(max_steps), "--threads", "1"]
+    for override in TINY + list(extra):
+        if recipe != "grail" and override.startswith("gail."):
+            continue
+        argv += ["--set", override]
+    return cli.main(argv)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The CI machine's cores are shared: one intra-op thread avoids spin-wait slowdowns (docs/train.md)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _metric_rows(path: Path) -> list[dict]:
+    from grail_sim import io
+
+    return list(io.read_jsonl(path))
+
+
+@pytest.fixture(scope="module")
+def prompt_dataset(tmp_path_factory):
+    return make_prompt_dataset(tmp_path_factory.mktemp("prompts") / "next_video", rows=12)
+
+
+# --- recipes --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["grpo", "grail", "maxent"])
+def test_shipped_recipes_resolve_to_valid_grpo_configs(name, tmp_path):
+    from trl import GRPOConfig
+
+    from grail_sim import rewards, train
+
+    script, grpo = train.load_recipe(RECIPES / f"{name}.yaml")
+    assert script["trainer"] == name
+    for reward in script["rewards"]:
+        rewards.get_reward(reward)
+    grpo.pop("reward_weights")
+    grpo.update(use_cpu=True, bf16=False)
+    config = GRPOConfig(output_dir=str(tmp_path), **grpo)
+    assert config.max_completion_length <= 32 and config.num_generations >= 2
+    assert (script["gail"] is not None) == (name == "grail")
+    if name == "maxent":
+        assert config.entropy_coef > 0
+
+
+def test_unknown_recipe_key_fails_naming_it(tmp_path):
+    from grail_sim import train
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("learning_rate: 1.0e-5\nkl_coef: 0.1\n")  # a PPO key, not a GRPOConfig field
+    with pytest.raises(train.RecipeError, match=r"kl_coef.*bad.yaml"):
+        train.load_recipe(recipe)
+    recipe.write_text("lora: {rank: 8}\n")
+    with pytest.raises(train.RecipeError, match=r"rank.*'lora'"):
+        train.load_recipe(recipe)
+
+
+def test_overrides_and_max_steps_reach_nested_sections():
+    from grail_sim import train
+
+    script, grpo = train.load_recipe(RECIPES / "grail.yaml", ["gail.weight=0.5", "learning_rate=2e-5",
+                                                                "lora.enabled=false"], max_steps=3)
+    assert script["gail"]["weight"] == 0.5 and script["lora"]["enabled"] is False
+    assert script["lora"]["r"] == 16  # the rest of the section keeps its values
+    assert grpo["max_steps"] == 3 and float(grpo["learning_rate"]) == 2e-5
+    with pytest.raises(train.RecipeError, match="key=value"):
+        train.load_recipe(RECIPES / "grpo.yaml", ["learning_rate"])
+
+
+def test_gail_environment_overrides_win_over_the_recipe():
+    from grail_sim.discriminator import GailSettings
+
+    env = {"GAIL_USE": "0", "GAIL_WEIGHT": "0.7", "GAIL_ALPHA": "2", "GAIL_LR": "1e-3",
+           "GAIL_DISC_MODEL": "/models/encoder", "GAIL_DEVICE": "cpu", "GRAIL_MAX_HISTORY": "5"}
+    settings = GailSettings.from_recipe({"use": True, "weight": 0.3}, environ=env)
+    assert (settings.use, settings.weight, settings.alpha, settings.lr) == (False, 0.7, 2.0, 1e-3)
+    assert (settings.disc_model, settings.device, settings.max_history) == ("/models/encoder", "cpu", 5)
+    with pytest.raises(ValueError, match="GAIL_WEIGHT"):
+        GailSettings.from_recipe({}, environ={"GAIL_WEIGHT": "heavy"})
+    with pytest.raises(KeyError, match="dsic_lr"):
+        GailSettings.from_recipe({"dsic_lr": 1.0}, environ={})
+
+
+def test_dataset_missing_a_contract_column_fails_naming_it(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from grail_sim import train
+
+    rows = make_prompt_rows(4)
+    for row in rows:
+        del row["gold_index"]
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(train.DataError, match="gold_index"):
+        train.load_training_data(tmp_path / "ds", "train", need_grail=False, max_rows=None, seed=0)
+
+
+def test_warmup_target_teaches_the_answer_format():
+    from grail_sim import answers, train
+
+    row = make_prompt_rows(1)[0]
+    target = train.warmup_target(row, "Pick {title}")
+    assert answers.has_format(target)
+    assert answers.parse_choice(target, row["n_options"]) == row["gold_index"]
+    assert "Video about" in target
+
+
+def test_balanced_warmup_order_does_not_teach_the_position_prior():
+    import random
+    from collections import Counter
+
+    from datasets import Dataset
+
+    from grail_sim import train
+
+    golds = [1] * 60 + [2] * 25 + [3] * 10 + [4] * 5  # skewed like the real data
+    data = Dataset.from_dict({"gold_index": golds})
+    order = train.balanced_order(data, random.Random(0))
+    first = Counter(golds[i] for i in order[:40])
+    assert set(first.values()) == {10}  # each position equally often
+    assert len(set(order[:20])) == 20
+
+
+def test_warmup_think_template_fields():
+    from grail_sim import train
+
+    row = make_prompt_rows(1)[0]
+    target = train.warmup_target(row, "Next: {short_title} [{channel}] #{index}")
+    title = json.loads(row["slate_items"])[row["gold_index"] - 1]["title"]
+    assert target.startswith(f"<think>Next: {' '.join(title.split()[:5])} [Channel {row['gold_index']}]")
+
+
+# --- training through the CLI ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_grail_trains_through_the_cli_and_resumes_after_interruption(tiny_model_dir, prompt_dataset, tmp_path):
+    import shutil
+
+    out = tmp_path / "grail_gun"
+    assert _train_cli("grail", prompt_dataset, tiny_model_dir, out) == 0
+    for name in ("final/adapter_config.json", "final/grail_sim.json", "trainer_state.json", "metrics.jsonl",
+                 "resolved_recipe.yaml", "discriminator/discriminator_state.json",
+                 "checkpoint-2/discriminator/trainable.safetensors"):
+        assert (out / name).exists(), name
+    provenance = json.loads((out / "final" / "grail_sim.json").read_text())
+    assert provenance["base_model"] == str(tiny_model_dir) and provenance["rewards"][-1] == "gail"
+    assert abs(sum(provenance["reward_weights"]) - 1) < 1e-9
+    rows = _metric_rows(out / "metrics.jsonl")
+    steps = [row for row in rows if "reward" in row]
+    assert [row["step"] for row in steps] == [1, 2]
+    for key in ("rewards/answer_accuracy/mean", "rewards/gail/mean", "gail/accuracy", "gail/p_human_gold",
+                "gail/n_positive", "gail/loss"):
+        assert key in steps[0], key
+    assert steps[0]["gail/n_positive"] == 2  # one per prompt of the step
+    assert any("warmup_loss" in row for row in rows)
+
+    # An interruption after checkpoint-1: the last checkpoint and the declared outputs are gone, and
+    # a half-written checkpoint folder is left behind.
+    shutil.rmtree(out / "checkpoint-2")
+    shutil.rmtree(out / "final")
+    (out / "metrics.jsonl").unlink()
+    (out / "checkpoint-7").mkdir()
+    assert _train_cli("grail", prompt_dataset, tiny_model_dir, out, max_steps=3) == 0
+    provenance = json.loads((out / "final" / "grail_sim.json").read_text())
+    assert provenance["resumed_from"] == str(out / "checkpoint-1")
+    assert provenance["global_step"] == 3
+    steps = [row["step"] for row in _metric_rows(out / "metrics.jsonl") if "reward" in row]
+    assert steps == [1, 2, 3]  # step 2 is redone once, never duplicated
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_changed_recipe_starts_over_instead_of_resuming(tiny_model_dir, prompt_dataset, tmp_path):
+    out = tmp_path / "grpo_gun"
+    assert _train_cli("grpo", prompt_dataset, tiny_model_dir, out, max_steps=1) == 0
+    assert _train_cli("grpo", prompt_dataset, tiny_model_dir, out, "learning_rate=0.5", max_steps=1) == 0
+    provenance = json.loads((out / "final" / "grail_sim.json").read_text())
+    assert provenance["resumed_from"] is None and provenance["global_step"] == 1
+
+
+def test_cli_reports_a_bad_recipe_without_a_traceback(tmp_path, capsys, prompt_dataset):
+    from grail_sim import cli
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("rewards: [answer_accuracy, vibes]\n")
+    code = cli.main(["train", "--recipe", str(recipe), "--dataset", str(prompt_dataset), "--model", str(tmp_path),
+                     "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "vibes" in err and "answer_accuracy" in err
+
+
+@pytest.mark.slow
+def test_maxent_logs_its_entropy_bonus_and_gail_use_zero_falls_back_to_grpo(tiny_model_dir, prompt_dataset,
+                                                                              tmp_path, monkeypatch):
+    assert _train_cli("maxent", prompt_dataset, tiny_model_dir, tmp_path / "maxent", max_steps=1) == 0
+    steps = [row for row in _metric_rows(tmp_path / "maxent" / "metrics.jsonl") if "reward" in row]
+    assert steps[0]["entropy_coef"] == pytest.approx(0.01)
+
+    monkeypatch.setenv("GAIL_USE", "0")
+    assert _train_cli("grail", prompt_dataset, tiny_model_dir, tmp_path / "nogail", max_steps=1) == 0
+    provenance = json.loads((tmp_path / "nogail" / "final" / "grail_sim.json").read_text())
+    assert provenance["rewards"] == ["answer_accuracy", "format"]
+    assert not (tmp_path / "nogail" / "discriminator").exists()
