@@ -4,7 +4,7 @@
 
 Prints a Markdown table: generation time, then the clean stage end to end (read, filter, build rows,
 split, write parquet + stats) as the CLI runs it, best of --repeats, plus peak memory. The figures
-depend on the machine; docs/clean.md records one measurement.
+depend on the machine; README.md records one measurement.
 """
 
 from __future__ import annotations

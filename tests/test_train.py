@@ -74,7 +74,7 @@ def _train_cli(recipe: str, dataset: Path, model: Path, out: Path, *extra: str, 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
-    """The CI machine's cores are shared: one intra-op thread avoids spin-wait slowdowns (docs/train.md)."""
+    """The CI machine's cores are shared: one intra-op thread avoids spin-wait slowdowns (README.md)."""
     import torch
 
     previous = torch.get_num_threads()

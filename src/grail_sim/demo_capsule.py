@@ -2,7 +2,7 @@
 
 The demo exists so that the default workflow (and every test) runs the clean stage exactly as on the
 real data, and so that a small model trained on it can visibly learn something on a laptop CPU.
-Its figures are properties of the generator below, never findings about people: docs/clean.md
+Its figures are properties of the generator below, never findings about people: README.md
 documents the behaviour model.
 
 Behaviour model (all probabilities are module constants, echoed into the ground truth file):
@@ -454,5 +454,5 @@ def _write(out: str | Path, videos: dict, sessions: list[dict], surveys: dict, t
         (wage / "yg_w12_clean.csv").write_text(_csv_text(surveys["study3"]), encoding="utf-8")
         (tmp / "README.md").write_text(
             "Synthetic demo capsule written by `grail-sim demo-capsule`: NOT real participants.\n"
-            "Layout of CodeOcean capsule 5416997; behaviour model in grail-sim's docs/clean.md.\n", encoding="utf-8")
+            "Layout of CodeOcean capsule 5416997; behaviour model in grail-sim's README.md.\n", encoding="utf-8")
         write_json(tmp / GROUND_TRUTH_FILE, truth)

@@ -330,13 +330,19 @@ def portfolio_context(evaluations: Sequence[dict]) -> dict[str, Any]:
     return {"sections": sections}
 
 
-def _next_video_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
+def _study_entries(group: Sequence[dict], study: str, task_name: str) -> list[tuple[dict, dict]]:
+    """(evaluation, that study's summary) for every evaluation of `group` that has the task."""
     entries = []
     for data in group:
-        task = data["tasks"].get("next_video")
+        task = data["tasks"].get(task_name)
         summary = _study_groups(task).get(study) if task else None
         if summary is not None:
             entries.append((data, summary))
+    return entries
+
+
+def _next_video_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
+    entries = _study_entries(group, study, "next_video")
     if not entries:
         return None
     reference = entries[0][1]
@@ -355,12 +361,7 @@ def _next_video_table(group: Sequence[dict], study: str) -> dict[str, Any] | Non
 
 
 def _opinion_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
-    entries = []
-    for data in group:
-        task = data["tasks"].get("opinion")
-        summary = _study_groups(task).get(study) if task else None
-        if summary is not None:
-            entries.append((data, summary))
+    entries = _study_entries(group, study, "opinion")
     if not entries:
         return None
     reference = entries[0][1]

@@ -3,7 +3,7 @@
 # outputs, so a rerun after an interruption resumes from the last one. With a recipe that sets
 # `use_vllm: true` and `vllm_mode: server` (config/recipes/grail-gpu.yaml), `grail-sim train` starts
 # `vllm serve` on the first allotted GPU, waits for /health and runs `accelerate launch` on the
-# others, and always stops the server (grail_sim.vllm_server; docs/train.md).
+# others, and always stops the server (grail_sim.vllm_server; README.md).
 
 import shlex
 
