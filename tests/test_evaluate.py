@@ -117,6 +117,18 @@ def test_bad_inputs_fail_naming_folder_split_or_column(tmp_path):
                           out_dir=tmp_path / "out", settings=_settings())
 
 
+def test_direction_worded_opinion_dataset_is_refused_not_scored_as_failures(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = [dict(row, answer=row["opinion_direction"]) for row in _rows("opinion", "test", 3)]
+    DatasetDict({"test": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "opinion"))
+    with pytest.raises(evaluate.EvaluationError, match="opinion_target: index"):
+        evaluate.load_task_split(tmp_path, "opinion", "test")
+    rows = [dict(row, answer=f"{row['opinion_after']:.3f}") for row in _rows("opinion", "test", 3)]
+    DatasetDict({"test": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "index" / "opinion"))
+    assert len(evaluate.load_task_split(tmp_path / "index", "opinion", "test")) == 3
+
+
 def test_model_folder_that_does_not_load_is_named(tmp_path):
     broken = tmp_path / "broken_model"
     broken.mkdir()

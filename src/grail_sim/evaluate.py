@@ -110,6 +110,14 @@ def load_task_split(prompts_dir: Path, task: str, split: str):
     missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
     if missing:
         raise EvaluationError(f"prompt dataset {folder} split {split!r} lacks required column(s): {', '.join(missing)}")
+    if task == "opinion" and "answer" in dataset.column_names and len(dataset):
+        # Opinion rows are scored as a 0-1 index; a dataset built with `prompts.opinion_target:
+        # direction` asks for words, which would all count as parse failures: refuse instead.
+        target = str(dataset[0]["answer"])
+        if answers.parse_opinion(f"<answer>{target}</answer>") is None:
+            raise EvaluationError(
+                f"prompt dataset {folder} asks for opinion answers like {target!r}; evaluation scores the 0-1 "
+                "index only (set prompts.opinion_target: index)")
     return dataset
 
 
