@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from hypothesis import given
@@ -47,6 +48,18 @@ def test_atomic_dir_replaces_whole_directory(tmp_path):
             raise ValueError("interrupted")
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_atomic_outputs_get_umask_permissions_not_private_ones(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        io.write_text(tmp_path / "report.md", "x")
+        with io.atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "config.json").write_text("{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
 
 
 def test_write_json_refuses_nan(tmp_path):

@@ -149,6 +149,18 @@ def test_opinion_errors_directions_and_baselines_on_known_rows():
     assert glob["direction_accuracy"]["value"] == pytest.approx(3 / 4)
 
 
+def test_constant_index_predictor_only_matches_the_majority_direction_baseline():
+    # Half the participants move up, half down: "no change" is never right, so a model that answers
+    # 1.0 for everyone (every arrow up) would look far better than it is without this baseline.
+    records = [op(0.3, 0.5, 1.0, "a"), op(0.4, 0.6, 1.0, "b"), op(0.5, 0.2, 1.0, "c"), op(0.6, 0.4, 1.0, "d")]
+    o = metrics.opinion_metrics(records, tolerance=1e-6, samples=0)["overall"]
+    assert o["baselines"]["no_change"]["direction_accuracy"]["value"] == 0.0
+    assert o["direction_accuracy"]["value"] == pytest.approx(0.5)
+    assert o["majority_direction"] in {"increase", "decrease"}
+    assert o["baselines"]["majority_direction"]["direction_accuracy"]["value"] == pytest.approx(0.5)
+    assert o["baselines"]["majority_direction"]["mae"]["value"] is None
+
+
 def test_direction_tolerance_is_configurable():
     records = [op(0.50, 0.52, 0.51, "a")]
     assert metrics.opinion_metrics(records, tolerance=1e-6, samples=0)["overall"]["direction_accuracy"]["value"] == 1.0

@@ -210,6 +210,10 @@ def opinion_summary(
     groups = [_participant(r) for r in records]
     gold_dirs = [direction(r["opinion_before"], r["opinion_after"], tolerance) for r in records]
     mean = global_mean if global_mean is not None else 0.0
+    # The strongest constant-direction predictor: the most common direction among these very rows.
+    # A model that answers one constant index moves every participant the same way; without this
+    # baseline it would "beat" no-change (which is never right when nobody stays put).
+    majority = Counter(gold_dirs).most_common(1)[0][0] if gold_dirs else None
 
     def row_scores(rows, key_prefix=""):
         return {
@@ -227,6 +231,7 @@ def opinion_summary(
             for r, d in zip(records, gold_dirs)
         ],
         "no_change_direction": [1.0 if d == "no_change" else 0.0 for d in gold_dirs],
+        "majority_direction": [1.0 if d == majority else 0.0 for d in gold_dirs],
         "global_mean_direction": [
             1.0 if direction(r["opinion_before"], mean, tolerance) == d else 0.0 for r, d in zip(records, gold_dirs)
         ],
@@ -270,7 +275,10 @@ def opinion_summary(
         "baselines": {
             "no_change": baseline(overall, "no_change", "no_change_direction"),
             "global_mean": global_all,
+            "majority_direction": {"mae": dict(no_value), "rmse": dict(no_value),
+                                   "direction_accuracy": overall["majority_direction"]},
         },
+        "majority_direction": majority,
         "baselines_on_parsed_rows": {
             "no_change": baseline(on_parsed, "no_change"),
             "global_mean": global_parsed,
