@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="workflow config file, hashed for provenance")
     parser.add_argument("--template", help="Jinja2 template (default: the packaged one for KIND)")
     parser.add_argument("--figures", help="folder for PNG figures (default: figures/ beside --out)")
-    parser.add_argument("--constant-share", type=float, default=0.9,
+    parser.add_argument("--constant-share", type=float, default=0.75,
                         help="flag a model whose most common answer has at least this share of parsed answers")
     parser.add_argument("--samples", type=int, default=3, help="sample prompts with responses shown per task")
 
@@ -226,7 +226,7 @@ def render_model_report(
     train_dir: Path | None = None,
     template: Path = MODEL_TEMPLATE,
     config: Path | None = None,
-    constant_share: float = 0.9,
+    constant_share: float = 0.75,
     samples: int = 3,
 ) -> str:
     issue = issues.issue_name(issue)

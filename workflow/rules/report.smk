@@ -24,7 +24,7 @@ rule report:
         grail=GRAIL,
         evals=lambda w: " ".join(f"results/eval/{w.model}_{w.short}/{split}" for split in REPORT_SPLITS),
         train=lambda w: "" if w.model == "base" else f"--train-dir results/train/{w.model}_{w.short}",
-        constant_share=REPORT.get("constant_share", 0.9),
+        constant_share=REPORT.get("constant_share", 0.75),
         samples=REPORT.get("samples", 3),
     log:
         "results/logs/report_{model}_{short}.log",
