@@ -11,8 +11,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)$")
-# Left to vLLM's resolver in the GPU env (it ships its own CUDA torch and transformers window).
-LEFT_TO_VLLM = {"torch", "transformers"}
+# What the `gpu` extra must fit, read from the wheels' metadata (vllm-0.31.0 METADATA Requires-Dist;
+# trl/import_utils.py is_vllm_available). A core pin outside these windows makes `pip install .[gpu]`
+# unresolvable on the cluster, which no CPU test would otherwise notice.
+VLLM_REQUIRES = {"torch": ("2.13.0", "2.13.0"), "transformers": ("5.10.4", "5.17.999")}
+TRL_VLLM_WINDOW = ("0.22.0", "0.31.0")
 
 
 def _pins(requirements: list[str]) -> dict[str, str]:
@@ -54,13 +57,25 @@ def test_env_file_pins_agree_with_pyproject(env_file):
         name: (version, declared.get(name)) for name, version in env_pins.items() if declared.get(name) != version
     }
     assert disagreements == {}, f"{env_file.name}: (env, pyproject) versions differ: {disagreements}"
-    is_gpu = "vllm" in env_pins
     expected = set(_pins(project["dependencies"])) - {"snakemake", "snakemake-executor-plugin-slurm"}
-    if is_gpu:
-        expected -= LEFT_TO_VLLM
     missing = expected - set(env_pins)
     assert missing == set(), f"{env_file.name} lacks pins for {sorted(missing)}"
     assert "-e ../" in _env_pip(env_file), f"{env_file.name} must install the grail-sim package itself"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"[0-9]+", text))
+
+
+def test_gpu_extra_resolves_with_the_core_pins():
+    project = _pyproject()["project"]
+    core, gpu = _pins(project["dependencies"]), _pins(project["optional-dependencies"]["gpu"])
+    low, high = TRL_VLLM_WINDOW
+    assert _version(low) <= _version(gpu["vllm"]) <= _version(high), f"vllm {gpu['vllm']} is outside TRL's window"
+    assert gpu["vllm"] == "0.31.0", "VLLM_REQUIRES was read from vllm 0.31.0's metadata: update it with the pin"
+    for name, (low, high) in VLLM_REQUIRES.items():
+        assert _version(low) <= _version(core[name]) <= _version(high), (
+            f"{name}=={core[name]} is outside vllm {gpu['vllm']}'s requirement {low}..{high}")
 
 
 def test_every_rule_env_exists():

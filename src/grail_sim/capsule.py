@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 _VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{11}")
-_RECS_KEY = re.compile(r"(\d+)-recs")
-_STEP_KEY = re.compile(r"step[_-]?(\d+)", re.IGNORECASE)
-_ISO_DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+_RECS_KEY = re.compile(r"([0-9]+)-recs")
+_STEP_KEY = re.compile(r"step[_-]?([0-9]+)", re.IGNORECASE)
+_ISO_DURATION = re.compile(r"P(?:([0-9]+)D)?(?:T(?:([0-9]+)H)?(?:([0-9]+)M)?(?:([0-9]+(?:\.[0-9]+)?)S)?)?")
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "none", "null"})
 
 
@@ -49,7 +49,7 @@ def display_order_step(key: Any) -> int | None:
             return int(match.group(1))
         if (match := _RECS_KEY.fullmatch(text)) is not None:
             number = int(match.group(1))
-        elif text.isdigit():
+        elif text.isascii() and text.isdigit():  # not "¹", which isdigit() accepts and int() rejects
             number = int(text)
         else:
             return None

@@ -215,7 +215,7 @@ def complete_checkpoints(out_dir: Path, need_discriminator: bool) -> list[Path]:
     found = []
     for folder in out_dir.glob("checkpoint-*"):
         suffix = folder.name.split("-", 1)[1]
-        if not folder.is_dir() or not suffix.isdigit() or not (folder / "trainer_state.json").is_file():
+        if not folder.is_dir() or not (suffix.isascii() and suffix.isdigit()) or not (folder / "trainer_state.json").is_file():
             continue
         if need_discriminator and not (folder / "discriminator" / "discriminator_state.json").is_file():
             continue
