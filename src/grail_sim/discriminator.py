@@ -241,6 +241,7 @@ class Discriminator:
         self.positives: deque[str] = deque(maxlen=settings.buffer_size)
         self.negatives: deque[str] = deque(maxlen=settings.buffer_size)
         self.updates = 0
+        self._broadcast_from_rank_zero()
         LOG.info(
             "discriminator: backbone %s (%s layers), %.1fM trainable parameters on %s",
             self.backbone, getattr(backbone.config, "num_hidden_layers", "?"), sum(p.numel() for p in params) / 1e6, self.device,
@@ -267,28 +268,58 @@ class Discriminator:
         self.negatives.extend(negatives)
 
     def update(self, steps: int | None = None) -> dict[str, float]:
-        """K optimiser steps on class-balanced minibatches from the replay buffer."""
+        """K optimiser steps on class-balanced minibatches from the replay buffer.
+
+        Under several training processes (DDP / ZeRO via `accelerate launch`) every process holds a
+        copy of D and a buffer of its own share of the batch; gradients are averaged across processes
+        on every update, so the copies stay identical and the `gail` reward means the same on every GPU.
+        """
         import torch
 
         steps = self.settings.updates_per_step if steps is None else steps
-        if not self.positives or not self.negatives or steps <= 0:
+        has_data = bool(self.positives and self.negatives)
+        world = _process_group()
+        if world is not None:  # every process must take the same number of collective steps
+            has_data_anywhere = _all_reduce([torch.tensor([float(has_data)])], op="max")[0].item() > 0
+        else:
+            has_data_anywhere = has_data
+        if not has_data_anywhere or steps <= 0:
             return {}
         half = max(1, self.settings.batch_size // 2)
+        params = [p for p in self.model.parameters() if p.requires_grad]
         losses, accuracies = [], []
         self.model.train()
         for _ in range(steps):
-            pos = [self.rng.choice(self.positives) for _ in range(half)]
-            neg = [self.rng.choice(self.negatives) for _ in range(half)]
-            labels = torch.tensor([1.0] * len(pos) + [0.0] * len(neg), device=self.device)
-            logits = self.model(**self._encode(pos + neg)).float()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.optimizer.zero_grad(set_to_none=False)
+            if has_data:
+                pos = [self.rng.choice(self.positives) for _ in range(half)]
+                neg = [self.rng.choice(self.negatives) for _ in range(half)]
+                labels = torch.tensor([1.0] * len(pos) + [0.0] * len(neg), device=self.device)
+                logits = self.model(**self._encode(pos + neg)).float()
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+                loss.backward()
+                losses.append(float(loss.detach()))
+                accuracies.append(float(((logits.detach() > 0).float() == labels).float().mean()))
+            if world is not None:  # a process without data contributes zero gradients
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+                for p, grad in zip(params, _all_reduce(grads, op="mean")):
+                    p.grad = grad
             self.optimizer.step()
             self.updates += 1
-            losses.append(float(loss.detach()))
-            accuracies.append(float(((logits.detach() > 0).float() == labels).float().mean()))
+        if not losses:
+            return {}
         return {"loss": sum(losses) / len(losses), "train_accuracy": sum(accuracies) / len(accuracies)}
+
+    def _broadcast_from_rank_zero(self) -> None:
+        """Start every process's copy from rank 0's weights (the new head is randomly initialised)."""
+        import torch
+
+        if _process_group() is None:
+            return
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        with torch.no_grad():
+            for p, value in zip(params, _all_reduce([p.detach() for p in params], op="rank0")):
+                p.copy_(value)
 
     # -- persistence -----------------------------------------------------------------------------
 
@@ -340,6 +371,39 @@ class Discriminator:
             self.rng.setstate(ast.literal_eval(meta["rng_state"]))
         LOG.info("discriminator: resumed from %s (%d updates, buffer %d+/%d-)", directory, self.updates,
                  len(self.positives), len(self.negatives))
+
+
+def _process_group():
+    """torch.distributed when several training processes run (accelerate launch), else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def _all_reduce(tensors, *, op: str):
+    """Mean, max or rank 0's value of each tensor across processes, as new tensors on their devices.
+
+    One flat collective per call; with NCCL the buffer travels through the GPU even when D lives on
+    the CPU (GAIL_DEVICE=cpu).
+    """
+    import torch
+
+    dist = _process_group()
+    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+    comm_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else flat.device
+    buffer = flat.to(comm_device)
+    if op == "rank0":
+        dist.broadcast(buffer, src=0)
+    else:
+        dist.all_reduce(buffer, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        if op == "mean":
+            buffer /= dist.get_world_size()
+    buffer = buffer.to(flat.device)
+    out, offset = [], 0
+    for t in tensors:
+        out.append(buffer[offset:offset + t.numel()].view_as(t).to(device=t.device, dtype=t.dtype))
+        offset += t.numel()
+    return out
 
 
 def _resolve_device(device: str) -> str:
