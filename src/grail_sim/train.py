@@ -603,6 +603,10 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
     if use_gail:
         from grail_sim.discriminator import Discriminator, GailReward
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            PartialState()  # join the process group now, so that D's copies start from rank 0's weights
         discriminator = Discriminator(gail_settings, gail_settings.disc_model or model_dir)
         if resume_from is not None:
             discriminator.load(resume_from / "discriminator")
