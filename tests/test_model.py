@@ -45,7 +45,16 @@ def test_tokenizer_dir_renders_the_smollm2_chat_template(tokenizer_dir):
                                          add_generation_prompt=True)
     assert "<|im_start|>user\nhello<|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n")
-    assert tokenizer.eos_token == "<|im_end|>"
+    # The chat template's end of turn, whatever the GGUF metadata says (transformers 5.17 reads
+    # `<|im_start|>` from it): generation must stop where an assistant turn ends.
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|im_end|>"
+
+
+def test_the_model_rule_rebuilds_when_the_conversion_changes():
+    from grail_sim.model import CONVERSION_REVISION
+
+    rule = (Path(__file__).resolve().parents[1] / "workflow/rules/model.smk").read_text()
+    assert f'conversion="{CONVERSION_REVISION}"' in rule
 
 
 def test_tiny_model_builds_and_generates(tiny_model_dir, tokenizer_dir):

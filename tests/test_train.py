@@ -177,6 +177,20 @@ def test_warmup_target_teaches_the_answer_format():
     assert "Video about" in target
 
 
+def test_warmup_target_ends_with_the_chat_templates_end_of_turn(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from grail_sim import train
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    row = make_prompt_rows(1)[0]
+    prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+    turn = train.assistant_turn(tokenizer, row["prompt"], prompt_text, "<think>t</think><answer>2</answer>")
+    # The token generation stops on (generation_config.eos_token_id), not the chat's next <|im_start|>.
+    assert turn == "<think>t</think><answer>2</answer><|im_end|>\n"
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") == tokenizer.eos_token_id
+
+
 def test_balanced_warmup_order_does_not_teach_the_position_prior():
     import random
     from collections import Counter

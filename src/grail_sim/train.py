@@ -318,6 +318,17 @@ def warmup_target(row: dict, template: str) -> str:
     return f"<think>{think}</think><answer>{int(row['gold_index'])}</answer>"
 
 
+def assistant_turn(tokenizer, messages: list, prompt_text: str, content: str) -> str:
+    """`content` as the chat template renders an assistant reply after `prompt_text`, end of turn
+    included, so that the warm-up teaches the token on which generation stops (`<|im_end|>` for
+    SmolLM2), whatever the tokenizer calls EOS."""
+    full = tokenizer.apply_chat_template(list(messages) + [{"role": "assistant", "content": content}],
+                                         tokenize=False)
+    if full.startswith(prompt_text) and content in full[len(prompt_text):]:
+        return full[len(prompt_text):]
+    return content + (tokenizer.eos_token or "")
+
+
 def balanced_order(data, rng: random.Random) -> list[int]:
     """Row indices interleaved round-robin over gold positions, so that the warm-up does not teach
     the position prior (answering "1" everywhere, the reference's failure) before RL starts."""
@@ -361,7 +372,8 @@ def supervised_warmup(model, tokenizer, data, settings: dict, *, seed: int, devi
             prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
             prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
             prompt_ids = prompt_ids[-int(settings["max_prompt_tokens"]):]
-            target_ids = tokenizer(warmup_target(row, settings["think_template"]) + tokenizer.eos_token,
+            target_ids = tokenizer(assistant_turn(tokenizer, row["prompt"], prompt_text,
+                                                  warmup_target(row, settings["think_template"])),
                                    add_special_tokens=False)["input_ids"]
             sequences.append(prompt_ids + target_ids)
             labels.append([-100] * len(prompt_ids) + target_ids)

