@@ -290,3 +290,37 @@ def test_maxent_logs_its_entropy_bonus_and_gail_use_zero_falls_back_to_grpo(tiny
     provenance = json.loads((tmp_path / "nogail" / "final" / "grail_sim.json").read_text())
     assert provenance["rewards"] == ["answer_accuracy", "format"]
     assert not (tmp_path / "nogail" / "discriminator").exists()
+
+
+def test_checkpoints_are_dropped_when_the_base_model_is_rebuilt_in_place(tmp_path):
+    """A rebuilt model (or regenerated prompts) at the same path must not resume old checkpoints."""
+    from grail_sim import train
+
+    model, data, out = tmp_path / "model", tmp_path / "data", tmp_path / "out"
+    for folder in (model, data, out / "checkpoint-3"):
+        folder.mkdir(parents=True)
+    (model / "tokenizer_config.json").write_text('{"eos_token": "<|im_start|>"}')
+    (data / "rows.arrow").write_bytes(b"rows")
+    first = train.run_fingerprint({"trainer": "grpo"}, {"max_steps": 6}, data, model)
+    train.prepare_output(out, first)
+    assert (out / "checkpoint-3").is_dir()
+    assert train.run_fingerprint({"trainer": "grpo"}, {"max_steps": 9}, data, model) == first  # resumable key
+    (model / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>"}')
+    rebuilt = train.run_fingerprint({"trainer": "grpo"}, {"max_steps": 6}, data, model)
+    assert rebuilt != first
+    train.prepare_output(out, rebuilt)
+    assert not (out / "checkpoint-3").exists()
+
+
+def test_evaluation_of_an_adapter_depends_on_its_base(tmp_path):
+    from grail_sim import evaluate
+
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir()
+    adapter.mkdir()
+    (base / "config.json").write_text("{}")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    before = evaluate._adapter_base_sha256(adapter)
+    (base / "config.json").write_text('{"changed": true}')
+    assert before and evaluate._adapter_base_sha256(adapter) != before
+    assert evaluate._adapter_base_sha256(base) is None  # a full model folder has no base

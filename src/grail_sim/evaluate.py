@@ -287,6 +287,15 @@ def _open_partial(out_dir: Path, fingerprint: dict[str, Any]) -> Path:
     return partial
 
 
+def _adapter_base_sha256(model_dir: Path) -> str | None:
+    if not (Path(model_dir) / "adapter_config.json").is_file():
+        return None
+    from grail_sim.model import adapter_base
+
+    base = Path(adapter_base(Path(model_dir)))
+    return io.file_sha256(base) if base.exists() else None
+
+
 def _git_revision() -> str | None:
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
@@ -346,6 +355,8 @@ def evaluate(
     provenance = {
         "model_dir": str(model_dir),
         "model_sha256": io.file_sha256(model_dir),
+        # An adapter's predictions also depend on the base it is merged into.
+        "base_model_sha256": _adapter_base_sha256(model_dir),
         "prompts_dir": str(prompts_dir),
         "prompts_sha256": {task: io.file_sha256(prompts_dir / task) for task in tasks},
         "split": split,
@@ -353,7 +364,8 @@ def evaluate(
         "versions": _versions(),
     }
     fingerprint = {
-        "model_sha256": provenance["model_sha256"], "prompts_sha256": provenance["prompts_sha256"],
+        "model_sha256": provenance["model_sha256"], "base_model_sha256": provenance["base_model_sha256"],
+        "prompts_sha256": provenance["prompts_sha256"],
         "split": split, "tasks": list(tasks), "selected": {t: len(v) for t, v in selected.items()},
         "max_rows": max_rows, "direction_tolerance": direction_tolerance, **settings.fingerprint(),
     }
