@@ -69,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="results/models/base")
     parser.add_argument("--dataset", default="results/prompts/gun_control/next_video")
+    parser.add_argument("--recipe", default="config/recipes/grpo.yaml", help="recipe whose `lora` section is used")
     parser.add_argument("--rows", type=int, default=48, help="validation rows probed")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--chunk", type=int, default=20, help="probe every this many warm-up steps")
@@ -84,16 +85,17 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from grail_sim.train import load_training_data, supervised_warmup, warmup_target
+    from grail_sim.train import load_recipe, load_training_data, supervised_warmup, warmup_target
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                             "gate_proj", "up_proj", "down_proj"]))
+    lora = load_recipe(args.recipe, [], None)[0]["lora"]  # the adapter the recipe trains
+    model = get_peft_model(model, LoraConfig(r=int(lora["r"]), lora_alpha=int(lora["alpha"]),
+                                             lora_dropout=float(lora["dropout"]), task_type="CAUSAL_LM",
+                                             target_modules=list(lora["target_modules"])))
     train = load_training_data(args.dataset, "train", need_grail=False, max_rows=None, seed=42)
     validation = load_training_data(args.dataset, "validation", need_grail=False, max_rows=None, seed=42)
     rows = [validation[i] for i in range(min(args.rows, len(validation)))]

@@ -280,7 +280,7 @@ class Discriminator:
         has_data = bool(self.positives and self.negatives)
         world = _process_group()
         if world is not None:  # every process must take the same number of collective steps
-            has_data_anywhere = _all_reduce([torch.tensor([float(has_data)])], op="max")[0].item() > 0
+            has_data_anywhere = _across_processes([torch.tensor([float(has_data)])], op="max")[0].item() > 0
         else:
             has_data_anywhere = has_data
         if not has_data_anywhere or steps <= 0:
@@ -302,7 +302,7 @@ class Discriminator:
                 accuracies.append(float(((logits.detach() > 0).float() == labels).float().mean()))
             if world is not None:  # a process without data contributes zero gradients
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-                for p, grad in zip(params, _all_reduce(grads, op="mean")):
+                for p, grad in zip(params, _across_processes(grads, op="mean")):
                     p.grad = grad
             self.optimizer.step()
             self.updates += 1
@@ -318,7 +318,7 @@ class Discriminator:
             return
         params = [p for p in self.model.parameters() if p.requires_grad]
         with torch.no_grad():
-            for p, value in zip(params, _all_reduce([p.detach() for p in params], op="rank0")):
+            for p, value in zip(params, _across_processes([p.detach() for p in params], op="rank0")):
                 p.copy_(value)
 
     # -- persistence -----------------------------------------------------------------------------
@@ -380,8 +380,8 @@ def _process_group():
     return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
 
 
-def _all_reduce(tensors, *, op: str):
-    """Mean, max or rank 0's value of each tensor across processes, as new tensors on their devices.
+def _across_processes(tensors, *, op: str):
+    """Each tensor's mean or max over processes, or rank 0's value ("rank0"), as new tensors on their devices.
 
     One flat collective per call; with NCCL the buffer travels through the GPU even when D lives on
     the CPU (GAIL_DEVICE=cpu).

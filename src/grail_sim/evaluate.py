@@ -288,11 +288,13 @@ def _open_partial(out_dir: Path, fingerprint: dict[str, Any]) -> Path:
 
 
 def _adapter_base_sha256(model_dir: Path) -> str | None:
-    if not (Path(model_dir) / "adapter_config.json").is_file():
+    """Content hash of the base model an adapter folder is merged into; None for a full model."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "adapter_config.json").is_file():
         return None
     from grail_sim.model import adapter_base
 
-    base = Path(adapter_base(Path(model_dir)))
+    base = Path(adapter_base(model_dir))
     return io.file_sha256(base) if base.exists() else None
 
 

@@ -179,7 +179,8 @@ def load_settings(
 # Rendering: the one prompt builder
 
 
-def _as_list(value: Any, column: str, row_id: str) -> list:
+def _json_list(value: Any, column: str, row_id: str) -> list:
+    """A list column's value: JSON text decoded, empty text or None as [], anything else refused."""
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else []
@@ -187,11 +188,15 @@ def _as_list(value: Any, column: str, row_id: str) -> list:
             raise PromptError(f"row {row_id}: column {column!r} is not valid JSON ({err.msg})") from None
     if value is None:
         return []
-    if hasattr(value, "tolist"):
-        value = value.tolist()
     if not isinstance(value, list):
         raise PromptError(f"row {row_id}: column {column!r} must be a JSON list, got {type(value).__name__}")
-    return [item if isinstance(item, Mapping) else {} for item in value]
+    return value
+
+
+def _as_list(value: Any, column: str, row_id: str) -> list:
+    if hasattr(value, "tolist"):  # a list column read from parquet arrives as an array
+        value = value.tolist()
+    return [item if isinstance(item, Mapping) else {} for item in _json_list(value, column, row_id)]
 
 
 def _as_profile(value: Any, row_id: str) -> dict:
@@ -527,15 +532,7 @@ def _drop_reason(row: Mapping[str, Any], slate: list, raw_slate_len: int) -> str
 
 def _parse_slate(value: Any, row_id: str) -> tuple[list, int]:
     """Items as mappings, and how many entries the raw JSON held (non-objects are not usable)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else []
-        except json.JSONDecodeError as err:
-            raise PromptError(f"row {row_id}: column 'slate_items' is not valid JSON ({err.msg})") from None
-    if value is None:
-        return [], 0
-    if not isinstance(value, list):
-        raise PromptError(f"row {row_id}: column 'slate_items' must be a JSON list, got {type(value).__name__}")
+    value = _json_list(value, "slate_items", row_id)
     return [item for item in value if isinstance(item, Mapping)], len(value)
 
 
