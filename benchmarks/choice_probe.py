@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 def _leaning_matcher():
-    from grail_sim.demo_capsule import _CHANNELS
+    from grail_sim.data.demo_capsule import _CHANNELS
 
     conservative = {channel for (_, stance), names in _CHANNELS.items() if stance == "conservative" for channel in names}
 
@@ -85,7 +85,9 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from grail_sim.train import load_recipe, load_training_data, supervised_warmup, warmup_target
+    from grail_sim.training.recipe import load_recipe
+    from grail_sim.training.data import load_training_data
+    from grail_sim.training.warmup import supervised_warmup, warmup_target
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

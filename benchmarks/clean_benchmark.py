@@ -27,8 +27,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from grail_sim.clean import clean_capsule, finalise, resolve_config, write_outputs
-    from grail_sim.demo_capsule import write_demo_capsule
+    from grail_sim.data.clean import clean_capsule, resolve_config
+    from grail_sim.data.contract import finalise, write_outputs
+    from grail_sim.data.demo_capsule import write_demo_capsule
 
     with tempfile.TemporaryDirectory(prefix="grail-clean-bench-") as tmp:
         capsule = Path(tmp) / "capsule"

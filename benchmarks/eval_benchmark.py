@@ -40,7 +40,7 @@ def real_prompts(path: Path, rows: int) -> list[list[dict]]:
 def measure(model_dir: Path, prompts: list[list[dict]], batch_sizes: list[int], max_new_tokens: int) -> list[dict]:
     import torch
 
-    from grail_sim.evaluate import GenerationSettings, HFGenerator
+    from grail_sim.evaluation.generators import GenerationSettings, HFGenerator
 
     results = []
     for batch_size in batch_sizes:
@@ -76,7 +76,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from grail_sim import io
-    from grail_sim.model import build_tiny_model, embedded_model_dir, embedded_tokenizer_dir
+    from grail_sim.model.loading import build_tiny_model
+    from grail_sim.model.embedded import embedded_model_dir, embedded_tokenizer_dir
 
     prompts = real_prompts(REAL, args.rows)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]

@@ -34,7 +34,7 @@ def main() -> int:
     import torch
 
     from grail_sim.io import read_jsonl, write_json
-    from grail_sim.model import load_policy
+    from grail_sim.model.loading import load_policy
 
     rows = []
     for row in read_jsonl(args.prompts):

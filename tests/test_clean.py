@@ -12,20 +12,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from grail_sim.capsule import CapsuleError
-from grail_sim.clean import (
+from grail_sim.cli import main
+from grail_sim.data.clean import DEFAULT_CONFIG, clean_capsule, resolve_config
+from grail_sim.data.contract import (
     CONTRACT_COLUMNS,
-    DEFAULT_CONFIG,
-    CleanConfigError,
     assign_splits,
-    clean_capsule,
-    clean_dataset,
     finalise,
     participant_hash,
-    resolve_config,
 )
-from grail_sim.cli import main
-from grail_sim.demo_capsule import write_demo_capsule
+from grail_sim.data.dataset import clean_dataset
+from grail_sim.data.demo_capsule import write_demo_capsule
+from grail_sim.errors import CapsuleError, CleanConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 V = [f"vid{i:08d}" for i in range(12)]  # 11-character ids

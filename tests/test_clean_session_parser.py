@@ -8,7 +8,7 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grail_sim.capsule import (
+from grail_sim.data.capsule import (
     SessionDrop,
     canonical_video_id,
     display_order_step,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from grail_sim.cli import main
-from grail_sim.demo_capsule import GROUND_TRUTH_FILE, write_demo_capsule
+from grail_sim.data.demo_capsule import GROUND_TRUTH_FILE, write_demo_capsule
 
 SURVEYS = {
     "gun control (issue 1)/guncontrol_qualtrics_w1_clean.csv",

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from grail_sim import discriminator as disc
 from test_train import make_prompt_rows, one_torch_thread  # noqa: F401 - autouse fixture
+
+from grail_sim.training import discriminator as disc
 
 
 def _settings(**kwargs) -> disc.GailSettings:

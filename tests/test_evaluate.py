@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from grail_sim import cli, evaluate, io
+from grail_sim import cli, io
+from grail_sim import errors as errors
+from grail_sim.evaluation import evaluate as evaluation_evaluate
+from grail_sim.evaluation import generators as evaluation_generators
+from grail_sim.prompts import importer as prompts_importer
+from grail_sim.rows import TASKS
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
 CONTRACT4 = {"id", "task", "raw_output", "parsed", "gold", "correct", "n_options", "issue", "participant_study",
@@ -48,7 +53,7 @@ def make_prompts(root: Path, sizes=(("train", 6), ("validation", 6), ("test", 3)
     """A Contract-2 issue folder: one DatasetDict per task."""
     from datasets import Dataset, DatasetDict
 
-    for task in evaluate.TASKS:
+    for task in TASKS:
         splits = {}
         for split, n in sizes:
             dataset = Dataset.from_list(_rows(task, split, n))
@@ -75,45 +80,45 @@ class ConstantGenerator:
 
 
 def _settings(**kw):
-    return evaluate.GenerationSettings(max_new_tokens=kw.pop("max_new_tokens", 4), batch_size=kw.pop("batch_size", 4),
+    return evaluation_generators.GenerationSettings(max_new_tokens=kw.pop("max_new_tokens", 4), batch_size=kw.pop("batch_size", 4),
                                        backend="hf", device="cpu", **kw)
 
 
 # --------------------------------------------------------------------------- scoring
 def test_score_row_parses_through_answers_and_never_falls_back():
     row = _rows("next_video", "test", 2)[1]  # gold 2 of 4
-    good = evaluate.score_row("next_video", row, "<think>x</think><answer>2</answer>", 1e-6)
+    good = evaluation_evaluate.score_row("next_video", row, "<think>x</think><answer>2</answer>", 1e-6)
     assert good["parsed"] == 2 and good["correct"] is True and good["format_ok"] is True
-    bad = evaluate.score_row("next_video", row, "I pick 2", 1e-6)
+    bad = evaluation_evaluate.score_row("next_video", row, "I pick 2", 1e-6)
     assert bad["parsed"] is None and bad["correct"] is False and bad["format_ok"] is False
     assert CONTRACT4 <= set(good)
     opinion = _rows("opinion", "test", 2)[1]  # 0.4 -> 0.5 (increase)
-    up = evaluate.score_row("opinion", opinion, "<think>x</think><answer>0.45</answer>", 1e-6)
+    up = evaluation_evaluate.score_row("opinion", opinion, "<think>x</think><answer>0.45</answer>", 1e-6)
     assert up["parsed"] == 0.45 and up["gold"] == 0.5 and up["correct"] is True
-    off_scale = evaluate.score_row("opinion", opinion, "<answer>5</answer>", 1e-6)
+    off_scale = evaluation_evaluate.score_row("opinion", opinion, "<answer>5</answer>", 1e-6)
     assert off_scale["parsed"] is None and off_scale["correct"] is False
 
 
 def test_select_rows_is_seeded_sorted_and_capped():
     data = list(range(50))
-    first = evaluate.select_rows(data, 10, seed=3)
-    assert first == evaluate.select_rows(data, 10, seed=3) == sorted(first) and len(set(first)) == 10
-    assert evaluate.select_rows(data, 0, seed=3) == list(range(50))
-    assert evaluate.select_rows(data, 80, seed=3) == list(range(50))
+    first = evaluation_evaluate.select_rows(data, 10, seed=3)
+    assert first == evaluation_evaluate.select_rows(data, 10, seed=3) == sorted(first) and len(set(first)) == 10
+    assert evaluation_evaluate.select_rows(data, 0, seed=3) == list(range(50))
+    assert evaluation_evaluate.select_rows(data, 80, seed=3) == list(range(50))
 
 
 # --------------------------------------------------------------------------- bad input
 def test_bad_inputs_fail_naming_folder_split_or_column(tmp_path):
     prompts = make_prompts(tmp_path / "prompts", drop_column="participant_id")
-    with pytest.raises(evaluate.EvaluationError, match=r"next_video.*participant_id"):
-        evaluate.load_task_split(prompts, "next_video", "validation")
+    with pytest.raises(errors.EvaluationError, match=r"next_video.*participant_id"):
+        evaluation_evaluate.load_task_split(prompts, "next_video", "validation")
     good = make_prompts(tmp_path / "good")
-    with pytest.raises(evaluate.EvaluationError, match=r"no split 'dev'.*train"):
-        evaluate.load_task_split(good, "opinion", "dev")
-    with pytest.raises(evaluate.EvaluationError, match=str(tmp_path / "missing" / "opinion")):
-        evaluate.load_task_split(tmp_path / "missing", "opinion", "test")
-    with pytest.raises(evaluate.EvaluationError, match="nowhere"):
-        evaluate.evaluate(model_dir=tmp_path / "nowhere", prompts_dir=good, tasks=["opinion"], split="test",
+    with pytest.raises(errors.EvaluationError, match=r"no split 'dev'.*train"):
+        evaluation_evaluate.load_task_split(good, "opinion", "dev")
+    with pytest.raises(errors.EvaluationError, match=str(tmp_path / "missing" / "opinion")):
+        evaluation_evaluate.load_task_split(tmp_path / "missing", "opinion", "test")
+    with pytest.raises(errors.EvaluationError, match="nowhere"):
+        evaluation_evaluate.evaluate(model_dir=tmp_path / "nowhere", prompts_dir=good, tasks=["opinion"], split="test",
                           out_dir=tmp_path / "out", settings=_settings())
 
 
@@ -122,11 +127,11 @@ def test_direction_worded_opinion_dataset_is_refused_not_scored_as_failures(tmp_
 
     rows = [dict(row, answer=row["opinion_direction"]) for row in _rows("opinion", "test", 3)]
     DatasetDict({"test": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "opinion"))
-    with pytest.raises(evaluate.EvaluationError, match="opinion_target: index"):
-        evaluate.load_task_split(tmp_path, "opinion", "test")
+    with pytest.raises(errors.EvaluationError, match="opinion_target: index"):
+        evaluation_evaluate.load_task_split(tmp_path, "opinion", "test")
     rows = [dict(row, answer=f"{row['opinion_after']:.3f}") for row in _rows("opinion", "test", 3)]
     DatasetDict({"test": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "index" / "opinion"))
-    assert len(evaluate.load_task_split(tmp_path / "index", "opinion", "test")) == 3
+    assert len(evaluation_evaluate.load_task_split(tmp_path / "index", "opinion", "test")) == 3
 
 
 def test_model_folder_that_does_not_load_is_named(tmp_path):
@@ -135,7 +140,7 @@ def test_model_folder_that_does_not_load_is_named(tmp_path):
     (broken / "config.json").write_text("{not json")
     prompts = make_prompts(tmp_path / "prompts")
     with pytest.raises(Exception, match="broken_model"):
-        evaluate.evaluate(model_dir=broken, prompts_dir=prompts, tasks=["next_video"], split="test",
+        evaluation_evaluate.evaluate(model_dir=broken, prompts_dir=prompts, tasks=["next_video"], split="test",
                           out_dir=tmp_path / "out", settings=_settings())
 
 
@@ -143,21 +148,21 @@ def test_corrupt_partial_predictions_fail_with_file_and_line(tmp_path, monkeypat
     prompts = make_prompts(tmp_path / "prompts")
     out = tmp_path / "out"
     generator = ConstantGenerator({"next_video": "<answer>1</answer>", "opinion": "<answer>0.4</answer>"})
-    monkeypatch.setattr(evaluate, "make_generator", lambda *a, **k: generator)
+    monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: generator)
     kwargs = dict(model_dir=fake_model_dir(tmp_path / "model"), prompts_dir=prompts, tasks=["next_video"],
                   split="test", out_dir=out,
                   settings=_settings())
     # Interrupt after the first batch: the partial file holds valid lines, then add a torn one.
     monkeypatch.setattr(io, "write_jsonl", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        evaluate.evaluate(**kwargs)
-    partial = out / evaluate.PARTIAL
+        evaluation_evaluate.evaluate(**kwargs)
+    partial = out / evaluation_evaluate.PARTIAL
     lines = partial.read_text().splitlines()
     partial.write_text("\n".join(lines) + '\n{"id": "torn', encoding="utf-8")
     monkeypatch.undo()
-    monkeypatch.setattr(evaluate, "make_generator", lambda *a, **k: generator)
+    monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: generator)
     with pytest.raises(io.JsonlError, match=rf"{partial.name}:{len(lines) + 1}"):
-        evaluate.evaluate(**kwargs)
+        evaluation_evaluate.evaluate(**kwargs)
 
 
 # --------------------------------------------------------------------------- resume
@@ -166,32 +171,32 @@ def test_partial_predictions_are_resumed_not_recomputed(tmp_path, monkeypatch):
     out = tmp_path / "out"
     answers = {"next_video": "<think>a</think><answer>1</answer>", "opinion": "<think>a</think><answer>0.4</answer>"}
     first = ConstantGenerator(answers)
-    monkeypatch.setattr(evaluate, "make_generator", lambda *a, **k: first)
+    monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: first)
     kwargs = dict(model_dir=fake_model_dir(tmp_path / "model"), prompts_dir=prompts, tasks=["next_video", "opinion"],
                   split="validation", out_dir=out, settings=_settings(), bootstrap_samples=20)
     # A run that dies while writing the final file leaves its generations in the partial file.
     real_write = io.write_jsonl
     monkeypatch.setattr(io, "write_jsonl", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
     with pytest.raises(RuntimeError):
-        evaluate.evaluate(**kwargs)
+        evaluation_evaluate.evaluate(**kwargs)
     assert first.calls == 12 and not (out / "predictions.jsonl").exists()
     # Keep only 5 of the 12 lines, as if the run had been killed mid-way.
-    partial = out / evaluate.PARTIAL
+    partial = out / evaluation_evaluate.PARTIAL
     partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:5]))
     monkeypatch.setattr(io, "write_jsonl", real_write)
     second = ConstantGenerator(answers)
-    monkeypatch.setattr(evaluate, "make_generator", lambda *a, **k: second)
-    result = evaluate.evaluate(**kwargs)
+    monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: second)
+    result = evaluation_evaluate.evaluate(**kwargs)
     assert second.calls == 7
     assert result["generation"]["resumed_rows"] == 5 and result["generation"]["generated_rows"] == 7
     rows = list(io.read_jsonl(out / "predictions.jsonl"))
     assert len(rows) == 12 and len({(r["task"], r["id"]) for r in rows}) == 12
-    assert not partial.exists() and not (out / evaluate.PARTIAL_META).exists()
+    assert not partial.exists() and not (out / evaluation_evaluate.PARTIAL_META).exists()
     # Other generation settings: the partial file is not reused.
     partial.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
     third = ConstantGenerator(answers)
-    monkeypatch.setattr(evaluate, "make_generator", lambda *a, **k: third)
-    evaluate.evaluate(**{**kwargs, "settings": _settings(max_new_tokens=9)})
+    monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: third)
+    evaluation_evaluate.evaluate(**{**kwargs, "settings": _settings(max_new_tokens=9)})
     assert third.calls == 12
 
 
@@ -222,7 +227,7 @@ def test_cli_evaluates_a_tiny_model_end_to_end(tmp_path, tiny_model_dir):
 
 def test_batched_generation_matches_one_at_a_time(tiny_model_dir):
     rows = _rows("next_video", "test", 3)
-    one = evaluate.HFGenerator(tiny_model_dir, _settings(max_new_tokens=6, batch_size=1))
+    one = evaluation_generators.HFGenerator(tiny_model_dir, _settings(max_new_tokens=6, batch_size=1))
     singles = [one.generate([r["prompt"]])[0] for r in rows]
     assert one.generate([r["prompt"] for r in rows]) == singles
 
@@ -230,17 +235,17 @@ def test_batched_generation_matches_one_at_a_time(tiny_model_dir):
 # --------------------------------------------------------------------------- external rows
 @pytest.mark.skipif(not (REAL / "next_video_study2.jsonl").exists(), reason="../shared/real not present")
 def test_external_real_rows_constant_answer_one_equals_most_frequent_baseline(tmp_path, monkeypatch):
-    from grail_sim import prompts as prompt_stage
+
 
     root = tmp_path / "external"
     for task, name in (("next_video", "next_video_study2.jsonl"), ("opinion", "opinion_study2.jsonl")):
-        prompt_stage.write_import(prompt_stage.import_jsonl(REAL / name), root / task)
+        prompts_importer.write_import(prompts_importer.import_jsonl(REAL / name), root / task)
     # The reference's RL models answered "1" on every wage row; the report must show that this is
     # exactly the most-frequent-position baseline.
     generator = ConstantGenerator({"next_video": "<think>t</think><answer>1</answer>",
                                    "opinion": "<think>t</think><answer>0.5</answer>"})
-    monkeypatch.setattr(evaluate, "make_generator", lambda *a, **k: generator)
-    result = evaluate.evaluate(model_dir=fake_model_dir(tmp_path / "model"), prompts_dir=root, tasks=["next_video", "opinion"], split="test",
+    monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: generator)
+    result = evaluation_evaluate.evaluate(model_dir=fake_model_dir(tmp_path / "model"), prompts_dir=root, tasks=["next_video", "opinion"], split="test",
                                out_dir=tmp_path / "eval", settings=_settings(), bootstrap_samples=100)
     nv = result["tasks"]["next_video"]
     assert nv["n_eligible"] == 364 and "no train split" in nv["most_frequent_learned_on"]
@@ -258,19 +263,19 @@ def test_external_real_rows_constant_answer_one_equals_most_frequent_baseline(tm
 
 @pytest.mark.skipif(not (REAL / "next_video_study2.jsonl").exists(), reason="../shared/real not present")
 def test_corrupt_external_line_fails_with_file_and_line(tmp_path):
-    from grail_sim import prompts as prompt_stage
+
 
     lines = (REAL / "next_video_study2.jsonl").read_text().splitlines()[:3]
     bad = tmp_path / "external.jsonl"
     bad.write_text("\n".join([lines[0], lines[1][:40], lines[2]]) + "\n")
     with pytest.raises(io.JsonlError, match=r"external.jsonl:2"):
-        prompt_stage.import_jsonl(bad)
+        prompts_importer.import_jsonl(bad)
 
 
 @pytest.mark.slow
 def test_embedded_model_generates_real_text(tmp_path, embedded_model_dir):
     prompts = make_prompts(tmp_path / "prompts", sizes=(("test", 2),))
-    result = evaluate.evaluate(model_dir=Path(embedded_model_dir), prompts_dir=prompts, tasks=["next_video"],
+    result = evaluation_evaluate.evaluate(model_dir=Path(embedded_model_dir), prompts_dir=prompts, tasks=["next_video"],
                                split="test", out_dir=tmp_path / "out", settings=_settings(max_new_tokens=8),
                                bootstrap_samples=10)
     rows = list(io.read_jsonl(tmp_path / "out" / "predictions.jsonl"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from grail_sim import metrics
+from grail_sim.evaluation import metrics
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
 GOOD = "<think>because</think><answer>{}</answer>"

@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 
 from grail_sim import cli
-from grail_sim.model import (
-    COMPLETE_MARKER,
-    ModelError,
-    PROVENANCE_FILE,
-    _extract_member,
-    build_tiny_model,
-    cache_entry,
-    load_policy,
-)
+from grail_sim.errors import ModelError
+from grail_sim.model.embedded import COMPLETE_MARKER, _extract_member, cache_entry
+from grail_sim.model.loading import PROVENANCE_FILE, build_tiny_model, load_policy
 
 
 def _generate(model, tokenizer, text: str, max_new_tokens: int = 6):
@@ -51,7 +45,7 @@ def test_tokenizer_dir_renders_the_smollm2_chat_template(tokenizer_dir):
 
 
 def test_the_model_rule_rebuilds_when_the_conversion_changes():
-    from grail_sim.model import CONVERSION_REVISION
+    from grail_sim.model.embedded import CONVERSION_REVISION
 
     rule = (Path(__file__).resolve().parents[1] / "workflow/rules/model.smk").read_text()
     assert f'conversion="{CONVERSION_REVISION}"' in rule

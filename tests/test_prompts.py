@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from grail_sim import prompts
-from grail_sim.profiles import ProfileError, UNAVAILABLE, load_profile_table, profile_table_from_dict
-from grail_sim.prompts import PromptError, build_next_video_messages, build_opinion_messages
+from grail_sim.errors import ProfileError, PromptError, RowError
+from grail_sim.prompts import build as prompts_build
+from grail_sim.prompts import guards as prompts_guards
+from grail_sim.prompts import importer as prompts_importer
+from grail_sim.prompts import render as prompts_render
+from grail_sim.prompts import settings as prompts_settings
+from grail_sim.prompts.profiles import (
+    UNAVAILABLE,
+    load_profile_table,
+    profile_table_from_dict,
+)
+from grail_sim.prompts.render import build_next_video_messages, build_opinion_messages
+from grail_sim.rows import opinion_direction
 
 SPLIT_OF = ("train", "validation", "test")
 
@@ -72,7 +84,7 @@ def make_frame(participants: int = 6, steps: int = 3, **kwargs) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def settings():
-    return prompts.load_settings({}, env={})
+    return prompts_settings.load_settings({}, env={})
 
 
 # ---------------------------------------------------------------------------------------- golden
@@ -132,35 +144,35 @@ def test_golden_opinion_rendering_states_the_scale(settings):
 
 
 def test_direction_target_changes_system_prompt_and_answer(settings):
-    direction = prompts.replace(settings, opinion_target="direction")
+    direction = dataclasses.replace(settings, opinion_target="direction")
     system = build_opinion_messages(session_rows(1, 1)[0], direction)[0]["content"]
     assert "increase, decrease or no_change" in system
-    assert prompts.opinion_direction(0.3, 0.3 + 1e-9) == "no_change"
-    assert prompts.opinion_direction(0.3, 0.4) == "increase"
-    assert prompts.opinion_direction(0.3, 0.2) == "decrease"
-    assert prompts.opinion_direction(None, 0.2) == "unknown"
+    assert opinion_direction(0.3, 0.3 + 1e-9, 1e-6) == "no_change"
+    assert opinion_direction(0.3, 0.4, 1e-6) == "increase"
+    assert opinion_direction(0.3, 0.2, 1e-6) == "decrease"
+    assert opinion_direction(None, 0.2, 1e-6) == "unknown"
 
 
 def test_max_history_and_show_ids(settings):
     row = session_rows(1, 5)[4]
-    short = build_next_video_messages(row, prompts.replace(settings, max_history=2))[1]["content"]
+    short = build_next_video_messages(row, dataclasses.replace(settings, max_history=2))[1]["content"]
     history = short.split("HISTORY (most recent first):\n")[1].split("\nCURRENT VIDEO:")[0].splitlines()
     assert history == ["1. Video 103 title (Channel 1; watched 30/163 s)",
                        "2. Video 102 title (Channel 0; watched 30/162 s)"]
-    full = build_next_video_messages(row, prompts.replace(settings, max_history=0))[1]["content"]
+    full = build_next_video_messages(row, dataclasses.replace(settings, max_history=0))[1]["content"]
     assert full.count("watched 30/") == 4
-    with_ids = build_next_video_messages(row, prompts.replace(settings, show_ids=True))[1]["content"]
+    with_ids = build_next_video_messages(row, dataclasses.replace(settings, show_ids=True))[1]["content"]
     assert f"1. [{vid(103)}] Video 103 title" in with_ids
     assert f"[{vid(105)}] Video 105 title (channel:" in with_ids
 
 
 def test_environment_overrides_config():
-    chosen = prompts.load_settings({"max_history": 12}, env={"GRAIL_MAX_HISTORY": "3", "GRAIL_SHOW_IDS": "1"})
+    chosen = prompts_settings.load_settings({"max_history": 12}, env={"GRAIL_MAX_HISTORY": "3", "GRAIL_SHOW_IDS": "1"})
     assert chosen.max_history == 3 and chosen.show_ids is True
     with pytest.raises(PromptError, match="GRAIL_MAX_HISTORY"):
-        prompts.load_settings({}, env={"GRAIL_MAX_HISTORY": "lots"})
+        prompts_settings.load_settings({}, env={"GRAIL_MAX_HISTORY": "lots"})
     with pytest.raises(PromptError, match="opinion_target"):
-        prompts.load_settings({"opinion_target": "vibes"}, env={})
+        prompts_settings.load_settings({"opinion_target": "vibes"}, env={})
 
 
 def test_option_without_title_falls_back_to_id_with_same_fields(settings):
@@ -193,7 +205,7 @@ def test_phrase_table_refuses_post_treatment_column():
 
 
 def test_shipped_table_is_pre_treatment_only():
-    table = load_profile_table(prompts.REPO_ROOT / "config/prompts/profile_fields.yaml")
+    table = load_profile_table(prompts_settings.REPO_ROOT / "config/prompts/profile_fields.yaml")
     assert not [c for c in table.fields if table.post_treatment_match(c)]
     assert {"gun_control", "minimum_wage"} <= set(table.opinion_scale)
 
@@ -215,7 +227,7 @@ def test_build_counts_drops_and_reports_position_baselines(settings):
     slate[0] = {"id": None, "title": "", "channel": "x"}
     broken.loc[2, "slate_items"] = json.dumps(slate)  # item without title and id
     broken.loc[3, "n_options"] = 7
-    out, stats = prompts.build_issue(broken, "gun", settings, word_counter)
+    out, stats = prompts_build.build_issue(broken, "gun", settings, word_counter)
     nv = stats["next_video"]
     assert nv["drops"] == {"no_usable_slate": 1, "gold_not_in_slate": 1, "slate_item_without_title_or_id": 1,
                            "n_options_mismatch": 1}
@@ -236,7 +248,7 @@ def test_build_counts_drops_and_reports_position_baselines(settings):
 
 
 def test_rows_follow_contract_two(settings):
-    out, _ = prompts.build_issue(make_frame(), "gun_control", settings, word_counter)
+    out, _ = prompts_build.build_issue(make_frame(), "gun_control", settings, word_counter)
     row = out["next_video"]["validation"][0]
     for column in ("id", "prompt", "gold_index", "n_options", "slate_items", "viewer_profile", "history", "issue",
                    "participant_study", "participant_id", "opinion_before", "opinion_after", "opinion_direction",
@@ -254,7 +266,7 @@ def test_direction_target_answers_and_missing_opinions_are_counted(settings):
     frame = make_frame(participants=9)
     frame.loc[frame["participant_id"] == f"{3:016x}", "opinion_after"] = float("nan")
     frame.loc[frame["participant_id"] == f"{4:016x}", "opinion_after"] = 0.3  # unchanged
-    out, stats = prompts.build_issue(frame, "gun", prompts.replace(settings, opinion_target="direction"), word_counter)
+    out, stats = prompts_build.build_issue(frame, "gun", dataclasses.replace(settings, opinion_target="direction"), word_counter)
     assert stats["opinion"]["drops"] == {"opinion_missing": 1} and stats["opinion"]["rows_kept"] == 8
     answers = {r["participant_id"]: r["answer"] for s in SPLIT_OF for r in out["opinion"][s]}
     assert answers[f"{4:016x}"] == "no_change" and answers[f"{0:016x}"] == "increase"
@@ -264,10 +276,10 @@ def test_direction_target_answers_and_missing_opinions_are_counted(settings):
 
 def test_history_truncated_oldest_first_for_token_budget(settings):
     frame = make_frame(participants=3, steps=6)
-    full, _ = prompts.build_issue(frame, "gun", prompts.replace(settings, max_history=0), word_counter)
+    full, _ = prompts_build.build_issue(frame, "gun", dataclasses.replace(settings, max_history=0), word_counter)
     longest = max(r["prompt_tokens"] for r in full["next_video"]["train"])
-    tight = prompts.replace(settings, max_history=0, max_prompt_tokens=longest - 20)
-    out, stats = prompts.build_issue(frame, "gun", tight, word_counter)
+    tight = dataclasses.replace(settings, max_history=0, max_prompt_tokens=longest - 20)
+    out, stats = prompts_build.build_issue(frame, "gun", tight, word_counter)
     truncation = stats["next_video"]["truncation"]
     assert truncation["rows_history_cut_for_tokens"] >= 1 and truncation["history_items_cut_for_tokens"] >= 1
     assert truncation["rows_over_limit_after_cutting_history"] == 0
@@ -276,8 +288,8 @@ def test_history_truncated_oldest_first_for_token_budget(settings):
     assert shown == [vid(k) for k in range(5 - len(shown), 5)]  # the newest kept, the oldest cut
     assert last["prompt_tokens"] <= longest - 20
     assert "\nOPTIONS:\n1. " in last["prompt"][1]["content"] and last["prompt"][1]["content"].count("(channel:") == 4
-    impossible = prompts.replace(settings, max_prompt_tokens=5)
-    _, stats = prompts.build_issue(frame, "gun", impossible, word_counter)
+    impossible = dataclasses.replace(settings, max_prompt_tokens=5)
+    _, stats = prompts_build.build_issue(frame, "gun", impossible, word_counter)
     assert stats["next_video"]["truncation"]["rows_over_limit_after_cutting_history"] == 18
 
 
@@ -290,7 +302,7 @@ def test_future_video_in_history_fails_the_build(settings):
     history.append({"id": frame.loc[1, "gold_video_id"], "title": "t", "channel": "c"})
     frame.loc[1, "history"] = json.dumps(history)
     with pytest.raises(PromptError, match=r"future video in history .*s0:1"):
-        prompts.build_issue(frame, "gun", settings, word_counter)
+        prompts_build.build_issue(frame, "gun", settings, word_counter)
 
 
 def test_gold_without_metadata_fails_the_build(settings):
@@ -301,13 +313,13 @@ def test_gold_without_metadata_fails_the_build(settings):
         gold.update(title=None, channel=None, duration_s=None)
         frame.loc[index, "slate_items"] = json.dumps(slate)
     with pytest.raises(PromptError, match="gold option lacks metadata in 100.0% of rows"):
-        prompts.build_issue(frame, "gun", settings, word_counter)
+        prompts_build.build_issue(frame, "gun", settings, word_counter)
 
 
 def test_option_guard_spots_an_option_rendered_differently():
     row = {"id": "r1", "gold_index": 2, "n_options": 2, "prompt": [{"role": "user", "content": (
         "PROFILE: x\nOPTIONS:\n1. A (channel: C; length: 1:00)\n2. B")}]}
-    result = prompts.check_option_rendering([row])
+    result = prompts_guards.check_option_rendering([row])
     assert result["violations"] == 1 and "option 2 rendered differently" in result["examples"][0]
 
 
@@ -317,17 +329,17 @@ def test_option_guard_spots_an_option_rendered_differently():
 def test_bad_input_errors_name_the_culprit(settings):
     frame = make_frame()
     with pytest.raises(PromptError, match=r"missing column\(s\) \['profile'\]"):
-        prompts.build_issue(frame.drop(columns=["profile"]), "gun", settings, word_counter)
+        prompts_build.build_issue(frame.drop(columns=["profile"]), "gun", settings, word_counter)
     with pytest.raises(ValueError, match="unknown issue 'guns'"):
-        prompts.build_issue(frame, "guns", settings, word_counter)
+        prompts_build.build_issue(frame, "guns", settings, word_counter)
     with pytest.raises(PromptError, match="split 'test' is empty"):
-        prompts.build_issue(frame[frame["split"] != "test"], "gun", settings, word_counter)
+        prompts_build.build_issue(frame[frame["split"] != "test"], "gun", settings, word_counter)
     with pytest.raises(PromptError, match="no rows for issue 'minimum_wage'"):
-        prompts.build_issue(frame, "wage", settings, word_counter)
+        prompts_build.build_issue(frame, "wage", settings, word_counter)
     corrupt = frame.copy()
     corrupt.loc[4, "history"] = "[{"
-    with pytest.raises(PromptError, match="row s1:1: column 'history' is not valid JSON"):
-        prompts.build_issue(corrupt, "gun", settings, word_counter)
+    with pytest.raises(RowError, match="row s1:1: column 'history' is not valid JSON"):
+        prompts_build.build_issue(corrupt, "gun", settings, word_counter)
 
 
 # ----------------------------------------------------------------------------------- properties
@@ -348,17 +360,17 @@ def test_builder_never_crashes_and_emits_every_section(settings, history, slate,
            "opinion_before": before, "current_video_id": "abc", "current_video_title": title,
            "current_video_channel": None, "current_video_duration_s": float("nan"), "gold_index": 1,
            "gold_video_id": "abc"}
-    chosen = prompts.replace(settings, show_ids=show_ids, max_history=max_history)
-    for task, builder in prompts.BUILDERS.items():
+    chosen = dataclasses.replace(settings, show_ids=show_ids, max_history=max_history)
+    for task, builder in prompts_render.BUILDERS.items():
         user = builder(row, chosen)[1]["content"]
-        positions = [user.find(section) for section in prompts.SECTIONS[task]]
+        positions = [user.find(section) for section in prompts_render.SECTIONS[task]]
         assert -1 not in positions and positions == sorted(positions), (task, user)
         profile_line = user.split("\n", 1)[0]
         assert len(profile_line) > len("PROFILE: ") + 5
-    options = prompts.option_lines(build_next_video_messages(row, chosen)[1]["content"])
+    options = prompts_guards.option_lines(build_next_video_messages(row, chosen)[1]["content"])
     if slate:
         assert len(options) == len(slate)
-        assert all(prompts._OPTION_LINE.match(line) for line in options)
+        assert all(prompts_guards._OPTION_LINE.match(line) for line in options)
 
 
 # -------------------------------------------------------------------------------------- import
@@ -369,10 +381,10 @@ def test_import_corrupt_line_names_file_and_line(tmp_path):
     good = {"id": "a", "messages": [{"role": "user", "content": "hi"}], "gold_index": 1, "n_options": 2}
     path.write_text(json.dumps(good) + "\n" + '{"id": "b", "messages": [\n')
     with pytest.raises(Exception, match=r"ext.jsonl:2"):
-        prompts.import_jsonl(path)
+        prompts_importer.import_jsonl(path)
     path.write_text(json.dumps(dict(good, gold_index=3)) + "\n")
     with pytest.raises(PromptError, match=r"ext.jsonl:1: needs integer 'gold_index' in 1..'n_options'"):
-        prompts.import_jsonl(path)
+        prompts_importer.import_jsonl(path)
 
 
 def test_import_keeps_extra_fields_and_fills_empty_values(tmp_path):
@@ -382,7 +394,7 @@ def test_import_keeps_extra_fields_and_fills_empty_values(tmp_path):
             {"id": "o", "messages": [{"role": "user", "content": "op"}], "before": 0.2, "after": 0.1,
              "direction": "decrease", "step_index": 3}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    imported = prompts.import_jsonl(path)
+    imported = prompts_importer.import_jsonl(path)
     assert imported[0]["task"] == "next_video" and imported[0]["slate_items"] == "[]"
     assert imported[0]["source_note"] == "kept" and math.isnan(imported[0]["opinion_before"])
     assert imported[1]["task"] == "opinion" and imported[1]["opinion_after"] == 0.1
@@ -390,7 +402,7 @@ def test_import_keeps_extra_fields_and_fills_empty_values(tmp_path):
     assert imported[1]["participant_id"] == "" and imported[1]["step_index"] == 3
 
 
-REAL = prompts.REPO_ROOT.parent / "shared" / "real"
+REAL = prompts_settings.REPO_ROOT.parent / "shared" / "real"
 
 
 @pytest.mark.skipif(not (REAL / "next_video_study2.jsonl").exists(), reason="../shared/real not present")
@@ -452,7 +464,7 @@ def test_snakemake_rule_builds_prompts_and_fails_on_a_leak(tmp_path, tokenizer_d
     import subprocess
     import sys
 
-    root = prompts.REPO_ROOT
+    root = prompts_settings.REPO_ROOT
     for name in ("workflow", "config", "envs"):
         shutil.copytree(root / name, tmp_path / name)
     # Only this stage's rule, with the real config and schema: the upstream rules stay out of the DAG.

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from grail_sim import cli, io, metrics, report
+from grail_sim import cli, io
+from grail_sim import errors as errors
+from grail_sim.evaluation import metrics
+from grail_sim.report import model_report as report_model_report
+from grail_sim.report import portfolio as report_portfolio
 
 GOOD = "<think>t</think><answer>{}</answer>"
 
@@ -63,11 +67,11 @@ def opinion_records(n=30, parsed=lambda i: None):
 
 
 def test_formatting_filters_render_missing_values_as_no_rows():
-    assert report.fmt_pct(None) == "no rows" and report.fmt_num(float("nan")) == "no rows"
-    assert report.fmt_pct(0.3846) == "38.5%" and report.fmt_num(0.0962) == "0.096"
-    assert report.fmt_ci({"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}, percent=True) == "50.0% [40.0%, 60.0%]"
-    assert report.fmt_ci({"value": None}) == "no rows"
-    fenced = report.fence("a ``` b")
+    assert report_model_report.fmt_pct(None) == "no rows" and report_model_report.fmt_num(float("nan")) == "no rows"
+    assert report_model_report.fmt_pct(0.3846) == "38.5%" and report_model_report.fmt_num(0.0962) == "0.096"
+    assert report_model_report.fmt_ci({"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}, percent=True) == "50.0% [40.0%, 60.0%]"
+    assert report_model_report.fmt_ci({"value": None}) == "no rows"
+    fenced = report_model_report.fence("a ``` b")
     assert fenced.startswith("````\n") and fenced.endswith("\n````")
 
 
@@ -75,13 +79,13 @@ def test_base_model_report_has_numbers_warnings_and_no_training_curves(tmp_path)
     evals = [write_eval(tmp_path / "eval" / "base_gun" / split, "base", constant_records(), opinion_records())
              for split in ("validation", "test")]
     out = tmp_path / "reports" / "base_gun.md"
-    text = report.render_model_report(model="base", issue="gun", eval_dirs=evals, out=out,
+    text = report_model_report.render_model_report(model="base", issue="gun", eval_dirs=evals, out=out,
                                       figures=tmp_path / "reports" / "figures" / "base_gun")
     assert out.read_text() == text
     assert "No training curves" in text
     overall = json.loads((evals[0] / "metrics.json").read_text())["tasks"]["next_video"]["overall"]
-    assert report.fmt_ci(overall["accuracy"], percent=True) in text
-    assert report.fmt_ci(overall["baselines"]["always_last"], percent=True) in text
+    assert report_model_report.fmt_ci(overall["accuracy"], percent=True) in text
+    assert report_model_report.fmt_ci(overall["baselines"]["always_last"], percent=True) in text
     assert "Constant-position warning" in text and "100.0% of parsed answers are position 1" in text
     assert "No opinion answer parsed" in text
     assert "## Split `validation`" in text and "## Split `test`" in text
@@ -116,14 +120,14 @@ def test_empty_study_and_empty_task_render_as_no_rows(tmp_path):
     for r in records:
         r["issue"] = "minimum_wage"
     evaluation = write_eval(tmp_path / "eval" / "grpo_wage" / "test", "grpo", records, [])
-    text = report.render_model_report(model="grpo", issue="wage", eval_dirs=[evaluation],
+    text = report_model_report.render_model_report(model="grpo", issue="wage", eval_dirs=[evaluation],
                                       out=tmp_path / "grpo_wage.md", figures=tmp_path / "figures",
                                       train_dir=None)
     assert "| study3 | no rows |" in text and "| study2 | 5 |" in text
     opinion_part = text.split("### Opinion (post-study index, 0-1 scale)")[1]
     assert opinion_part.lstrip().startswith("no rows")
     empty = write_eval(tmp_path / "eval" / "base_wage" / "test", "base", [], [])
-    text = report.render_model_report(model="base", issue="wage", eval_dirs=[empty], out=tmp_path / "empty.md",
+    text = report_model_report.render_model_report(model="base", issue="wage", eval_dirs=[empty], out=tmp_path / "empty.md",
                                       figures=tmp_path / "figures")
     assert text.count("no rows") >= 2 and not re.search(r"\bnan\b", text, re.IGNORECASE)
 
@@ -145,7 +149,7 @@ def test_portfolio_marks_only_a_model_whose_interval_clears_the_best_baseline(tm
 
     # Identical to the baseline: no mark anywhere.
     same = write_eval(tmp_path / "grpo_gun" / "test", "grpo", constant_records(60), None)
-    text = report.render_portfolio([same], tmp_path / "p2.md")
+    text = report_portfolio.render_portfolio([same], tmp_path / "p2.md")
     assert "★" not in text.split("# Portfolio")[1].split("\n", 3)[3]
 
 
@@ -154,27 +158,27 @@ def test_portfolio_lists_an_absent_study_as_no_rows(tmp_path):
     for r in records:
         r["issue"] = "minimum_wage"
     evaluation = write_eval(tmp_path / "base_wage" / "test", "base", records, None)
-    text = report.render_portfolio([evaluation], tmp_path / "portfolio.md")
+    text = report_portfolio.render_portfolio([evaluation], tmp_path / "portfolio.md")
     study3 = text.split("### study3")[1]
     assert study3.split("Opinion")[0].strip().endswith("no rows")
 
 
 def test_missing_metrics_and_template_fail_naming_the_file(tmp_path):
-    with pytest.raises(report.ReportError, match=str(tmp_path / "nothing" / "metrics.json")):
-        report.render_portfolio([tmp_path / "nothing"], tmp_path / "p.md")
+    with pytest.raises(errors.ReportError, match=str(tmp_path / "nothing" / "metrics.json")):
+        report_portfolio.render_portfolio([tmp_path / "nothing"], tmp_path / "p.md")
     evaluation = write_eval(tmp_path / "e" / "test", "base", constant_records(4), None)
-    with pytest.raises(report.ReportError, match="custom.md.j2"):
-        report.render_portfolio([evaluation], tmp_path / "p.md", template=tmp_path / "custom.md.j2")
-    with pytest.raises(report.ReportError, match="metrics.jsonl"):
-        report.render_model_report(model="grpo", issue="gun", eval_dirs=[evaluation], out=tmp_path / "r.md",
+    with pytest.raises(errors.ReportError, match="custom.md.j2"):
+        report_portfolio.render_portfolio([evaluation], tmp_path / "p.md", template=tmp_path / "custom.md.j2")
+    with pytest.raises(errors.ReportError, match="metrics.jsonl"):
+        report_model_report.render_model_report(model="grpo", issue="gun", eval_dirs=[evaluation], out=tmp_path / "r.md",
                                    figures=tmp_path / "f", train_dir=tmp_path / "no_training")
 
 
 def test_every_packaged_template_renders(tmp_path):
-    templates = sorted(report.TEMPLATES.glob("*.md.j2"))
+    templates = sorted(report_model_report.TEMPLATES.glob("*.md.j2"))
     assert {t.name for t in templates} >= {"model_report.md.j2", "portfolio.md.j2"}
     evaluation = write_eval(tmp_path / "e" / "test", "base", constant_records(8), opinion_records(6))
-    rendered = report.render_model_report(model="base", issue="gun", eval_dirs=[evaluation], out=tmp_path / "m.md",
-                                          figures=tmp_path / "f", template=report.MODEL_TEMPLATE)
+    rendered = report_model_report.render_model_report(model="base", issue="gun", eval_dirs=[evaluation], out=tmp_path / "m.md",
+                                          figures=tmp_path / "f", template=report_model_report.MODEL_TEMPLATE)
     assert rendered.startswith("# `base` on gun control")
-    assert report.render_portfolio([evaluation], tmp_path / "p.md").startswith("# Portfolio")
+    assert report_portfolio.render_portfolio([evaluation], tmp_path / "p.md").startswith("# Portfolio")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from grail_sim import rewards
+from grail_sim.training import rewards
 
 
 def _chat(text: str) -> list[dict]:

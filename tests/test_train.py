@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from grail_sim import errors as errors
+from grail_sim.evaluation import evaluate as evaluation_evaluate
+from grail_sim.training import data as training_data
+from grail_sim.training import recipe as training_recipe
+from grail_sim.training import resume as training_resume
+from grail_sim.training import warmup as training_warmup
+
 TOPICS = ["gun rights", "gun control", "hunting", "self defense", "policy debate", "news"]
 
 
@@ -101,9 +108,9 @@ def prompt_dataset(tmp_path_factory):
 def test_shipped_recipes_resolve_to_valid_grpo_configs(name, tmp_path):
     from trl import GRPOConfig
 
-    from grail_sim import rewards, train
+    from grail_sim.training import rewards
 
-    script, grpo = train.load_recipe(RECIPES / f"{name}.yaml")
+    script, grpo = training_recipe.load_recipe(RECIPES / f"{name}.yaml")
     assert script["trainer"] == name
     for reward in script["rewards"]:
         rewards.get_reward(reward)
@@ -117,31 +124,31 @@ def test_shipped_recipes_resolve_to_valid_grpo_configs(name, tmp_path):
 
 
 def test_unknown_recipe_key_fails_naming_it(tmp_path):
-    from grail_sim import train
+
 
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("learning_rate: 1.0e-5\nkl_coef: 0.1\n")  # a PPO key, not a GRPOConfig field
-    with pytest.raises(train.RecipeError, match=r"kl_coef.*bad.yaml"):
-        train.load_recipe(recipe)
+    with pytest.raises(errors.RecipeError, match=r"kl_coef.*bad.yaml"):
+        training_recipe.load_recipe(recipe)
     recipe.write_text("lora: {rank: 8}\n")
-    with pytest.raises(train.RecipeError, match=r"rank.*'lora'"):
-        train.load_recipe(recipe)
+    with pytest.raises(errors.RecipeError, match=r"rank.*'lora'"):
+        training_recipe.load_recipe(recipe)
 
 
 def test_overrides_and_max_steps_reach_nested_sections():
-    from grail_sim import train
 
-    script, grpo = train.load_recipe(RECIPES / "grail.yaml", ["gail.weight=0.5", "learning_rate=2e-5",
+
+    script, grpo = training_recipe.load_recipe(RECIPES / "grail.yaml", ["gail.weight=0.5", "learning_rate=2e-5",
                                                                 "lora.enabled=false"], max_steps=3)
     assert script["gail"]["weight"] == 0.5 and script["lora"]["enabled"] is False
     assert script["lora"]["r"] == 16  # the rest of the section keeps its values
     assert grpo["max_steps"] == 3 and float(grpo["learning_rate"]) == 2e-5
-    with pytest.raises(train.RecipeError, match="key=value"):
-        train.load_recipe(RECIPES / "grpo.yaml", ["learning_rate"])
+    with pytest.raises(errors.RecipeError, match="key=value"):
+        training_recipe.load_recipe(RECIPES / "grpo.yaml", ["learning_rate"])
 
 
 def test_gail_environment_overrides_win_over_the_recipe():
-    from grail_sim.discriminator import GailSettings
+    from grail_sim.training.discriminator import GailSettings
 
     env = {"GAIL_USE": "0", "GAIL_WEIGHT": "0.7", "GAIL_ALPHA": "2", "GAIL_LR": "1e-3",
            "GAIL_DISC_MODEL": "/models/encoder", "GAIL_DEVICE": "cpu", "GRAIL_MAX_HISTORY": "5"}
@@ -157,21 +164,21 @@ def test_gail_environment_overrides_win_over_the_recipe():
 def test_dataset_missing_a_contract_column_fails_naming_it(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    from grail_sim import train
+
 
     rows = make_prompt_rows(4)
     for row in rows:
         del row["gold_index"]
     DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "ds"))
-    with pytest.raises(train.DataError, match="gold_index"):
-        train.load_training_data(tmp_path / "ds", "train", need_grail=False, max_rows=None, seed=0)
+    with pytest.raises(errors.TrainingDataError, match="gold_index"):
+        training_data.load_training_data(tmp_path / "ds", "train", need_grail=False, max_rows=None, seed=0)
 
 
 def test_warmup_target_teaches_the_answer_format():
-    from grail_sim import answers, train
+    from grail_sim import answers
 
     row = make_prompt_rows(1)[0]
-    target = train.warmup_target(row, "Pick {title}")
+    target = training_warmup.warmup_target(row, "Pick {title}")
     assert answers.has_format(target)
     assert answers.parse_choice(target, row["n_options"]) == row["gold_index"]
     assert "Video about" in target
@@ -180,12 +187,12 @@ def test_warmup_target_teaches_the_answer_format():
 def test_warmup_target_ends_with_the_chat_templates_end_of_turn(tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from grail_sim import train
+
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     row = make_prompt_rows(1)[0]
     prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-    turn = train.assistant_turn(tokenizer, row["prompt"], prompt_text, "<think>t</think><answer>2</answer>")
+    turn = training_warmup.assistant_turn(tokenizer, row["prompt"], prompt_text, "<think>t</think><answer>2</answer>")
     # The token generation stops on (generation_config.eos_token_id), not the chat's next <|im_start|>.
     assert turn == "<think>t</think><answer>2</answer><|im_end|>\n"
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") == tokenizer.eos_token_id
@@ -197,21 +204,21 @@ def test_balanced_warmup_order_does_not_teach_the_position_prior():
 
     from datasets import Dataset
 
-    from grail_sim import train
+
 
     golds = [1] * 60 + [2] * 25 + [3] * 10 + [4] * 5  # skewed like the real data
     data = Dataset.from_dict({"gold_index": golds})
-    order = train.balanced_order(data, random.Random(0))
+    order = training_warmup.balanced_order(data, random.Random(0))
     first = Counter(golds[i] for i in order[:40])
     assert set(first.values()) == {10}  # each position equally often
     assert len(set(order[:20])) == 20
 
 
 def test_warmup_think_template_fields():
-    from grail_sim import train
+
 
     row = make_prompt_rows(1)[0]
-    target = train.warmup_target(row, "Next: {short_title} [{channel}] #{index}")
+    target = training_warmup.warmup_target(row, "Next: {short_title} [{channel}] #{index}")
     title = json.loads(row["slate_items"])[row["gold_index"] - 1]["title"]
     assert target.startswith(f"<think>Next: {' '.join(title.split()[:5])} [Channel {row['gold_index']}]")
 
@@ -294,33 +301,33 @@ def test_maxent_logs_its_entropy_bonus_and_gail_use_zero_falls_back_to_grpo(tiny
 
 def test_checkpoints_are_dropped_when_the_base_model_is_rebuilt_in_place(tmp_path):
     """A rebuilt model (or regenerated prompts) at the same path must not resume old checkpoints."""
-    from grail_sim import train
+
 
     model, data, out = tmp_path / "model", tmp_path / "data", tmp_path / "out"
     for folder in (model, data, out / "checkpoint-3"):
         folder.mkdir(parents=True)
     (model / "tokenizer_config.json").write_text('{"eos_token": "<|im_start|>"}')
     (data / "rows.arrow").write_bytes(b"rows")
-    first = train.run_fingerprint({"trainer": "grpo"}, {"max_steps": 6}, data, model)
-    train.prepare_output(out, first)
+    first = training_resume.run_fingerprint({"trainer": "grpo"}, {"max_steps": 6}, data, model)
+    training_resume.prepare_output(out, first)
     assert (out / "checkpoint-3").is_dir()
-    assert train.run_fingerprint({"trainer": "grpo"}, {"max_steps": 9}, data, model) == first  # resumable key
+    assert training_resume.run_fingerprint({"trainer": "grpo"}, {"max_steps": 9}, data, model) == first  # resumable key
     (model / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>"}')
-    rebuilt = train.run_fingerprint({"trainer": "grpo"}, {"max_steps": 6}, data, model)
+    rebuilt = training_resume.run_fingerprint({"trainer": "grpo"}, {"max_steps": 6}, data, model)
     assert rebuilt != first
-    train.prepare_output(out, rebuilt)
+    training_resume.prepare_output(out, rebuilt)
     assert not (out / "checkpoint-3").exists()
 
 
 def test_evaluation_of_an_adapter_depends_on_its_base(tmp_path):
-    from grail_sim import evaluate
+
 
     base, adapter = tmp_path / "base", tmp_path / "adapter"
     base.mkdir()
     adapter.mkdir()
     (base / "config.json").write_text("{}")
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
-    before = evaluate._adapter_base_sha256(adapter)
+    before = evaluation_evaluate._adapter_base_sha256(adapter)
     (base / "config.json").write_text('{"changed": true}')
-    assert before and evaluate._adapter_base_sha256(adapter) != before
-    assert evaluate._adapter_base_sha256(base) is None  # a full model folder has no base
+    assert before and evaluation_evaluate._adapter_base_sha256(adapter) != before
+    assert evaluation_evaluate._adapter_base_sha256(base) is None  # a full model folder has no base

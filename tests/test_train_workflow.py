@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_train import make_prompt_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from grail_sim import vllm_server
+from grail_sim.training import vllm_server
 
 # A stand-in server: answers /health with 200 after DELAY seconds, 503 before; it also starts a
 # grandchild (sleep) to check that teardown leaves no orphans. PID files let the test find both.

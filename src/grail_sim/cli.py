@@ -12,13 +12,13 @@ import logging
 import sys
 
 COMMANDS = {
-    "model": ("grail_sim.model", "build the embedded base model offline, or smoke-test a model"),
-    "demo-capsule": ("grail_sim.demo_capsule", "write a synthetic capsule in the CodeOcean layout"),
-    "clean": ("grail_sim.clean", "capsule or pre-cleaned dataset -> interaction rows"),
-    "prompts": ("grail_sim.prompts", "build, show or import chat-prompt datasets"),
-    "train": ("grail_sim.train", "GRPO / GRAIL / MaxEnt-GRPO training with TRL"),
-    "evaluate": ("grail_sim.evaluate", "generate and score predictions against baselines"),
-    "report": ("grail_sim.report", "render Markdown reports with Jinja2"),
+    "model": ("grail_sim.model.cli", "build the embedded base model offline, or smoke-test a model"),
+    "demo-capsule": ("grail_sim.data.demo_cli", "write a synthetic capsule in the CodeOcean layout"),
+    "clean": ("grail_sim.data.clean_cli", "capsule or pre-cleaned dataset -> interaction rows"),
+    "prompts": ("grail_sim.prompts.cli", "build, show or import chat-prompt datasets"),
+    "train": ("grail_sim.training.cli", "GRPO / GRAIL / MaxEnt-GRPO training with TRL"),
+    "evaluate": ("grail_sim.evaluation.cli", "generate and score predictions against baselines"),
+    "report": ("grail_sim.report.cli", "render Markdown reports with Jinja2"),
 }
 
 

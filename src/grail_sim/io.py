@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from grail_sim.errors import JsonlError
+
 
 def _umask() -> int:
     current = os.umask(0)
@@ -95,8 +97,6 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return count
 
 
-class JsonlError(ValueError):
-    """A JSONL line that cannot be read; the message names the file and line number."""
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:

@@ -9,7 +9,7 @@ REPORT_SPLITS = config.get("evaluate", {}).get("splits", ["validation", "test"])
 
 rule report:
     input:
-        template=REPORT.get("model_template", "src/grail_sim/templates/model_report.md.j2"),
+        template=REPORT.get("model_template", "src/grail_sim/report/templates/model_report.md.j2"),
         config="config/config.yaml",
         metrics=lambda w: [f"results/eval/{w.model}_{w.short}/{split}/metrics.json" for split in REPORT_SPLITS],
         # The untrained `base` has no training log; a trained model's report plots its curves.
@@ -40,7 +40,7 @@ rule report:
 
 rule portfolio:
     input:
-        template=REPORT.get("portfolio_template", "src/grail_sim/templates/portfolio.md.j2"),
+        template=REPORT.get("portfolio_template", "src/grail_sim/report/templates/portfolio.md.j2"),
         config="config/config.yaml",
         metrics=expand(
             "results/eval/{model}_{short}/{split}/metrics.json",

@@ -23,7 +23,6 @@ no logged slate for a step, choices outside the displayed slate, too-short and d
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -37,26 +36,60 @@ from grail_sim.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
+
 SESSIONS_PATH = Path("data/platform session data/sessions.json")
+
+
 TREES_DIR = Path("data/recommendation trees")
+
+
 SURVEY_DIR = Path("results/intermediate data")
+
+
 GUN_DIR = "gun control (issue 1)"
+
+
 WAGE_DIR = "minimum wage (issue 2)"
+
+
 GROUND_TRUTH_FILE = "demo_ground_truth.json"
 
+
 STANCE_MATCH_PROB = 0.70
+
+
 POSITION_WEIGHTS = (1.0, 0.8, 0.6, 0.45, 0.35)  # position bias over displayed slots 1..5
+
+
 SLATE_SIZES = (2, 3, 4, 5)
+
+
 TREE_RECS = 5
+
+
 VIDEOS_PER_STANCE = 60
+
+
 STUDY_SHARES = {"study1": 1650, "study2": 1679, "study3": 2715}  # the paper's allowed counts
+
+
 CONTROL_SHARE = 0.15
+
+
 UNLOGGED_SLATE_PROB = 0.03  # a step whose displayOrders entry is missing (tree fallback)
+
+
 OFF_SLATE_CHOICE_PROB = 0.02  # the next video was not among the displayed options
+
+
 OPINION_SHIFT = 0.06  # maximum move of the index toward the watched stance (all one side)
+
+
 OPINION_NOISE = 0.02
 
+
 _ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
+
 
 # Stance-bearing vocabulary: the stance is readable from the title and from the channel name.
 _TITLES = {
@@ -93,47 +126,52 @@ _TITLES = {
         "Higher Wages Boost the Whole Economy",
     ],
 }
+
+
 _CHANNELS = {
     ("gun_control", "conservative"): ["Gun Rights Defenders", "Second Amendment Channel", "Armed Citizen Report"],
     ("gun_control", "liberal"): ["Safer Streets Now", "Gun Safety Coalition", "End Gun Violence TV"],
     ("minimum_wage", "conservative"): ["Free Market Economics", "Small Business Voice", "Job Creators Network"],
     ("minimum_wage", "liberal"): ["Living Wage Alliance", "Fair Pay Now", "Workers First Media"],
 }
+
+
 _TITLE_SUFFIXES = ["", " (Part 2)", " | Full Interview", " - Explained", " | Debate Highlights",
                    " - Documentary", " | News Report", " (Must Watch)", " - Town Hall", " | Podcast Clip"]
 
+
 _IDEOLOGY = {"liberal": ["Very liberal", "Liberal", "Somewhat liberal"],
              "conservative": ["Very conservative", "Conservative", "Somewhat conservative"]}
+
+
 _PARTY = {"liberal": "Democrat", "conservative": "Republican"}
+
+
 _GUN_PRIORITY = {"liberal": "Reducing gun violence", "conservative": "Protecting gun rights"}
+
+
 _GUN_OWN = {"liberal": "No", "conservative": "Yes"}
+
+
 _MINWAGE_VIEW = {"liberal": ["Strongly support", "Somewhat support"],
                  "conservative": ["Strongly oppose", "Somewhat oppose"]}
+
+
 _OTHER_SIDE = {"liberal": "conservative", "conservative": "liberal"}
+
+
 # Arm names as in the experiment; in the demo `pro` seeds a video on the issue's "pro" side
 # (pro-gun for gun control, pro-raise for the minimum wage), `31` / `22` is the recommendation mix.
 _ARM_SEED_STANCE = {
     "gun_control": {"pro": "conservative", "anti": "liberal"},
     "minimum_wage": {"pro": "liberal", "anti": "conservative"},
 }
+
+
 _STUDY_ISSUE = {"study1": "gun_control", "study2": "minimum_wage", "study3": "minimum_wage"}
+
+
 _TOPIC_IDS = {"gun_control": ["gun_control", "GunControl-v2", "guns"], "minimum_wage": ["min_wage", "minimum_wage", "MinWage-2"]}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="capsule folder to write (replaced whole)")
-    parser.add_argument("--participants", type=int, default=1200,
-                        help="participants across the three studies, before any filtering")
-    parser.add_argument("--seed", type=int, default=13)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.participants < 3:
-        raise SystemExit("grail-sim demo-capsule: --participants must be at least 3 (one per study)")
-    truth = write_demo_capsule(args.out, participants=args.participants, seed=args.seed)
-    log.info("wrote demo capsule %s: %d participants, %d sessions, %d expected rows",
-             args.out, truth["participants"], truth["sessions_written"], truth["expected_rows"])
-    return 0
 
 
 class _Ids:

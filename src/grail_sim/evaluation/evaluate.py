@@ -14,81 +14,37 @@ and vLLM's offline engine when vllm is importable and CUDA is available (cluster
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from grail_sim import answers, io, metrics
+from grail_sim import answers, io
+from grail_sim.errors import EvaluationError
+from grail_sim.evaluation import metrics
+from grail_sim.evaluation.generators import GenerationSettings, make_generator
+from grail_sim.rows import finite, opinion_direction
 
 log = logging.getLogger(__name__)
 
-TASKS = ("next_video", "opinion")
+
+
+
 REQUIRED_COLUMNS = (
     "id", "prompt", "gold_index", "n_options", "issue", "participant_study", "participant_id",
     "opinion_before", "opinion_after",
 )
+
+
 PARTIAL = "predictions.partial.jsonl"
+
+
 PARTIAL_META = "predictions.partial.json"
 
 
-class EvaluationError(RuntimeError):
-    """Bad evaluation input; the message names the folder, split or column at fault."""
-
-
-# --------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="HF model folder (full or peft adapter)")
-    parser.add_argument("--model-name", help="name recorded in metrics.json (default: inferred from --model)")
-    parser.add_argument("--prompts", required=True,
-                        help="Contract-2 issue folder holding one DatasetDict per task, e.g. results/prompts/gun_control")
-    parser.add_argument("--tasks", default="next_video,opinion", help="comma-separated tasks (default: %(default)s)")
-    parser.add_argument("--split", default="validation", help="split to evaluate (default: %(default)s)")
-    parser.add_argument("--out", required=True, help="output folder (predictions.jsonl, metrics.json)")
-    parser.add_argument("--train-split-dir",
-                        help="Contract-2 issue folder whose `train` split teaches the most-frequent and global-mean "
-                             "baselines (default: --prompts when it has a train split; otherwise the evaluated rows)")
-    parser.add_argument("--max-rows", type=int, default=0, help="rows per task, seeded sample; 0 = all")
-    parser.add_argument("--batch-size", type=int, default=1,
-                        help="prompts per generate call; 1 is fastest on CPU (prefill-bound), raise it on a GPU")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--seed", type=int, default=0, help="row sampling, sampling decoding and bootstrap seed")
-    parser.add_argument("--bootstrap-samples", type=int, default=1000)
-    parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--direction-tolerance", type=float, default=1e-6,
-                        help="|after - before| at or below this is `no_change` (0-1 scale)")
-    parser.add_argument("--report-samples", type=int, default=3, help="prompts with full responses kept per task")
-    parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto",
-                        help="auto: vLLM when importable with CUDA, else HF generate")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (HF backend)")
-    parser.add_argument("--dtype", default="float32", help="HF backend weights dtype")
-
-
-def run(args: argparse.Namespace) -> int:
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown or not tasks:
-        raise EvaluationError(f"--tasks {args.tasks!r}: unknown task(s) {unknown}; valid: {', '.join(TASKS)}")
-    if args.batch_size < 1 or args.max_new_tokens < 1 or args.max_rows < 0:
-        raise EvaluationError("--batch-size and --max-new-tokens must be >= 1 and --max-rows >= 0")
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, batch_size=args.batch_size,
-        seed=args.seed, backend=args.backend, device=args.device, dtype=args.dtype,
-    )
-    evaluate(
-        model_dir=Path(args.model), prompts_dir=Path(args.prompts), tasks=tasks, split=args.split,
-        out_dir=Path(args.out), settings=settings, max_rows=args.max_rows,
-        train_split_dir=Path(args.train_split_dir) if args.train_split_dir else None,
-        model_name=args.model_name, bootstrap_samples=args.bootstrap_samples, confidence=args.confidence,
-        direction_tolerance=args.direction_tolerance, report_samples=args.report_samples,
-    )
-    return 0
 
 
 # --------------------------------------------------------------------------- inputs
@@ -136,16 +92,11 @@ def select_rows(dataset, max_rows: int, seed: int) -> list[int]:
     return sorted(int(i) for i in chosen)
 
 
-def _float_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def score_row(task: str, row: dict, raw_output: str, tolerance: float) -> dict[str, Any]:
     """A Contract-4 prediction record; an unparsable answer is `parsed: null`, never a fallback."""
-    before, after = _float_or_none(row["opinion_before"]), _float_or_none(row["opinion_after"])
+    before, after = finite(row["opinion_before"]), finite(row["opinion_after"])
     record: dict[str, Any] = {
         "id": str(row["id"]), "task": task, "raw_output": raw_output,
         "n_options": int(row["n_options"]), "issue": row["issue"],
@@ -162,110 +113,9 @@ def score_row(task: str, row: dict, raw_output: str, tolerance: float) -> dict[s
         correct = None
         if before is not None and after is not None:
             correct = parsed is not None and (
-                metrics.direction(before, parsed, tolerance) == metrics.direction(before, after, tolerance))
+                opinion_direction(before, parsed, tolerance) == opinion_direction(before, after, tolerance))
         record.update(parsed=parsed, gold=after, correct=correct)
     return record
-
-
-# --------------------------------------------------------------------------- generation
-class GenerationSettings:
-    def __init__(self, *, max_new_tokens: int = 64, temperature: float = 0.0, batch_size: int = 8, seed: int = 0,
-                 backend: str = "auto", device: str = "auto", dtype: str = "float32"):
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.batch_size = batch_size
-        self.seed = seed
-        self.backend = backend
-        self.device = device
-        self.dtype = dtype
-
-    def fingerprint(self) -> dict[str, Any]:
-        """Settings that change the generated text (batch size and backend do not, under greedy)."""
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed}
-
-
-def vllm_usable() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
-class HFGenerator:
-    """Batched `model.generate` with left padding; returns only the new text of each prompt."""
-
-    backend = "hf"
-
-    def __init__(self, model_dir: Path, settings: GenerationSettings):
-        from grail_sim.model import load_policy
-
-        self.settings = settings
-        self.model, self.tokenizer = load_policy(model_dir, dtype=settings.dtype, device=settings.device)
-        self.tokenizer.padding_side = "left"
-        self.chunk_size = settings.batch_size
-
-    def render(self, messages: Sequence[dict]) -> str:
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-    def prompt_length(self, messages: Sequence[dict]) -> int:
-        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
-
-    def generate(self, batch: Sequence[Sequence[dict]]) -> list[str]:
-        import torch
-
-        texts = [self.render(messages) for messages in batch]
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        encoded = {k: v.to(self.model.device) for k, v in encoded.items()}
-        sampling = self.settings.temperature > 0
-        options: dict[str, Any] = {"max_new_tokens": self.settings.max_new_tokens, "do_sample": sampling,
-                                   "pad_token_id": self.tokenizer.pad_token_id}
-        if sampling:
-            options.update(temperature=self.settings.temperature, top_p=1.0, top_k=0)
-        else:  # unset the checkpoint's sampling defaults so greedy decoding raises no warnings
-            options.update(temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            output = self.model.generate(**encoded, **options)
-        new_tokens = output[:, encoded["input_ids"].shape[1]:]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-
-
-class VLLMGenerator:
-    """vLLM's offline engine (GPU nodes only); same records as HF under greedy decoding."""
-
-    backend = "vllm"
-
-    def __init__(self, model_dir: Path, settings: GenerationSettings):
-        from vllm import LLM, SamplingParams
-
-        self.settings = settings
-        self.engine = LLM(model=str(model_dir), seed=settings.seed)
-        self.params = SamplingParams(temperature=settings.temperature, max_tokens=settings.max_new_tokens,
-                                     seed=settings.seed)
-        self.chunk_size = settings.batch_size * 32  # vLLM batches internally; chunks keep the stream to disk
-
-    def prompt_length(self, messages: Sequence[dict]) -> int:
-        return sum(len(m["content"]) for m in messages)
-
-    def generate(self, batch: Sequence[Sequence[dict]]) -> list[str]:
-        outputs = self.engine.chat([list(m) for m in batch], self.params, use_tqdm=False)
-        return [o.outputs[0].text for o in outputs]
-
-
-def make_generator(model_dir: Path, settings: GenerationSettings):
-    use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_usable())
-    if use_vllm and (model_dir / "adapter_config.json").is_file():
-        log.info("%s is a peft adapter: vLLM needs a merged model, using HF generate", model_dir)
-        use_vllm = False
-    if settings.backend == "vllm" and not vllm_usable():
-        raise EvaluationError("--backend vllm needs vllm installed and a CUDA device")
-    if settings.seed is not None:
-        import torch
-
-        torch.manual_seed(settings.seed)
-    return VLLMGenerator(model_dir, settings) if use_vllm else HFGenerator(model_dir, settings)
 
 
 # --------------------------------------------------------------------------- resume
@@ -292,7 +142,7 @@ def _adapter_base_sha256(model_dir: Path) -> str | None:
     model_dir = Path(model_dir)
     if not (model_dir / "adapter_config.json").is_file():
         return None
-    from grail_sim.model import adapter_base
+    from grail_sim.model.loading import adapter_base
 
     base = Path(adapter_base(model_dir))
     return io.file_sha256(base) if base.exists() else None

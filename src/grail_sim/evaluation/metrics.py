@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from grail_sim.answers import has_format
+from grail_sim.rows import finite, opinion_direction
 
 UNPARSED = "unparsed"
 
@@ -178,16 +179,8 @@ def next_video_metrics(
 
 
 # --------------------------------------------------------------------------- opinion
-def direction(before: float, after: float, tolerance: float) -> str:
-    """`increase`, `decrease` or `no_change` (|after - before| <= tolerance)."""
-    delta = after - before
-    if abs(delta) <= tolerance:
-        return "no_change"
-    return "increase" if delta > 0 else "decrease"
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def opinion_summary(
@@ -208,7 +201,7 @@ def opinion_summary(
     """
     options = {"samples": samples, "seed": seed, "confidence": confidence}
     groups = [_participant(r) for r in records]
-    gold_dirs = [direction(r["opinion_before"], r["opinion_after"], tolerance) for r in records]
+    gold_dirs = [opinion_direction(r["opinion_before"], r["opinion_after"], tolerance) for r in records]
     mean = global_mean if global_mean is not None else 0.0
     # The strongest constant-direction predictor: the most common direction among these very rows.
     # A model that answers one constant index moves every participant the same way; without this
@@ -227,13 +220,13 @@ def opinion_summary(
         "parsed_rate": [0.0 if r.get("parsed") is None else 1.0 for r in records],
         "format_rate": [1.0 if has_format(r.get("raw_output", "")) else 0.0 for r in records],
         "direction_accuracy": [
-            1.0 if r.get("parsed") is not None and direction(r["opinion_before"], r["parsed"], tolerance) == d else 0.0
+            1.0 if r.get("parsed") is not None and opinion_direction(r["opinion_before"], r["parsed"], tolerance) == d else 0.0
             for r, d in zip(records, gold_dirs)
         ],
         "no_change_direction": [1.0 if d == "no_change" else 0.0 for d in gold_dirs],
         "majority_direction": [1.0 if d == majority else 0.0 for d in gold_dirs],
         "global_mean_direction": [
-            1.0 if direction(r["opinion_before"], mean, tolerance) == d else 0.0 for r, d in zip(records, gold_dirs)
+            1.0 if opinion_direction(r["opinion_before"], mean, tolerance) == d else 0.0 for r, d in zip(records, gold_dirs)
         ],
         **row_scores(records),
     }
@@ -300,11 +293,11 @@ def opinion_metrics(
     The global-mean baseline predicts the mean post-study index of `train_after_values`; without
     a train split it is the mean over the evaluated rows (recorded in `global_mean_learned_on`).
     """
-    missing_before = [r for r in records if not _finite(r.get("opinion_before"))]
-    missing_after = [r for r in records if _finite(r.get("opinion_before")) and not _finite(r.get("opinion_after"))]
-    scored = [r for r in records if _finite(r.get("opinion_before")) and _finite(r.get("opinion_after"))]
+    missing_before = [r for r in records if not (finite(r.get("opinion_before")) is not None)]
+    missing_after = [r for r in records if (finite(r.get("opinion_before")) is not None) and not (finite(r.get("opinion_after")) is not None)]
+    scored = [r for r in records if (finite(r.get("opinion_before")) is not None) and (finite(r.get("opinion_after")) is not None)]
     if train_after_values is not None:
-        values = [float(v) for v in train_after_values if _finite(v)]
+        values = [float(v) for v in train_after_values if (finite(v) is not None)]
         learned_on = "train"
     else:
         values = [r["opinion_after"] for r in scored]

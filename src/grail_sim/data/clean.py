@@ -11,9 +11,7 @@ Rules that the earlier reference broke and this module enforces:
 
 from __future__ import annotations
 
-import argparse
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -23,8 +21,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from grail_sim.capsule import (
-    CapsuleError,
+from grail_sim.data.capsule import (
     SessionDrop,
     VideoMeta,
     allowed_survey_rows,
@@ -37,18 +34,13 @@ from grail_sim.capsule import (
     parse_session,
     to_float,
 )
-from grail_sim.io import atomic_path, write_json
+from grail_sim.data.contract import _nest, participant_hash
+from grail_sim.errors import CleanConfigError
 from grail_sim.issues import STUDIES
+from grail_sim.rows import SPLITS
 
 log = logging.getLogger(__name__)
 
-CONTRACT_COLUMNS = [
-    "row_id", "session_id", "participant_id", "issue", "participant_study", "treatment_arm", "step_index",
-    "current_video_id", "current_video_title", "current_video_channel", "current_video_duration_s",
-    "history", "current_watched_s", "current_total_s", "slate_items", "slate_source", "n_options",
-    "gold_video_id", "gold_index", "profile", "opinion_before", "opinion_after", "split",
-]
-SPLITS = ("train", "validation", "test")
 
 # Mirrors the `clean:` section of config/config.yaml (tests/test_clean.py keeps the two equal), so
 # `grail-sim clean` also runs outside Snakemake. --config-json overrides it key by key.
@@ -107,8 +99,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
-class CleanConfigError(ValueError):
-    """A `clean:` configuration that would produce wrong rows; the message names the key."""
 
 
 def _merge(base: dict, override: Mapping) -> dict:
@@ -141,29 +131,6 @@ def resolve_config(override: Mapping | None = None) -> dict:
                         f"clean.studies.{study}.profile_columns: {column!r} matches post-treatment pattern "
                         f"{pattern.pattern!r}; profiles may hold pre-treatment (wave-1) columns only")
     return config
-
-
-def participant_hash(study: str, key: str) -> str:
-    return hashlib.sha256(f"{study}:{key}".encode()).hexdigest()[:16]
-
-
-def assign_splits(participants_by_study: Mapping[str, list[str]], fractions: Mapping[str, float], seed: int) -> dict[str, str]:
-    """participant_id -> split; within each study a seeded hash order cut at the fractions.
-
-    The order of a participant depends only on (seed, id), so adding participants to one study
-    never moves participants of another.
-    """
-    out: dict[str, str] = {}
-    for study in sorted(participants_by_study):
-        ids = sorted(set(participants_by_study[study]), key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
-        n = len(ids)
-        n_train = round(n * fractions["train"])
-        n_validation = round(n * fractions["validation"])
-        if n >= 3 and fractions["test"] > 0 and n_train + n_validation >= n:
-            n_train = max(0, n - n_validation - 1)  # never leave a study without test participants
-        for rank, pid in enumerate(ids):
-            out[pid] = "train" if rank < n_train else "validation" if rank < n_train + n_validation else "test"
-    return out
 
 
 def _meta_json(vid: str, meta: Mapping[str, VideoMeta]) -> dict:
@@ -350,231 +317,3 @@ def clean_capsule(capsule: str | Path, config: Mapping | None = None) -> tuple[l
         "elapsed_s_parse": round(time.perf_counter() - started, 3),
     }
     return rows, stats
-
-
-def _nest(counters: Mapping[str, int]) -> dict:
-    out: dict[str, dict] = defaultdict(dict)
-    for key, value in sorted(counters.items()):
-        _, study, name = key.split(".", 2)
-        out[study][name] = int(value)
-    return dict(out)
-
-
-# --- pre-cleaned datasets -------------------------------------------------------------------
-
-_SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
-                  "eval": "validation", "dev": "validation", "test": "test"}
-_REQUIRED_DATASET_COLUMNS = ("participant_id", "issue", "slate_items", "gold_index")
-
-
-def load_dataset_frame(path_or_name: str):
-    """A pre-cleaned dataset as one pandas frame with a `_source_split` column.
-
-    Local parquet / JSON(L) / CSV files and folders of them go through `datasets.load_dataset` with
-    the matching builder; a `save_to_disk` folder through `load_from_disk`; anything else is taken
-    as a hub dataset name (which needs network access and no HF_HUB_OFFLINE).
-    """
-    import datasets
-    import pandas as pd
-
-    path = Path(path_or_name)
-    builders = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
-    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
-        loaded = datasets.load_from_disk(str(path))
-    elif path.is_file():
-        if path.suffix not in builders:
-            raise CapsuleError(f"{path}: unsupported dataset file type {path.suffix!r} (parquet, json, jsonl, csv)")
-        loaded = datasets.load_dataset(builders[path.suffix], data_files=str(path))
-    elif path.is_dir():
-        suffixes = {p.suffix for p in path.rglob("*") if p.suffix in builders}
-        if len(suffixes) == 1 and not any(path.glob("*.py")):
-            loaded = datasets.load_dataset(builders[suffixes.pop()], data_dir=str(path))
-        else:
-            loaded = datasets.load_dataset(str(path))
-    else:
-        if path_or_name.startswith((".", "/")) or path.suffix in builders:
-            raise CapsuleError(f"dataset not found: {path_or_name}")
-        try:
-            loaded = datasets.load_dataset(path_or_name)
-        except Exception as err:  # noqa: BLE001 - hub errors come in many types; name the dataset
-            raise CapsuleError(f"could not load dataset {path_or_name!r} (a hub name needs network access "
-                               f"and HF_HUB_OFFLINE unset): {type(err).__name__}: {err}") from None
-    if isinstance(loaded, datasets.Dataset):
-        loaded = datasets.DatasetDict({"train": loaded})
-    frames = []
-    for split_name, split in loaded.items():
-        frame = split.to_pandas()
-        frame["_source_split"] = split_name
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def clean_dataset(path_or_name: str, columns: Mapping[str, str], config: Mapping | None = None) -> tuple[list[dict], dict]:
-    """Map a pre-cleaned dataset's columns onto Contract 1; rows that break it are dropped and counted."""
-    config = resolve_config(config)
-    frame = load_dataset_frame(path_or_name)
-    renamed = {source: target for target, source in columns.items()}
-    unknown_targets = set(columns) - set(CONTRACT_COLUMNS)
-    if unknown_targets:
-        raise CleanConfigError(f"data.dataset.columns: unknown Contract 1 column(s) {sorted(unknown_targets)}")
-    absent_sources = [s for s in renamed if s not in frame.columns]
-    if absent_sources:
-        raise CapsuleError(f"{path_or_name}: mapped column(s) {absent_sources} not in the dataset "
-                           f"(columns: {sorted(frame.columns)})")
-    frame = frame.rename(columns=renamed)
-    missing = [c for c in _REQUIRED_DATASET_COLUMNS if c not in frame.columns]
-    if missing:
-        raise CapsuleError(f"{path_or_name}: required column(s) {missing} missing; map them with data.dataset.columns")
-    patterns = [re.compile(p) for p in config["post_treatment_patterns"]]
-    drops: Counter = Counter()
-    counters: Counter = Counter(rows_read=len(frame))
-    rows = []
-    for number, record in enumerate(frame.to_dict("records")):
-        slate = record["slate_items"]
-        if isinstance(slate, str):
-            try:
-                slate = json.loads(slate)
-            except json.JSONDecodeError:
-                drops["row_malformed_slate_items"] += 1
-                continue
-        if hasattr(slate, "tolist"):
-            slate = slate.tolist()
-        if not isinstance(slate, list) or not slate:
-            drops["row_malformed_slate_items"] += 1
-            continue
-        gold_index = to_float(record["gold_index"])
-        if math.isnan(gold_index) or not (1 <= gold_index <= len(slate)) or gold_index != int(gold_index):
-            drops["row_gold_index_out_of_range"] += 1
-            continue
-        gold_index = int(gold_index)
-        slate = [item if isinstance(item, Mapping) else {"id": str(item)} for item in slate]
-        profile = record.get("profile", {})
-        if isinstance(profile, str):
-            profile = json.loads(profile) if profile.strip() else {}
-        profile = dict(profile or {})
-        leaked = [k for k in profile if any(p.search(k) for p in patterns)]
-        for key in leaked:
-            del profile[key]
-        counters["profile_keys_removed_post_treatment"] += len(leaked)
-        session_id = str(record.get("session_id") or f"row{number}")
-        step_value = to_float(record.get("step_index"))
-        step_index = 0 if math.isnan(step_value) else int(step_value)
-        history = record.get("history", "[]")
-        rows.append({
-            "row_id": str(record.get("row_id") or f"{session_id}:{step_index}"),
-            "session_id": session_id,
-            "participant_id": str(record["participant_id"]),
-            "issue": str(record["issue"]),
-            "participant_study": str(record.get("participant_study") or ""),
-            "treatment_arm": str(record.get("treatment_arm") or ""),
-            "step_index": step_index,
-            "current_video_id": str(record.get("current_video_id") or ""),
-            "current_video_title": str(record.get("current_video_title") or ""),
-            "current_video_channel": str(record.get("current_video_channel") or ""),
-            "current_video_duration_s": to_float(record.get("current_video_duration_s")),
-            "history": history if isinstance(history, str) else json.dumps(list(history), default=str),
-            "current_watched_s": to_float(record.get("current_watched_s")),
-            "current_total_s": to_float(record.get("current_total_s")),
-            "slate_items": json.dumps(slate, ensure_ascii=False, default=str),
-            "slate_source": str(record.get("slate_source") or "displayed"),
-            "n_options": len(slate),
-            "gold_video_id": str(record.get("gold_video_id") or slate[gold_index - 1].get("id", "")),
-            "gold_index": gold_index,
-            "profile": json.dumps(profile, ensure_ascii=False, sort_keys=True, default=str),
-            "opinion_before": to_float(record.get("opinion_before")),
-            "opinion_after": to_float(record.get("opinion_after")),
-            "_source_split": _SPLIT_ALIASES.get(str(record.get("split") or record["_source_split"]).lower()),
-        })
-    stats = {"source": "dataset", "input": path_or_name, "sessions_read": 0, "drops": dict(sorted(drops.items())),
-             "allow_list": {}, "profile_columns_missing": {}, "counters": dict(sorted(counters.items()))}
-    return rows, stats
-
-
-# --- output -----------------------------------------------------------------------------------
-
-def finalise(rows: list[dict], stats: dict, config: Mapping) -> tuple[Any, dict]:
-    """Assign splits, order columns, and complete the stats; returns (frame, stats)."""
-    import pandas as pd
-
-    by_study: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        by_study[row["participant_study"]].append(row["participant_id"])
-    splits = assign_splits(by_study, config["split_fractions"], int(config["split_seed"]))
-    for row in rows:
-        given = row.pop("_source_split", None)
-        row["split"] = given or splits[row["participant_id"]]
-    frame = pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
-    duplicated = frame["row_id"].duplicated()
-    if duplicated.any():
-        stats["drops"]["row_duplicate_row_id"] = int(duplicated.sum())
-        frame = frame[~duplicated].reset_index(drop=True)
-    frame = frame.astype({"step_index": "int64", "n_options": "int64", "gold_index": "int64"})
-    for column in ("current_video_duration_s", "current_watched_s", "current_total_s", "opinion_before", "opinion_after"):
-        frame[column] = frame[column].astype("float64")
-    split_leaks = frame.groupby("participant_id")["split"].nunique()
-    if (split_leaks > 1).any():
-        raise CleanConfigError(f"participants in two splits: {list(split_leaks[split_leaks > 1].index[:5])}")
-    stats |= {
-        "rows": len(frame),
-        "participants": int(frame["participant_id"].nunique()),
-        "participants_by_study": {k: int(v) for k, v in frame.groupby("participant_study")["participant_id"].nunique().items()},
-        "rows_by_study": {k: int(v) for k, v in frame["participant_study"].value_counts().sort_index().items()},
-        "rows_by_split": {k: int(v) for k, v in frame["split"].value_counts().sort_index().items()},
-        "participants_by_split": {k: int(v) for k, v in frame.groupby("split")["participant_id"].nunique().items()},
-        "slate_source_counts": {k: int(v) for k, v in frame["slate_source"].value_counts().sort_index().items()},
-        "n_options_counts": {str(k): int(v) for k, v in frame["n_options"].value_counts().sort_index().items()},
-        "gold_index_counts": {str(k): int(v) for k, v in frame["gold_index"].value_counts().sort_index().items()},
-        "split_seed": int(config["split_seed"]),
-        "split_fractions": dict(config["split_fractions"]),
-    }
-    return frame, stats
-
-
-def write_outputs(frame, stats: dict, out: str | Path, stats_path: str | Path) -> None:
-    with atomic_path(out) as tmp:
-        frame.to_parquet(tmp, index=False)
-    write_json(stats_path, stats)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--capsule", help="capsule root or its data/ folder (CodeOcean 5416997 layout)")
-    source.add_argument("--dataset", help="pre-cleaned dataset: parquet/json/csv file, a folder, or a hub name")
-    parser.add_argument("--columns", default="{}",
-                        help='JSON map {contract_column: dataset_column} for --dataset (e.g. \'{"gold_index": "answer"}\')')
-    parser.add_argument("--out", required=True, help="interactions parquet to write")
-    parser.add_argument("--stats", required=True, help="stats JSON to write")
-    parser.add_argument("--config-json", default="{}", help="the `clean:` config section as JSON (overrides defaults)")
-
-
-def _json_arg(text: str, name: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"grail-sim clean: {name} is not valid JSON ({err.msg})") from None
-    if not isinstance(value, dict):
-        raise SystemExit(f"grail-sim clean: {name} must be a JSON object")
-    return value
-
-
-def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    try:
-        config = resolve_config(_json_arg(args.config_json, "--config-json"))
-        if args.capsule is not None:
-            if not args.capsule.strip():
-                raise CapsuleError("--capsule is empty; set data.capsule_dir in config/config.yaml")
-            rows, stats = clean_capsule(args.capsule, config)
-        else:
-            if not args.dataset.strip():
-                raise CapsuleError("--dataset is empty; set data.dataset.path in config/config.yaml")
-            rows, stats = clean_dataset(args.dataset, _json_arg(args.columns, "--columns"), config)
-    except (CapsuleError, CleanConfigError) as err:
-        raise SystemExit(f"grail-sim clean: {err}") from None
-    if not rows:
-        raise SystemExit(f"grail-sim clean: no rows survived cleaning; drops: {stats['drops']}")
-    frame, stats = finalise(rows, stats, config)
-    stats["elapsed_s"] = round(time.perf_counter() - started, 3)
-    write_outputs(frame, stats, args.out, args.stats)
-    log.info("wrote %d rows (%d participants) to %s; drops %s", stats["rows"], stats["participants"], args.out, stats["drops"])
-    return 0

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from grail_sim.errors import CapsuleError
+
 _VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 _RECS_KEY = re.compile(r"([0-9]+)-recs")
 _STEP_KEY = re.compile(r"step[_-]?([0-9]+)", re.IGNORECASE)
@@ -21,8 +23,6 @@ _ISO_DURATION = re.compile(r"P(?:([0-9]+)D)?(?:T(?:([0-9]+)H)?(?:([0-9]+)M)?(?:(
 MISSING_STRINGS = frozenset({"", "na", "n/a", "nan", "none", "null"})
 
 
-class CapsuleError(ValueError):
-    """Input that cannot be read at all; the message names the file and the key or column."""
 
 
 def canonical_video_id(raw: Any) -> str | None:

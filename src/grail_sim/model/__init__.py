@@ -1,0 +1,2 @@
+"""The base policy: build the embedded model offline (`embedded`), load a policy and smoke-test it
+(`loading`)."""

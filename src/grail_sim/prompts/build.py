@@ -1,0 +1,293 @@
+"""Build the prompt datasets of one issue (Contract 2): drops counted by reason, gold-position
+baselines, token lengths and the leak guards' results in stats.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping
+
+from grail_sim import io
+from grail_sim.errors import PromptError
+from grail_sim.issues import issue_name
+from grail_sim.prompts.guards import (
+    check_future_history,
+    check_option_rendering,
+    validate_frame,
+)
+from grail_sim.prompts.render import (
+    BUILDERS,
+    _profile_text,
+    _shown_for,
+    _text,
+    opinion_watch_sequence,
+    render_within_budget,
+)
+from grail_sim.prompts.settings import COUNT_BATCH, PromptSettings, TokenCounter
+from grail_sim.rows import (
+    SPLITS,
+    TASKS,
+    finite,
+    json_list,
+    json_object,
+    opinion_direction,
+)
+
+LOG = logging.getLogger("grail_sim.prompts")
+
+
+
+
+def _drop_reason(row: Mapping[str, Any], slate: list, raw_slate_len: int) -> str | None:
+    if raw_slate_len == 0:
+        return "no_usable_slate"
+    if any(not _text(item.get("title")) and not _text(item.get("id")) for item in slate) or len(slate) != raw_slate_len:
+        return "slate_item_without_title_or_id"
+    n_options = finite(row.get("n_options"))
+    if n_options is None or int(n_options) != len(slate):
+        return "n_options_mismatch"
+    gold = finite(row.get("gold_index"))
+    if gold is None or not 1 <= int(gold) <= len(slate):
+        return "gold_not_in_slate"
+    if _text(slate[int(gold) - 1].get("id")) != _text(row.get("gold_video_id")):
+        return "gold_not_in_slate"
+    return None
+
+
+def _parse_slate(value: Any, row_id: str) -> tuple[list, int]:
+    """Items as mappings, and how many entries the raw JSON held (non-objects are not usable)."""
+    value = json_list(value, "slate_items", row_id)
+    return [item for item in value if isinstance(item, Mapping)], len(value)
+
+
+def _position_stats(golds: list[int], n_options: list[int], train_most_frequent: int | None) -> dict:
+    if not golds:
+        return {"rows": 0}
+    counts = Counter(golds)
+    most_frequent, freq = max(sorted(counts.items()), key=lambda kv: kv[1])
+    stats = {
+        "rows": len(golds),
+        "gold_position_counts": {str(k): counts[k] for k in sorted(counts)},
+        "n_options_counts": {str(k): v for k, v in sorted(Counter(n_options).items())},
+        "baselines": {
+            "most_frequent_index": most_frequent,
+            "most_frequent_index_accuracy": freq / len(golds),
+            "always_last_accuracy": sum(g == n for g, n in zip(golds, n_options)) / len(golds),
+            "random_expected_accuracy": sum(1.0 / n for n in n_options) / len(golds),
+        },
+    }
+    if train_most_frequent is not None:
+        stats["baselines"]["train_most_frequent_index"] = train_most_frequent
+        stats["baselines"]["train_most_frequent_index_accuracy"] = (
+            sum(g == train_most_frequent for g in golds) / len(golds)
+        )
+    return stats
+
+
+def _token_stats(tokens: list[int]) -> dict:
+    if not tokens:
+        return {"rows": 0}
+    ordered = sorted(tokens)
+    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    return {"rows": len(tokens), "mean": sum(tokens) / len(tokens), "p95": p95, "max": ordered[-1]}
+
+
+def _dataset_row(task: str, row: Mapping[str, Any], messages: list[dict], tokens: int, shown: list,
+                 settings: PromptSettings) -> dict:
+    before, after = finite(row.get("opinion_before")), finite(row.get("opinion_after"))
+    direction = opinion_direction(before, after, settings.direction_tolerance)
+    profile = _profile_text(row, settings)
+    common = {
+        "prompt": messages, "viewer_profile": profile, "history": json.dumps(shown, default=_json_safe),
+        "issue": str(row["issue"]), "participant_study": str(row["participant_study"]),
+        "participant_id": str(row["participant_id"]), "session_id": str(row["session_id"]),
+        "treatment_arm": _text(row.get("treatment_arm")), "step_index": int(row["step_index"]),
+        "opinion_before": before if before is not None else float("nan"),
+        "opinion_after": after if after is not None else float("nan"),
+        "opinion_direction": direction, "prompt_tokens": int(tokens), "task": task,
+    }
+    if task == "next_video":
+        gold = int(row["gold_index"])
+        return {"id": str(row["row_id"]), **common, "gold_index": gold, "n_options": int(row["n_options"]),
+                "slate_items": row["slate_items"] if isinstance(row["slate_items"], str) else json.dumps(row["slate_items"]),
+                "gold_id": _text(row["gold_video_id"]), "slate_source": _text(row.get("slate_source")),
+                "answer": str(gold)}
+    answer = f"{after:.3f}" if settings.opinion_target == "index" else direction
+    return {"id": f"{row['participant_study']}:{row['participant_id']}", **common, "gold_index": 0,
+            "n_options": 0, "slate_items": "[]", "gold_id": "", "slate_source": "", "answer": answer}
+
+
+def _json_safe(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return None
+
+
+def _nan_to_none(item: Mapping[str, Any]) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in item.items()}
+
+
+def build_issue(frame, issue: str, settings: PromptSettings, count: TokenCounter, *,
+                source: str = "interactions", progress_every: int = 2000) -> tuple[dict, dict]:
+    """Rows per task and split, and the stats. Fails with PromptError on a leak or bad input."""
+    issue = issue_name(issue)
+    rows = validate_frame(frame, issue, source)
+    drops: Counter = Counter()
+    kept, records = [], []
+    for record in rows.to_dict("records"):
+        record["history"] = record.pop("_history")
+        records.append(record)
+        slate, raw_len = _parse_slate(record["slate_items"], str(record["row_id"]))
+        reason = _drop_reason(record, slate, raw_len)
+        if reason:
+            drops[reason] += 1
+            continue
+        kept.append(record)
+    LOG.info("%s: %d rows read, %d kept, dropped %s", issue, len(rows), len(kept), dict(drops) or "none")
+
+    future = check_future_history(rows)
+    LOG.info("leak guard future_history: %d rows checked, %d violations", future["rows_checked"], future["violations"])
+    if future["violations"]:
+        raise PromptError(f"leak guard failed: future video in history ({future['violations']} rows), e.g. "
+                          + "; ".join(future["examples"]))
+
+    # The opinion context needs no usable slate, so a participant whose last step lost its slate
+    # still counts: every row of the clean table competes for "last step".
+    last_rows: dict[tuple, dict] = {}
+    for record in records:
+        key = (record["participant_study"], record["participant_id"])
+        previous = last_rows.get(key)
+        if previous is None or (record["session_id"], int(record["step_index"])) > (
+                previous["session_id"], int(previous["step_index"])):
+            last_rows[key] = record
+    opinion_drops: Counter = Counter()
+    opinion_rows = []
+    for record in last_rows.values():
+        if finite(record.get("opinion_before")) is None or finite(record.get("opinion_after")) is None:
+            opinion_drops["opinion_missing"] += 1
+        else:
+            opinion_rows.append(record)
+
+    out: dict[str, dict[str, list]] = {task: {split: [] for split in SPLITS} for task in TASKS}
+    truncation = {task: Counter() for task in TASKS}
+    for task, records in (("next_video", kept), ("opinion", opinion_rows)):
+        rendered: list[list[dict]] = []
+        counted: list[int] = []
+        for done, record in enumerate(records, start=1):
+            rendered.append(BUILDERS[task](record, settings))
+            if len(rendered) - len(counted) >= COUNT_BATCH or done == len(records):
+                counted += count(rendered[len(counted):])
+            if progress_every and done % progress_every == 0:
+                LOG.info("%s/%s: rendered and counted %d/%d rows", issue, task, done, len(records))
+        for record, messages, tokens in zip(records, rendered, counted):
+            messages, tokens, cut, over = render_within_budget(task, record, settings, count, (messages, tokens))
+            full = len(_shown_for(task, record, settings, None))
+            shown = [_nan_to_none(item) for item in _shown_for(task, record, settings, full - cut)]
+            truncation[task]["rows_history_cut_for_tokens"] += int(cut > 0)
+            truncation[task]["history_items_cut_for_tokens"] += cut
+            truncation[task]["rows_over_limit_after_cutting_history"] += int(over)
+            all_items = len(opinion_watch_sequence(record)) if task == "opinion" else len(record["history"])
+            truncation[task]["rows_history_cut_by_max_history"] += int(full < all_items)
+            out[task][str(record["split"])].append(_dataset_row(task, record, messages, tokens, shown, settings))
+
+    for task in TASKS:
+        for split in SPLITS:
+            if not out[task][split]:
+                raise PromptError(f"{issue}/{task}: split {split!r} is empty after filtering "
+                                  f"(next_video drops: {dict(drops)}, opinion drops: {dict(opinion_drops)})")
+
+    option_guard = check_option_rendering(r for split in SPLITS for r in out["next_video"][split])
+    LOG.info("leak guard option_rendering: %d rows checked, %d violations, gold/other missing-metadata rate %.3f/%.3f",
+             option_guard["rows_checked"], option_guard["violations"],
+             option_guard["gold_missing_metadata_rate"], option_guard["other_missing_metadata_rate"])
+    if option_guard["violations"]:
+        raise PromptError("leak guard failed: options rendered with different fields: "
+                          + "; ".join(option_guard["examples"]))
+    if option_guard["missing_metadata_gap"] > settings.max_missing_metadata_gap:
+        raise PromptError(
+            f"leak guard failed: the gold option lacks metadata in {option_guard['gold_missing_metadata_rate']:.1%} "
+            f"of rows against {option_guard['other_missing_metadata_rate']:.1%} for other options (gap above "
+            f"prompts.max_missing_metadata_gap={settings.max_missing_metadata_gap}): the gold is recognisable")
+    profile_keys = sorted({k for r in kept for k in json_object(r.get("profile"), "profile", str(r["row_id"]))})
+    LOG.info("leak guard post_treatment: %d profile keys, all in the pre-treatment allow-list %s",
+             len(profile_keys), settings.profile_table.source)
+
+    train_golds = [r["gold_index"] for r in out["next_video"]["train"]]
+    train_most_frequent = max(sorted(Counter(train_golds).items()), key=lambda kv: kv[1])[0]
+    stats = {
+        "issue": issue,
+        "settings": settings.describe(),
+        "rows_read": len(rows),
+        "next_video": {
+            "rows_kept": len(kept), "drops": dict(drops),
+            "splits": {s: _position_stats([r["gold_index"] for r in out["next_video"][s]],
+                                          [r["n_options"] for r in out["next_video"][s]], train_most_frequent)
+                       for s in SPLITS},
+            "prompt_tokens": {s: _token_stats([r["prompt_tokens"] for r in out["next_video"][s]]) for s in SPLITS},
+            "truncation": dict(truncation["next_video"]),
+        },
+        "opinion": {
+            "participants": len(last_rows), "rows_kept": len(opinion_rows), "drops": dict(opinion_drops),
+            "splits": {s: {"rows": len(out["opinion"][s]),
+                           "direction_counts": dict(Counter(r["opinion_direction"] for r in out["opinion"][s]))}
+                       for s in SPLITS},
+            "prompt_tokens": {s: _token_stats([r["prompt_tokens"] for r in out["opinion"][s]]) for s in SPLITS},
+            "truncation": dict(truncation["opinion"]),
+        },
+        "leak_guards": {
+            "option_rendering": {**option_guard, "passed": True},
+            "post_treatment": {"profile_keys": profile_keys, "allow_list": settings.profile_table.source,
+                               "violations": 0, "passed": True},
+            "future_history": {**future, "passed": True},
+        },
+    }
+    return out, stats
+
+
+def dataset_features(extra: Mapping[str, Any] | None = None):
+    from datasets import Features, List, Value
+
+    features = {
+        "id": Value("string"),
+        "prompt": List({"role": Value("string"), "content": Value("string")}),
+        "gold_index": Value("int64"), "n_options": Value("int64"), "slate_items": Value("string"),
+        "viewer_profile": Value("string"), "history": Value("string"), "issue": Value("string"),
+        "participant_study": Value("string"), "participant_id": Value("string"),
+        "opinion_before": Value("float64"), "opinion_after": Value("float64"),
+        "opinion_direction": Value("string"), "gold_id": Value("string"),
+    }
+    features.update(extra or {})
+    return Features(features)
+
+
+BUILD_EXTRA_FEATURES = {
+    "session_id": "string", "treatment_arm": "string", "step_index": "int64", "prompt_tokens": "int64",
+    "task": "string", "slate_source": "string", "answer": "string",
+}
+
+
+def write_dataset_dict(splits: Mapping[str, list[dict]], out_dir: str | Path, features) -> None:
+    from datasets import Dataset, DatasetDict
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # per-shard bars would flood the rule's log; we log counts instead
+    dataset = DatasetDict({
+        name: Dataset.from_list([{k: row.get(k) for k in features} for row in rows], features=features)
+        for name, rows in splits.items()
+    })
+    with io.atomic_dir(out_dir) as tmp:
+        dataset.save_to_disk(str(tmp))
+
+
+def write_build(out: Mapping[str, Mapping[str, list]], stats: Mapping, out_dir: str | Path) -> None:
+    from datasets import Value
+
+    features = dataset_features({k: Value(v) for k, v in BUILD_EXTRA_FEATURES.items()})
+    out_dir = Path(out_dir)
+    for task in TASKS:
+        write_dataset_dict(out[task], out_dir / task, features)
+    io.write_json(out_dir / "stats.json", stats)

@@ -1,0 +1,1 @@
+"""The report stage: Markdown reports (Jinja2) per model and the portfolio, with figures."""

@@ -1,0 +1,50 @@
+"""The training rows: a Contract-2 prompt dataset split with the columns the trainer needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from grail_sim.errors import TrainingDataError
+
+LOG = logging.getLogger(__name__)
+
+
+REQUIRED_COLUMNS = ("prompt", "gold_index", "n_options")
+
+
+GRAIL_COLUMNS = ("slate_items",)
+
+
+def load_training_data(dataset_dir: str | os.PathLike, split: str, *, need_grail: bool, max_rows: int | None,
+                       seed: int):
+    """The prompts stage's split, checked against Contract 2; rows without a usable gold are dropped and counted."""
+    from datasets import load_from_disk
+
+    dataset_dir = Path(dataset_dir)
+    try:
+        data = load_from_disk(str(dataset_dir))
+    except (FileNotFoundError, ValueError) as err:
+        raise TrainingDataError(f"prompt dataset {dataset_dir} does not load: {err}") from None
+    if hasattr(data, "keys"):
+        if split not in data:
+            raise TrainingDataError(f"prompt dataset {dataset_dir} has no split {split!r}; splits: {sorted(data.keys())}")
+        data = data[split]
+    required = REQUIRED_COLUMNS + (GRAIL_COLUMNS if need_grail else ())
+    missing = [column for column in required if column not in data.column_names]
+    if missing:
+        raise TrainingDataError(f"prompt dataset {dataset_dir} split {split!r} lacks column(s) {missing}; "
+                       f"has {data.column_names}")
+    before = len(data)
+    data = data.filter(lambda row: 1 <= int(row["gold_index"]) <= int(row["n_options"]))
+    dropped = before - len(data)
+    LOG.info("training rows: %d of %d in %s/%s (dropped %d without a gold index in 1..n_options)",
+             len(data), before, dataset_dir, split, dropped)
+    if len(data) == 0:
+        raise TrainingDataError(f"prompt dataset {dataset_dir} split {split!r} has no trainable rows")
+    data = data.shuffle(seed=seed)
+    if max_rows:
+        data = data.select(range(min(int(max_rows), len(data))))
+    return data
