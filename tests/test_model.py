@@ -11,7 +11,7 @@ import pytest
 from grail_sim import cli
 from grail_sim.errors import ModelError
 from grail_sim.model.embedded import COMPLETE_MARKER, _extract_member, cache_entry
-from grail_sim.model.loading import PROVENANCE_FILE, build_tiny_model, load_policy
+from grail_sim.model.loading import PROVENANCE_FILE, adapter_base, build_tiny_model, load_policy
 
 
 def _generate(model, tokenizer, text: str, max_new_tokens: int = 6):
@@ -159,6 +159,89 @@ def test_load_policy_adapter_without_base_names_it(tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     with pytest.raises(ModelError, match="orphan_adapter.*no base model"):
         load_policy(adapter)
+
+
+def _checkout_with_adapter(root: Path, tiny_model_dir, *, record: dict | None = None) -> tuple[Path, Path]:
+    """A checkout as `grail-sim train` leaves it: the base and an adapter recording it relatively.
+
+    Training runs from the checkout root, so both grail_sim.json and peft's adapter_config.json
+    hold `results/models/base`, relative to that root (not to the adapter folder).
+    """
+    import shutil
+
+    base = root / "results/models/base"
+    shutil.copytree(tiny_model_dir, base)
+    adapter = _save_lora(base, root / "results/train/grpo_tiny/final", nonzero=True)
+    config_path = adapter / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = "results/models/base"
+    config_path.write_text(json.dumps(config))
+    (adapter / PROVENANCE_FILE).write_text(json.dumps({"base_model": "results/models/base", **(record or {})}))
+    return base, adapter
+
+
+def _k_proj(model):
+    return model.model.layers[0].self_attn.k_proj.weight  # not a LoRA target: the base's weights
+
+
+def test_adapter_with_a_relative_base_loads_from_any_working_directory(tiny_model_dir, tokenizer_dir, tmp_path,
+                                                                       monkeypatch):
+    import torch
+
+    base, adapter = _checkout_with_adapter(tmp_path / "checkout", tiny_model_dir)
+    expected = _k_proj(load_policy(base)[0])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert adapter_base(adapter) == str(base.resolve())
+    assert torch.equal(_k_proj(load_policy(adapter)[0]), expected)
+    # Another checkout with its own (different) results/models/base: the adapter's own base wins.
+    build_tiny_model(tmp_path / "other/results/models/base", tokenizer_dir, seed=1)
+    monkeypatch.chdir(tmp_path / "other")
+    assert adapter_base(adapter) == str(base.resolve())
+    assert torch.equal(_k_proj(load_policy(adapter)[0]), expected)
+
+
+def test_adapter_whose_relative_base_is_nowhere_names_adapter_and_base(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    base, adapter = _checkout_with_adapter(tmp_path / "checkout", tiny_model_dir)
+    moved = tmp_path / "moved_adapter"
+    shutil.move(str(adapter), moved)
+    monkeypatch.chdir(tmp_path / "checkout")  # the base exists here, but nothing proves it is the one
+    with pytest.raises(ModelError, match="moved_adapter.*results/models/base"):
+        adapter_base(moved)
+    with pytest.raises(ModelError, match="moved_adapter.*results/models/base"):
+        load_policy(moved)
+
+
+def test_adapter_base_content_is_checked_against_its_recorded_fingerprint(tiny_model_dir, tokenizer_dir, tmp_path,
+                                                                         monkeypatch):
+    import shutil
+
+    from grail_sim.io import file_sha256
+
+    sha = file_sha256(tiny_model_dir)
+    base, adapter = _checkout_with_adapter(tmp_path / "checkout", tiny_model_dir, record={
+        "base_model_path": "/nonexistent/results/models/base", "base_model_sha256": sha})
+    assert adapter_base(adapter) == str(base.resolve())  # recorded absolute path gone: found relatively
+    # With a fingerprint the working directory is a safe last resort: its content is verified.
+    moved = tmp_path / "moved_adapter"
+    shutil.move(str(adapter), moved)
+    monkeypatch.chdir(tmp_path / "checkout")
+    assert adapter_base(moved) == str(base.resolve())
+    # A rebuilt base (other content at the recorded place) is refused, not silently merged into.
+    shutil.rmtree(base)
+    build_tiny_model(base, tokenizer_dir, seed=1)
+    with pytest.raises(ModelError, match="moved_adapter.*sha256"):
+        adapter_base(moved)
+
+
+def test_adapter_with_a_hub_id_base_keeps_the_id(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M"}))
+    assert adapter_base(adapter) == "HuggingFaceTB/SmolLM2-135M"
 
 
 # ------------------------------------------------------------------------------ smoke, build CLIs

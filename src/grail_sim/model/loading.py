@@ -7,18 +7,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from grail_sim.errors import ModelError
-from grail_sim.io import atomic_dir, write_json
+from grail_sim.io import atomic_dir, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
 
-# Keys under which a training run may record an adapter's base model in grail_sim.json.
+# Keys under which a training run may record an adapter's base model in grail_sim.json: the
+# path as training was given it (often relative to the directory training ran from)...
 BASE_MODEL_KEYS = ("base_model", "base_model_name_or_path")
+# ... the same base as an absolute path, and the base folder's content hash (io.file_sha256),
+# which adapter_base checks so that an adapter is only ever merged into the base it was trained on.
+BASE_PATH_KEY = "base_model_path"
+BASE_SHA_KEY = "base_model_sha256"
 
 
 PROVENANCE_FILE = "grail_sim.json"
@@ -94,25 +100,101 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def adapter_base(adapter_dir: Path) -> str:
-    """The base model an adapter folder was trained on: grail_sim.json, else adapter_config.json."""
-    candidates: list[str] = []
-    provenance = adapter_dir / PROVENANCE_FILE
-    if provenance.is_file():
-        record = json.loads(provenance.read_text(encoding="utf-8"))
-        candidates += [record[key] for key in BASE_MODEL_KEYS if record.get(key)]
-    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    if config.get("base_model_name_or_path"):
-        candidates.append(config["base_model_name_or_path"])
-    if not candidates:
+def adapter_base(adapter_dir: str | os.PathLike) -> str:
+    """The base model an adapter folder was trained on, as a path (or hub id) to load it from.
+
+    Recorded bases are tried in order: grail_sim.json's `base_model_path` (absolute),
+    `base_model`, `base_model_name_or_path`, then adapter_config.json's
+    `base_model_name_or_path`. Training records the base as it was given, often relative to the
+    directory training ran from (`results/models/base`), which is not the adapter folder and
+    need not be the current working directory. So:
+
+    - an absolute base is taken where it is;
+    - a relative base is looked up against the adapter folder and each folder above it, nearest
+      first (training wrote the adapter below the directory it ran from), and the first model
+      folder (one with config.json) found is taken;
+    - the working directory is tried last, and only when grail_sim.json records the base's
+      content (`base_model_sha256`): without that nothing shows a base found there is the one
+      the adapter was trained on (it may be another checkout's);
+    - when `base_model_sha256` is recorded, a candidate whose content differs is refused, so a
+      rebuilt or changed base is never silently merged into;
+    - a relative base found nowhere that looks like a hub id (`org/name`) is returned as is.
+
+    Anything else raises ModelError naming the adapter folder and the recorded base.
+    """
+    adapter_dir = Path(adapter_dir)
+    record = _read_json(adapter_dir / PROVENANCE_FILE)
+    recorded = _recorded_bases(adapter_dir, record)
+    expected_sha = record.get(BASE_SHA_KEY)
+    mismatched: list[Path] = []
+    for base in recorded:
+        for folder in _base_locations(adapter_dir, base, include_cwd=bool(expected_sha)):
+            if not (folder / "config.json").is_file():
+                continue
+            if expected_sha and file_sha256(folder) != expected_sha:
+                mismatched.append(folder)
+                continue
+            return str(folder)
+    if mismatched:
+        raise ModelError(
+            f"adapter folder {adapter_dir} was trained on a base with {BASE_SHA_KEY} {expected_sha}, but the "
+            f"base it records ({recorded[0]!r}) has other content at {', '.join(map(str, mismatched))}: the base "
+            "was rebuilt or changed after training; restore it or retrain the adapter")
+    hub_ids = [base for base in recorded if _looks_like_hub_id(base)]
+    if hub_ids:
+        return hub_ids[0]
+    raise ModelError(
+        f"adapter folder {adapter_dir} records its base model as {' / '.join(map(repr, recorded))}, which is "
+        "no model folder (looked for as an absolute path, or relative to the adapter folder and the folders above it"
+        f"{', or to the working directory' if expected_sha else ''}); move the adapter back below the "
+        "directory training ran from, or record the base's absolute path in "
+        f"{adapter_dir / PROVENANCE_FILE} ({BASE_PATH_KEY})")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file's content, {} when the file does not exist."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path} is not valid JSON: {err}") from err
+
+
+def _recorded_bases(adapter_dir: Path, record: dict[str, Any]) -> list[str]:
+    """Every base the adapter folder records, in the order adapter_base tries them, without repeats."""
+    config = _read_json(adapter_dir / "adapter_config.json")
+    recorded = [record.get(key) for key in (BASE_PATH_KEY, *BASE_MODEL_KEYS)]
+    recorded.append(config.get("base_model_name_or_path"))
+    recorded = list(dict.fromkeys(str(base) for base in recorded if base))
+    if not recorded:
         raise ModelError(f"adapter folder {adapter_dir} records no base model (neither "
-                         f"{PROVENANCE_FILE} {'/'.join(BASE_MODEL_KEYS)} nor adapter_config.json "
+                         f"{PROVENANCE_FILE} {'/'.join((BASE_PATH_KEY, *BASE_MODEL_KEYS))} nor adapter_config.json "
                          "base_model_name_or_path)")
-    base = candidates[0]
-    # A relative base path is taken from the working directory, else from the adapter folder.
-    if not Path(base).is_absolute() and not Path(base).exists() and (adapter_dir / base).exists():
-        return str((adapter_dir / base).resolve())
-    return base
+    return recorded
+
+
+def _base_locations(adapter_dir: Path, base: str, *, include_cwd: bool) -> list[Path]:
+    """Where a recorded base may be: itself if absolute, else below the adapter folder's ancestors.
+
+    Ancestors are taken both as written and with symlinks resolved (an adapter reached through a
+    link to another disk still finds the base beside its real location).
+    """
+    if Path(base).is_absolute():
+        return [Path(base)]
+    written = Path(os.path.abspath(adapter_dir))
+    ancestors = [written, *written.parents, adapter_dir.resolve(), *adapter_dir.resolve().parents]
+    if include_cwd:
+        ancestors.append(Path.cwd())
+    return list(dict.fromkeys(Path(os.path.normpath(folder / base)) for folder in ancestors))
+
+
+def _looks_like_hub_id(base: str) -> bool:
+    """`name` or `org/name` without path syntax (`./`, `../`, a second slash): a model hub id."""
+    return bool(_HUB_ID.fullmatch(base)) and ".." not in base
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu"):
