@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from grail_sim.cli import main
-from grail_sim.data.clean import DEFAULT_CONFIG, clean_capsule, resolve_config
+from grail_sim.data.clean import clean_capsule, resolve_config
 from grail_sim.data.contract import (
     CONTRACT_COLUMNS,
     assign_splits,
@@ -22,9 +21,8 @@ from grail_sim.data.contract import (
 )
 from grail_sim.data.dataset import clean_dataset
 from grail_sim.data.demo_capsule import write_demo_capsule
-from grail_sim.errors import CapsuleError, CleanConfigError
+from grail_sim.errors import CapsuleError, CleanConfigError, ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
 V = [f"vid{i:08d}" for i in range(12)]  # 11-character ids
 GUN = "gun control (issue 1)"
 WAGE = "minimum wage (issue 2)"
@@ -136,14 +134,16 @@ def test_profile_holds_only_allow_listed_wave1_columns(tmp_path):
 
 
 def test_post_treatment_profile_column_is_a_config_error():
-    config = copy.deepcopy(DEFAULT_CONFIG)
+    config = resolve_config()
     config["studies"]["study2"]["profile_columns"].append("mw_index_w2")
     with pytest.raises(CleanConfigError, match=r"study2.*mw_index_w2"):
         resolve_config(config)
 
 
 def test_index_direction_is_flipped_when_configured(tmp_path):
-    frame, _ = _rows(build_capsule(tmp_path), {"studies": {"study1": {"higher_is_conservative": False}}})
+    config = resolve_config()
+    config["studies"]["study1"]["higher_is_conservative"] = False  # a study is given whole
+    frame, _ = _rows(build_capsule(tmp_path), config)
     assert frame.iloc[0].opinion_before == pytest.approx(0.3) and frame.iloc[0].opinion_after == pytest.approx(0.26)
 
 
@@ -330,7 +330,13 @@ def test_tree_without_required_column(tmp_path):
 
 # --- the CLI, outputs and splits ---------------------------------------------------------------
 
-def test_cli_writes_parquet_and_stats_atomically(tmp_path):
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_cli_writes_parquet_and_stats_atomically(tmp_path, capsys):
     root = build_capsule(tmp_path / "capsule")
     out, stats_path = tmp_path / "clean" / "interactions.parquet", tmp_path / "clean" / "stats.json"
     args = ["clean", "--capsule", str(root / "data"), "--out", str(out), "--stats", str(stats_path)]
@@ -342,18 +348,19 @@ def test_cli_writes_parquet_and_stats_atomically(tmp_path):
     assert stats["rows"] == 4 and stats["sessions_read"] == 3 and "elapsed_s" in stats
     before = out.read_bytes()
     (root / "data" / "platform session data" / "sessions.json").write_text("[oops")
-    with pytest.raises(SystemExit, match="malformed JSON"):
-        main(args)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "malformed JSON" in _one_line_error(capsys)
     assert out.read_bytes() == before  # a failed run leaves the previous output whole
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_cli_bad_config_json_and_empty_capsule_path(tmp_path):
+def test_cli_bad_config_json_and_empty_capsule_path(tmp_path, capsys):
     base = ["--out", str(tmp_path / "o.parquet"), "--stats", str(tmp_path / "s.json")]
-    with pytest.raises(SystemExit, match="--config-json"):
-        main(["clean", "--capsule", str(tmp_path), "--config-json", "{nope", *base])
-    with pytest.raises(SystemExit, match="data.capsule_dir"):
-        main(["clean", "--capsule", "", *base])
+    assert main(["clean", "--capsule", str(tmp_path), "--config-json", "{nope", *base]) == 2
+    assert "--config-json" in _one_line_error(capsys)
+    assert main(["clean", "--capsule", "", *base]) == 2
+    assert "data.capsule_dir" in _one_line_error(capsys)
 
 
 def test_splits_are_participant_level_seeded_and_stratified():
@@ -378,9 +385,18 @@ def test_bad_split_fractions_fail_naming_the_key():
         resolve_config({"split_fractions": {"train": 0.9, "validation": 0.1, "test": 0.1}})
 
 
-def test_shipped_config_section_equals_the_module_defaults():
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    assert config["clean"] == DEFAULT_CONFIG
+def test_partial_study_override_fails_naming_the_missing_key():
+    # A study given in the section replaces its defaults whole, so a key left out is an error
+    # (not silently taken from the defaults of another layout).
+    with pytest.raises(ConfigError, match=r"clean\.studies\.study1: '\w+' is a required property"):
+        resolve_config({"studies": {"study1": {"higher_is_conservative": False}}})
+
+
+def test_resolve_config_fills_the_schema_defaults():
+    config = resolve_config()
+    assert config["split_seed"] == 42 and config["min_steps"] == 1
+    assert set(config["studies"]) == {"study1", "study2", "study3"}
+    assert resolve_config(config) == config  # resolving a resolved section changes nothing
 
 
 # --- the demo round trip -----------------------------------------------------------------------
@@ -465,7 +481,8 @@ def test_dataset_folder_of_jsonl_splits_and_cli(tmp_path):
     (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:1]) + "\n")
     (folder / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows[2:]) + "\n")
     out = tmp_path / "i.parquet"
-    assert main(["clean", "--dataset", str(folder), "--columns", json.dumps(COLUMNS), "--out", str(out),
+    sections = {"data": {"dataset": {"columns": COLUMNS}}}
+    assert main(["clean", "--dataset", str(folder), "--config-json", json.dumps(sections), "--out", str(out),
                  "--stats", str(tmp_path / "s.json")]) == 0
     frame = pd.read_parquet(out)
     assert dict(zip(frame.participant_id, frame.split)) == {"p1": "train", "p3": "test"}
