@@ -1,5 +1,9 @@
-"""Build the prompt datasets of one issue (Contract 2): drops counted by reason, gold-position
-baselines, token lengths and the leak guards' results in stats.json.
+"""Build the prompt datasets of one issue (Contract 2) and write them.
+
+`build_issue` runs named steps: read and select the rows of each task (`_select`, with the
+future-history guard), render and count prompts (`_task_rows`), then the option-rendering and
+post-treatment guards; `summary.build_stats` writes down drops, gold-position baselines, token
+lengths and the guards' results for stats.json. `write_build` saves the DatasetDicts.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ import json
 import logging
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,6 +33,7 @@ from grail_sim.prompts.render import (
     render_within_budget,
 )
 from grail_sim.prompts.settings import COUNT_BATCH, PromptSettings, TokenCounter
+from grail_sim.prompts.summary import build_stats
 from grail_sim.rows import (
     SPLITS,
     TASKS,
@@ -40,9 +46,8 @@ from grail_sim.rows import (
 LOG = logging.getLogger("grail_sim.prompts")
 
 
-
-
 def _drop_reason(row: Mapping[str, Any], slate: list, raw_slate_len: int) -> str | None:
+    """Why a row cannot be a next-video example, or None when it can; the first reason wins."""
     if raw_slate_len == 0:
         return "no_usable_slate"
     if any(not _text(item.get("title")) and not _text(item.get("id")) for item in slate) or len(slate) != raw_slate_len:
@@ -64,40 +69,9 @@ def _parse_slate(value: Any, row_id: str) -> tuple[list, int]:
     return [item for item in value if isinstance(item, Mapping)], len(value)
 
 
-def _position_stats(golds: list[int], n_options: list[int], train_most_frequent: int | None) -> dict:
-    if not golds:
-        return {"rows": 0}
-    counts = Counter(golds)
-    most_frequent, freq = max(sorted(counts.items()), key=lambda kv: kv[1])
-    stats = {
-        "rows": len(golds),
-        "gold_position_counts": {str(k): counts[k] for k in sorted(counts)},
-        "n_options_counts": {str(k): v for k, v in sorted(Counter(n_options).items())},
-        "baselines": {
-            "most_frequent_index": most_frequent,
-            "most_frequent_index_accuracy": freq / len(golds),
-            "always_last_accuracy": sum(g == n for g, n in zip(golds, n_options)) / len(golds),
-            "random_expected_accuracy": sum(1.0 / n for n in n_options) / len(golds),
-        },
-    }
-    if train_most_frequent is not None:
-        stats["baselines"]["train_most_frequent_index"] = train_most_frequent
-        stats["baselines"]["train_most_frequent_index_accuracy"] = (
-            sum(g == train_most_frequent for g in golds) / len(golds)
-        )
-    return stats
-
-
-def _token_stats(tokens: list[int]) -> dict:
-    if not tokens:
-        return {"rows": 0}
-    ordered = sorted(tokens)
-    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
-    return {"rows": len(tokens), "mean": sum(tokens) / len(tokens), "p95": p95, "max": ordered[-1]}
-
-
 def _dataset_row(task: str, row: Mapping[str, Any], messages: list[dict], tokens: int, shown: list,
                  settings: PromptSettings) -> dict:
+    """One Contract-2 row: the columns both tasks share, then the task's own."""
     before, after = finite(row.get("opinion_before")), finite(row.get("opinion_after"))
     direction = opinion_direction(before, after, settings.direction_tolerance)
     profile = _profile_text(row, settings)
@@ -122,19 +96,35 @@ def _dataset_row(task: str, row: Mapping[str, Any], messages: list[dict], tokens
 
 
 def _json_safe(value: Any) -> Any:
+    """numpy scalars (from parquet) as Python numbers; anything else JSON cannot hold as null."""
     if hasattr(value, "item"):
         return value.item()
     return None
 
 
 def _nan_to_none(item: Mapping[str, Any]) -> dict:
+    # The stored history is JSON: NaN is not valid JSON, null is what Contract 1 uses for unknown.
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in item.items()}
 
 
-def build_issue(frame, issue: str, settings: PromptSettings, count: TokenCounter, *,
-                source: str = "interactions", progress_every: int = 2000) -> tuple[dict, dict]:
-    """Rows per task and split, and the stats. Fails with PromptError on a leak or bad input."""
-    issue = issue_name(issue)
+# ------------------------------------------------------------------------------ the build's steps
+
+
+@dataclass
+class Selection:
+    """Which rows of the clean table each task uses, and why the others were left out."""
+
+    rows_read: int
+    kept: list[dict]  # next-video rows with a usable slate and gold
+    drops: Counter  # next-video rows left out, by reason
+    participants: int  # participants competing for an opinion row
+    opinion_rows: list[dict]  # each participant's last step, when both opinion indices are known
+    opinion_drops: Counter
+
+
+def _read_rows(frame, issue: str, source: str) -> tuple[Any, list[dict], list[dict], Counter]:
+    """The issue's validated rows, every row as a record (history parsed), the records with a
+    usable slate, and the drops counted by reason."""
     rows = validate_frame(frame, issue, source)
     drops: Counter = Counter()
     kept, records = [], []
@@ -148,15 +138,24 @@ def build_issue(frame, issue: str, settings: PromptSettings, count: TokenCounter
             continue
         kept.append(record)
     LOG.info("%s: %d rows read, %d kept, dropped %s", issue, len(rows), len(kept), dict(drops) or "none")
+    return rows, records, kept, drops
 
+
+def _guard_future_history(rows) -> dict:
     future = check_future_history(rows)
     LOG.info("leak guard future_history: %d rows checked, %d violations", future["rows_checked"], future["violations"])
     if future["violations"]:
         raise PromptError(f"leak guard failed: future video in history ({future['violations']} rows), e.g. "
                           + "; ".join(future["examples"]))
+    return future
 
-    # The opinion context needs no usable slate, so a participant whose last step lost its slate
-    # still counts: every row of the clean table competes for "last step".
+
+def last_steps(records: list[dict]) -> dict[tuple, dict]:
+    """(participant_study, participant_id) -> the participant's last row.
+
+    The opinion context needs no usable slate, so a participant whose last step lost its slate
+    still counts: every row of the clean table competes for "last step".
+    """
     last_rows: dict[tuple, dict] = {}
     for record in records:
         key = (record["participant_study"], record["participant_id"])
@@ -164,6 +163,14 @@ def build_issue(frame, issue: str, settings: PromptSettings, count: TokenCounter
         if previous is None or (record["session_id"], int(record["step_index"])) > (
                 previous["session_id"], int(previous["step_index"])):
             last_rows[key] = record
+    return last_rows
+
+
+def _select(frame, issue: str, source: str) -> tuple[Selection, dict]:
+    """The rows of each task, and the future-history guard's result (run on every row read)."""
+    rows, records, kept, drops = _read_rows(frame, issue, source)
+    future = _guard_future_history(rows)
+    last_rows = last_steps(records)
     opinion_drops: Counter = Counter()
     opinion_rows = []
     for record in last_rows.values():
@@ -171,35 +178,55 @@ def build_issue(frame, issue: str, settings: PromptSettings, count: TokenCounter
             opinion_drops["opinion_missing"] += 1
         else:
             opinion_rows.append(record)
+    selection = Selection(len(rows), kept, drops, len(last_rows), opinion_rows, opinion_drops)
+    return selection, future
 
-    out: dict[str, dict[str, list]] = {task: {split: [] for split in SPLITS} for task in TASKS}
-    truncation = {task: Counter() for task in TASKS}
-    for task, records in (("next_video", kept), ("opinion", opinion_rows)):
-        rendered: list[list[dict]] = []
-        counted: list[int] = []
-        for done, record in enumerate(records, start=1):
-            rendered.append(BUILDERS[task](record, settings))
-            if len(rendered) - len(counted) >= COUNT_BATCH or done == len(records):
-                counted += count(rendered[len(counted):])
-            if progress_every and done % progress_every == 0:
-                LOG.info("%s/%s: rendered and counted %d/%d rows", issue, task, done, len(records))
-        for record, messages, tokens in zip(records, rendered, counted):
-            messages, tokens, cut, over = render_within_budget(task, record, settings, count, (messages, tokens))
-            full = len(_shown_for(task, record, settings, None))
-            shown = [_nan_to_none(item) for item in _shown_for(task, record, settings, full - cut)]
-            truncation[task]["rows_history_cut_for_tokens"] += int(cut > 0)
-            truncation[task]["history_items_cut_for_tokens"] += cut
-            truncation[task]["rows_over_limit_after_cutting_history"] += int(over)
-            all_items = len(opinion_watch_sequence(record)) if task == "opinion" else len(record["history"])
-            truncation[task]["rows_history_cut_by_max_history"] += int(full < all_items)
-            out[task][str(record["split"])].append(_dataset_row(task, record, messages, tokens, shown, settings))
 
+def _render_and_count(task: str, records: list[dict], settings: PromptSettings, count: TokenCounter,
+                      label: str, progress_every: int) -> tuple[list[list[dict]], list[int]]:
+    """Every record's full prompt and its token count; the tokenizer is called in batches of
+    COUNT_BATCH because one call per prompt is many times slower."""
+    rendered: list[list[dict]] = []
+    counted: list[int] = []
+    for done, record in enumerate(records, start=1):
+        rendered.append(BUILDERS[task](record, settings))
+        if len(rendered) - len(counted) >= COUNT_BATCH or done == len(records):
+            counted += count(rendered[len(counted):])
+        if progress_every and done % progress_every == 0:
+            LOG.info("%s/%s: rendered and counted %d/%d rows", label, task, done, len(records))
+    return rendered, counted
+
+
+def _task_rows(task: str, records: list[dict], settings: PromptSettings, count: TokenCounter, *,
+               label: str, progress_every: int) -> tuple[dict[str, list], Counter]:
+    """The task's dataset rows per split (history cut to the token budget), and what was cut."""
+    by_split: dict[str, list] = {split: [] for split in SPLITS}
+    truncation: Counter = Counter()
+    rendered, counted = _render_and_count(task, records, settings, count, label, progress_every)
+    for record, messages, tokens in zip(records, rendered, counted):
+        messages, tokens, cut, over = render_within_budget(task, record, settings, count, (messages, tokens))
+        full = len(_shown_for(task, record, settings, None))
+        shown = [_nan_to_none(item) for item in _shown_for(task, record, settings, full - cut)]
+        truncation["rows_history_cut_for_tokens"] += int(cut > 0)
+        truncation["history_items_cut_for_tokens"] += cut
+        truncation["rows_over_limit_after_cutting_history"] += int(over)
+        all_items = len(opinion_watch_sequence(record)) if task == "opinion" else len(record["history"])
+        truncation["rows_history_cut_by_max_history"] += int(full < all_items)
+        by_split[str(record["split"])].append(_dataset_row(task, record, messages, tokens, shown, settings))
+    return by_split, truncation
+
+
+def _require_every_split(out: Mapping[str, Mapping[str, list]], issue: str, selection: Selection) -> None:
+    # Training needs train, model selection validation, the report test: an empty one is an error.
     for task in TASKS:
         for split in SPLITS:
             if not out[task][split]:
                 raise PromptError(f"{issue}/{task}: split {split!r} is empty after filtering "
-                                  f"(next_video drops: {dict(drops)}, opinion drops: {dict(opinion_drops)})")
+                                  f"(next_video drops: {dict(selection.drops)}, "
+                                  f"opinion drops: {dict(selection.opinion_drops)})")
 
+
+def _guard_option_rendering(out: Mapping[str, Mapping[str, list]], settings: PromptSettings) -> dict:
     option_guard = check_option_rendering(r for split in SPLITS for r in out["next_video"][split])
     LOG.info("leak guard option_rendering: %d rows checked, %d violations, gold/other missing-metadata rate %.3f/%.3f",
              option_guard["rows_checked"], option_guard["violations"],
@@ -212,39 +239,34 @@ def build_issue(frame, issue: str, settings: PromptSettings, count: TokenCounter
             f"leak guard failed: the gold option lacks metadata in {option_guard['gold_missing_metadata_rate']:.1%} "
             f"of rows against {option_guard['other_missing_metadata_rate']:.1%} for other options (gap above "
             f"prompts.max_missing_metadata_gap={settings.max_missing_metadata_gap}): the gold is recognisable")
+    return option_guard
+
+
+def _guard_post_treatment(kept: list[dict], settings: PromptSettings) -> dict:
+    """The profile keys that reached a prompt. Rendering already refused any key outside the
+    pre-treatment allow-list (profiles.check_profile_keys), so reaching here means it passed."""
     profile_keys = sorted({k for r in kept for k in json_object(r.get("profile"), "profile", str(r["row_id"]))})
     LOG.info("leak guard post_treatment: %d profile keys, all in the pre-treatment allow-list %s",
              len(profile_keys), settings.profile_table.source)
+    return {"profile_keys": profile_keys, "allow_list": settings.profile_table.source}
 
-    train_golds = [r["gold_index"] for r in out["next_video"]["train"]]
-    train_most_frequent = max(sorted(Counter(train_golds).items()), key=lambda kv: kv[1])[0]
-    stats = {
-        "issue": issue,
-        "settings": settings.describe(),
-        "rows_read": len(rows),
-        "next_video": {
-            "rows_kept": len(kept), "drops": dict(drops),
-            "splits": {s: _position_stats([r["gold_index"] for r in out["next_video"][s]],
-                                          [r["n_options"] for r in out["next_video"][s]], train_most_frequent)
-                       for s in SPLITS},
-            "prompt_tokens": {s: _token_stats([r["prompt_tokens"] for r in out["next_video"][s]]) for s in SPLITS},
-            "truncation": dict(truncation["next_video"]),
-        },
-        "opinion": {
-            "participants": len(last_rows), "rows_kept": len(opinion_rows), "drops": dict(opinion_drops),
-            "splits": {s: {"rows": len(out["opinion"][s]),
-                           "direction_counts": dict(Counter(r["opinion_direction"] for r in out["opinion"][s]))}
-                       for s in SPLITS},
-            "prompt_tokens": {s: _token_stats([r["prompt_tokens"] for r in out["opinion"][s]]) for s in SPLITS},
-            "truncation": dict(truncation["opinion"]),
-        },
-        "leak_guards": {
-            "option_rendering": {**option_guard, "passed": True},
-            "post_treatment": {"profile_keys": profile_keys, "allow_list": settings.profile_table.source,
-                               "violations": 0, "passed": True},
-            "future_history": {**future, "passed": True},
-        },
-    }
+
+def build_issue(frame, issue: str, settings: PromptSettings, count: TokenCounter, *,
+                source: str = "interactions", progress_every: int = 2000) -> tuple[dict, dict]:
+    """Rows per task and split, and the stats. Fails with PromptError on a leak or bad input."""
+    issue = issue_name(issue)
+    selection, future = _select(frame, issue, source)
+    out: dict[str, dict[str, list]] = {}
+    truncation: dict[str, Counter] = {}
+    for task, records in (("next_video", selection.kept), ("opinion", selection.opinion_rows)):
+        out[task], truncation[task] = _task_rows(task, records, settings, count, label=issue,
+                                                 progress_every=progress_every)
+    _require_every_split(out, issue, selection)
+    guards = {"option_rendering": _guard_option_rendering(out, settings),
+              "post_treatment": _guard_post_treatment(selection.kept, settings),
+              "future_history": future}
+    stats = build_stats(issue=issue, settings=settings, rows_read=selection.rows_read, out=out,
+                        selection=selection, truncation=truncation, guards=guards)
     return out, stats
 
 
