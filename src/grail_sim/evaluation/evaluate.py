@@ -198,23 +198,8 @@ def evaluate(
     if not model_dir.is_dir():
         raise EvaluationError(f"model folder {model_dir} does not exist")
     out_dir.mkdir(parents=True, exist_ok=True)
-    datasets_by_task = {task: load_task_split(prompts_dir, task, split) for task in tasks}
-    selected = {task: select_rows(ds, max_rows, settings.seed) for task, ds in datasets_by_task.items()}
-    for task, ds in datasets_by_task.items():
-        log.info("%s/%s [%s]: %d of %d rows selected", prompts_dir, task, split, len(selected[task]), len(ds))
-
-    log.info("hashing %s and the prompt datasets for provenance", model_dir)
-    provenance = {
-        "model_dir": str(model_dir),
-        "model_sha256": io.file_sha256(model_dir),
-        # An adapter's predictions also depend on the base it is merged into.
-        "base_model_sha256": _adapter_base_sha256(model_dir),
-        "prompts_dir": str(prompts_dir),
-        "prompts_sha256": {task: io.file_sha256(prompts_dir / task) for task in tasks},
-        "split": split,
-        "git_revision": _git_revision(),
-        "versions": _versions(),
-    }
+    datasets_by_task, selected = _select_rows(prompts_dir, tasks, split, max_rows, settings.seed)
+    provenance = _provenance(model_dir, prompts_dir, tasks, split)
     fingerprint = {
         "model_sha256": provenance["model_sha256"], "base_model_sha256": provenance["base_model_sha256"],
         "prompts_sha256": provenance["prompts_sha256"],
@@ -225,32 +210,9 @@ def evaluate(
     done = read_done_ids(partial)
     pending = {task: [i for i in selected[task] if (task, str(datasets_by_task[task][i]["id"])) not in done]
                for task in tasks}
-    n_pending = sum(len(v) for v in pending.values())
-    log.info("%d predictions already on disk, %d to generate", len(done), n_pending)
-
-    generation = {"backend": None, "generated_rows": 0, "seconds": 0.0, "prompts_per_second": None,
-                  "resumed_rows": len(done), **settings.fingerprint(), "batch_size": settings.batch_size}
-    if n_pending:
-        generator = make_generator(model_dir, settings)
-        generation["backend"] = generator.backend
-        progress = _progress(n_pending, f"evaluate {model_dir.name} [{split}]")
-        with open(partial, "a", encoding="utf-8") as handle:
-            for task in tasks:
-                seconds, count = _generate_task(generator, task, datasets_by_task[task], pending[task], handle,
-                                                direction_tolerance, progress)
-                generation["seconds"] += seconds
-                generation["generated_rows"] += count
-        if progress is not None:
-            progress.close()
-        if generation["seconds"] > 0:
-            generation["prompts_per_second"] = generation["generated_rows"] / generation["seconds"]
-        log.info("generated %d rows in %.1f s", generation["generated_rows"], generation["seconds"])
-
-    records = {task: [] for task in tasks}
-    for row in io.read_jsonl(partial):
-        if row.get("task") in records:
-            records[row["task"]].append(row)
-
+    generation = _generate_pending(model_dir, split, settings, tasks, datasets_by_task, pending, partial,
+                                   resumed_rows=len(done), tolerance=direction_tolerance)
+    records = _read_records(partial, tasks)
     result: dict[str, Any] = {
         "model": model_name or _infer_model_name(model_dir),
         "provenance": provenance,
@@ -259,20 +221,101 @@ def evaluate(
         "tasks": {},
         "samples": {},
     }
-    base_dir = train_split_dir or prompts_dir
+    options = {"samples": bootstrap_samples, "seed": settings.seed, "confidence": confidence}
     for task in tasks:
-        train = load_task_split(base_dir, task, "train") if has_split(base_dir, task, "train") else None
-        if train_split_dir is not None and train is None:
-            raise EvaluationError(f"--train-split-dir {train_split_dir}/{task} has no `train` split")
-        options = {"samples": bootstrap_samples, "seed": settings.seed, "confidence": confidence}
-        if task == "next_video":
-            result["tasks"][task] = metrics.next_video_metrics(
-                records[task], train_gold_indices=None if train is None else train["gold_index"], **options)
-        else:
-            result["tasks"][task] = metrics.opinion_metrics(
-                records[task], train_after_values=None if train is None else train["opinion_after"],
-                tolerance=direction_tolerance, **options)
+        train = _train_split(train_split_dir, prompts_dir, task)
+        result["tasks"][task] = _task_metrics(task, records[task], train, direction_tolerance, options)
         result["samples"][task] = _samples(datasets_by_task[task], selected[task], records[task], report_samples)
+    _write_outputs(out_dir, partial, tasks, records, result)
+    return result
+
+
+def _select_rows(prompts_dir: Path, tasks: Sequence[str], split: str, max_rows: int,
+                 seed: int) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """Each task's `split` dataset and the row indices of it to evaluate."""
+    datasets_by_task = {task: load_task_split(prompts_dir, task, split) for task in tasks}
+    selected = {task: select_rows(ds, max_rows, seed) for task, ds in datasets_by_task.items()}
+    for task, ds in datasets_by_task.items():
+        log.info("%s/%s [%s]: %d of %d rows selected", prompts_dir, task, split, len(selected[task]), len(ds))
+    return datasets_by_task, selected
+
+
+def _provenance(model_dir: Path, prompts_dir: Path, tasks: Sequence[str], split: str) -> dict[str, Any]:
+    """What the predictions were made from: content hashes of model and prompts, code and library versions."""
+    log.info("hashing %s and the prompt datasets for provenance", model_dir)
+    return {
+        "model_dir": str(model_dir),
+        "model_sha256": io.file_sha256(model_dir),
+        # An adapter's predictions also depend on the base it is merged into.
+        "base_model_sha256": _adapter_base_sha256(model_dir),
+        "prompts_dir": str(prompts_dir),
+        "prompts_sha256": {task: io.file_sha256(prompts_dir / task) for task in tasks},
+        "split": split,
+        "git_revision": _git_revision(),
+        "versions": _versions(),
+    }
+
+
+def _generate_pending(model_dir: Path, split: str, settings: GenerationSettings, tasks: Sequence[str],
+                      datasets_by_task: dict[str, Any], pending: dict[str, list[int]], partial: Path, *, resumed_rows: int,
+                      tolerance: float) -> dict[str, Any]:
+    """Generate and append to `partial` the rows not yet there; returns the run's throughput record.
+
+    The model is loaded only when something is left to generate, so a finished run re-scores for free.
+    """
+    n_pending = sum(len(v) for v in pending.values())
+    log.info("%d predictions already on disk, %d to generate", resumed_rows, n_pending)
+    generation = {"backend": None, "generated_rows": 0, "seconds": 0.0, "prompts_per_second": None,
+                  "resumed_rows": resumed_rows, **settings.fingerprint(), "batch_size": settings.batch_size}
+    if not n_pending:
+        return generation
+    generator = make_generator(model_dir, settings)
+    generation["backend"] = generator.backend
+    progress = _progress(n_pending, f"evaluate {model_dir.name} [{split}]")
+    with open(partial, "a", encoding="utf-8") as handle:
+        for task in tasks:
+            seconds, count = _generate_task(generator, task, datasets_by_task[task], pending[task], handle,
+                                            tolerance, progress)
+            generation["seconds"] += seconds
+            generation["generated_rows"] += count
+    if progress is not None:
+        progress.close()
+    if generation["seconds"] > 0:
+        generation["prompts_per_second"] = generation["generated_rows"] / generation["seconds"]
+    log.info("generated %d rows in %.1f s", generation["generated_rows"], generation["seconds"])
+    return generation
+
+
+def _read_records(partial: Path, tasks: Sequence[str]) -> dict[str, list[dict]]:
+    """The partial file's prediction records by task (rows of tasks not asked for are left out)."""
+    records: dict[str, list[dict]] = {task: [] for task in tasks}
+    for row in io.read_jsonl(partial):
+        if row.get("task") in records:
+            records[row["task"]].append(row)
+    return records
+
+
+def _train_split(train_split_dir: Path | None, prompts_dir: Path, task: str):
+    """The train split the baselines are learned on: `train_split_dir`'s (required), else the prompts' (optional)."""
+    base_dir = train_split_dir or prompts_dir
+    train = load_task_split(base_dir, task, "train") if has_split(base_dir, task, "train") else None
+    if train_split_dir is not None and train is None:
+        raise EvaluationError(f"--train-split-dir {train_split_dir}/{task} has no `train` split")
+    return train
+
+
+def _task_metrics(task: str, records: list[dict], train, tolerance: float, options: dict[str, Any]) -> dict[str, Any]:
+    """metrics.py's figures for one task, with baselines learned on `train` when there is one."""
+    if task == "next_video":
+        return metrics.next_video_metrics(
+            records, train_gold_indices=None if train is None else train["gold_index"], **options)
+    return metrics.opinion_metrics(
+        records, train_after_values=None if train is None else train["opinion_after"], tolerance=tolerance, **options)
+
+
+def _write_outputs(out_dir: Path, partial: Path, tasks: Sequence[str], records: dict[str, list[dict]],
+                   result: dict[str, Any]) -> None:
+    """Write predictions.jsonl (task by task) and metrics.json, then drop the partial file and its fingerprint."""
 
     def ordered() -> Iterator[dict]:
         for task in tasks:
@@ -283,7 +326,6 @@ def evaluate(
     partial.unlink()
     (out_dir / PARTIAL_META).unlink(missing_ok=True)
     log.info("wrote %d predictions and metrics to %s", count, out_dir)
-    return result
 
 
 def _generate_task(generator, task, dataset, indices, handle, tolerance, progress,
