@@ -12,6 +12,7 @@ from grail_sim import errors as errors
 from grail_sim.evaluation import evaluate as evaluation_evaluate
 from grail_sim.evaluation import generators as evaluation_generators
 from grail_sim.prompts import importer as prompts_importer
+from grail_sim.prompts import settings as prompts_settings
 from grail_sim.rows import TASKS
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
@@ -239,7 +240,7 @@ def test_external_real_rows_constant_answer_one_equals_most_frequent_baseline(tm
 
     root = tmp_path / "external"
     for task, name in (("next_video", "next_video_study2.jsonl"), ("opinion", "opinion_study2.jsonl")):
-        prompts_importer.write_import(prompts_importer.import_jsonl(REAL / name), root / task)
+        prompts_importer.write_import(prompts_importer.import_jsonl(REAL / name, prompts_settings.load_settings()), root / task)
     # The reference's RL models answered "1" on every wage row; the report must show that this is
     # exactly the most-frequent-position baseline.
     generator = ConstantGenerator({"next_video": "<think>t</think><answer>1</answer>",
@@ -269,7 +270,7 @@ def test_corrupt_external_line_fails_with_file_and_line(tmp_path):
     bad = tmp_path / "external.jsonl"
     bad.write_text("\n".join([lines[0], lines[1][:40], lines[2]]) + "\n")
     with pytest.raises(io.JsonlError, match=r"external.jsonl:2"):
-        prompts_importer.import_jsonl(bad)
+        prompts_importer.import_jsonl(bad, prompts_settings.load_settings())
 
 
 @pytest.mark.slow

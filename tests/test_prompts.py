@@ -381,10 +381,10 @@ def test_import_corrupt_line_names_file_and_line(tmp_path):
     good = {"id": "a", "messages": [{"role": "user", "content": "hi"}], "gold_index": 1, "n_options": 2}
     path.write_text(json.dumps(good) + "\n" + '{"id": "b", "messages": [\n')
     with pytest.raises(Exception, match=r"ext.jsonl:2"):
-        prompts_importer.import_jsonl(path)
+        prompts_importer.import_jsonl(path, prompts_settings.load_settings())
     path.write_text(json.dumps(dict(good, gold_index=3)) + "\n")
     with pytest.raises(PromptError, match=r"ext.jsonl:1: needs integer 'gold_index' in 1..'n_options'"):
-        prompts_importer.import_jsonl(path)
+        prompts_importer.import_jsonl(path, prompts_settings.load_settings())
 
 
 def test_import_keeps_extra_fields_and_fills_empty_values(tmp_path):
@@ -394,7 +394,7 @@ def test_import_keeps_extra_fields_and_fills_empty_values(tmp_path):
             {"id": "o", "messages": [{"role": "user", "content": "op"}], "before": 0.2, "after": 0.1,
              "direction": "decrease", "step_index": 3}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    imported = prompts_importer.import_jsonl(path)
+    imported = prompts_importer.import_jsonl(path, prompts_settings.load_settings())
     assert imported[0]["task"] == "next_video" and imported[0]["slate_items"] == "[]"
     assert imported[0]["source_note"] == "kept" and math.isnan(imported[0]["opinion_before"])
     assert imported[1]["task"] == "opinion" and imported[1]["opinion_after"] == 0.1

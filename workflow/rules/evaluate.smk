@@ -1,47 +1,38 @@
 # Generate and score predictions (Contract 4) for the untrained base model and each trained model,
-# per issue and split, plus an external chat-prompt dataset in the ../shared/real format.
+# per issue and split, plus an external chat-prompt dataset when `evaluate.external` names one.
 # On CPU `evaluate.max_rows` caps the rows per task and split (a seeded sample); 0 evaluates all.
-
-EVALUATE = config.get("evaluate", {})
-EXTERNAL = EVALUATE.get("external", {})
-# Short issue names of targets -> the long names of prompt folders (as in grail_sim.issues).
-EVAL_ISSUES = {"gun": "gun_control", "wage": "minimum_wage"}
+EVALUATE = config["evaluate"]
+EXTERNAL = EVALUATE["external"]
 
 
-# Flags shared by `evaluate` and `evaluate_external` (which differs only in its row cap).
-EVALUATE_FLAGS = (
-    f"--tasks {','.join(EVALUATE.get('tasks', ['next_video', 'opinion']))} "
-    f"--batch-size {EVALUATE.get('batch_size', 8)} "
-    f"--max-new-tokens {EVALUATE.get('max_new_tokens', 64)} --temperature {EVALUATE.get('temperature', 0.0)} "
-    f"--seed {EVALUATE.get('seed', 0)} --bootstrap-samples {EVALUATE.get('bootstrap_samples', 1000)} "
-    f"--confidence {EVALUATE.get('confidence', 0.95)} "
-    f"--direction-tolerance {EVALUATE.get('direction_tolerance', 1e-6)} "
-    f"--report-samples {EVALUATE.get('report_samples', 3)} --backend {EVALUATE.get('backend', 'auto')}"
-)
-# `base` is the untrained reference; any other model name is a trainer's final model (Contract 3).
-EVALUATED_MODEL = "results/models/base"
-TRAINED_MODEL = "results/train/{model}_{short}/final"
+def evaluated_model(model, short):
+    """`base` is the untrained reference; any other name is a trainer's final model (Contract 3)."""
+    return rules.model.output[0] if model == "base" else f"results/train/{model}_{short}/final"
 
 
 rule evaluate:
     input:
-        model=lambda w: EVALUATED_MODEL if w.model == "base" else TRAINED_MODEL.format(**w),
-        next_video=lambda w: f"results/prompts/{EVAL_ISSUES[w.short]}/next_video",
-        opinion=lambda w: f"results/prompts/{EVAL_ISSUES[w.short]}/opinion",
+        model=lambda w: evaluated_model(w.model, w.short),
+        next_video=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
+        opinion=lambda w: f"results/prompts/{ISSUES[w.short]}/opinion",
     output:
         predictions="results/eval/{model}_{short}/{split}/predictions.jsonl",
         metrics="results/eval/{model}_{short}/{split}/metrics.json",
     wildcard_constraints:
         model="[A-Za-z0-9_-]+",
-        short="gun|wage",
+        short="|".join(ISSUES),
         split="train|validation|test",
     params:
-        prompts=lambda w: f"results/prompts/{EVAL_ISSUES[w.short]}",
+        prompts=lambda w: f"results/prompts/{ISSUES[w.short]}",
         out="results/eval/{model}_{short}/{split}",
         grail=GRAIL,
-        flags=f"{EVALUATE_FLAGS} --max-rows {EVALUATE.get('max_rows', 0)}",
+        # `splits` (which splits reports show) and `external` do not change these predictions.
+        config=stage_json("evaluate", exclude=["evaluate.splits", "evaluate.external"]),
+        code=code_version("evaluate"),
     log:
         "results/logs/evaluate_{model}_{short}_{split}.log",
+    benchmark:
+        "results/benchmarks/evaluate_{model}_{short}_{split}.tsv"
     threads: 2
     resources:
         mem_mb=8000,
@@ -49,52 +40,58 @@ rule evaluate:
         "../../envs/grail.yaml"
     shell:
         "{params.grail} evaluate --model {input.model:q} --model-name {wildcards.model} --prompts {params.prompts:q} "
-        "--split {wildcards.split} --out {params.out:q} {params.flags} > {log} 2>&1"
+        "--split {wildcards.split} --out {params.out:q} --config-json {params.config} > {log:q} 2>&1"
 
 
-rule external_prompts:
-    input:
-        lambda w: EXTERNAL.get(w.task, f"../shared/real/{w.task}_study2.jsonl"),
-    output:
-        directory("results/prompts/external/{task}"),
-    params:
-        grail=GRAIL,
-    wildcard_constraints:
-        task="next_video|opinion",
-    log:
-        "results/logs/external_prompts_{task}.log",
-    resources:
-        mem_mb=2000,
-    conda:
-        "../../envs/grail.yaml"
-    shell:
-        "{params.grail} prompts import --jsonl {input:q} --out {output:q} > {log} 2>&1"
+# An external dataset is the user's own file; its rules exist only when both tasks are configured.
+if EXTERNAL["next_video"] and EXTERNAL["opinion"]:
 
+    rule external_prompts:
+        input:
+            lambda w: EXTERNAL[w.task],
+        output:
+            directory("results/prompts/external/{task}"),
+        params:
+            grail=GRAIL,
+            config=stage_json("prompts"),
+            code=code_version("prompts"),
+        wildcard_constraints:
+            task="next_video|opinion",
+        log:
+            "results/logs/external_prompts_{task}.log",
+        resources:
+            mem_mb=2000,
+        conda:
+            "../../envs/grail.yaml"
+        shell:
+            "{params.grail} prompts import --jsonl {input:q} --out {output:q} --config-json {params.config} "
+            "> {log:q} 2>&1"
 
-rule evaluate_external:
-    input:
-        model=lambda w: (EVALUATED_MODEL if w.model == "base"
-                         else TRAINED_MODEL.format(model=w.model, short=EXTERNAL.get("issue", "wage"))),
-        next_video="results/prompts/external/next_video",
-        opinion="results/prompts/external/opinion",
-    output:
-        predictions="results/eval/{model}_external/test/predictions.jsonl",
-        metrics="results/eval/{model}_external/test/metrics.json",
-    wildcard_constraints:
-        model="[A-Za-z0-9_-]+",
-    params:
-        out="results/eval/{model}_external/test",
-        # No train split in an external dataset: the position and global-mean baselines are
-        # learned on the evaluated rows (metrics.json records this).
-        grail=GRAIL,
-        flags=f"{EVALUATE_FLAGS} --max-rows {EXTERNAL.get('max_rows', 0)}",
-    log:
-        "results/logs/evaluate_{model}_external.log",
-    threads: 2
-    resources:
-        mem_mb=8000,
-    conda:
-        "../../envs/grail.yaml"
-    shell:
-        "{params.grail} evaluate --model {input.model:q} --model-name {wildcards.model} --prompts results/prompts/external "
-        "--split test --out {params.out:q} {params.flags} > {log} 2>&1"
+    rule evaluate_external:
+        input:
+            model=lambda w: evaluated_model(w.model, EXTERNAL["issue"]),
+            next_video="results/prompts/external/next_video",
+            opinion="results/prompts/external/opinion",
+        output:
+            predictions="results/eval/{model}_external/test/predictions.jsonl",
+            metrics="results/eval/{model}_external/test/metrics.json",
+        wildcard_constraints:
+            model="[A-Za-z0-9_-]+",
+        params:
+            out="results/eval/{model}_external/test",
+            # No train split in an external dataset: the position and global-mean baselines are
+            # learned on the evaluated rows (metrics.json records this).
+            grail=GRAIL,
+            config=stage_json("evaluate", exclude=["evaluate.splits"]),
+            code=code_version("evaluate"),
+        log:
+            "results/logs/evaluate_{model}_external.log",
+        threads: 2
+        resources:
+            mem_mb=8000,
+        conda:
+            "../../envs/grail.yaml"
+        shell:
+            "{params.grail} evaluate --model {input.model:q} --model-name {wildcards.model} "
+            "--prompts results/prompts/external --split test --external --out {params.out:q} "
+            "--config-json {params.config} > {log:q} 2>&1"

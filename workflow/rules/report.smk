@@ -1,17 +1,15 @@
 # Markdown reports rendered with Jinja2. The templates are inputs of these rules only, so editing a
 # template re-renders the reports without re-evaluating or retraining anything.
-
-import os
-
-REPORT = config.get("report", {})
-REPORT_SPLITS = config.get("evaluate", {}).get("splits", ["validation", "test"])
+REPORT = config["report"]
+REPORT_SPLITS = config["evaluate"]["splits"]
+PACKAGED_TEMPLATES = "src/grail_sim/report/templates"
 
 
 rule report:
     input:
-        template=REPORT.get("model_template", "src/grail_sim/report/templates/model_report.md.j2"),
+        template=REPORT.get("model_template", f"{PACKAGED_TEMPLATES}/model_report.md.j2"),
         config="config/config.yaml",
-        metrics=lambda w: [f"results/eval/{w.model}_{w.short}/{split}/metrics.json" for split in REPORT_SPLITS],
+        metrics=lambda w: expand(rules.evaluate.output.metrics, split=REPORT_SPLITS, allow_missing=True),
         # The untrained `base` has no training log; a trained model's report plots its curves.
         training=lambda w: [] if w.model == "base" else [f"results/train/{w.model}_{w.short}/metrics.jsonl"],
     output:
@@ -19,13 +17,13 @@ rule report:
         figures=directory("reports/figures/{model}_{short}"),
     wildcard_constraints:
         model="[A-Za-z0-9_-]+",
-        short="gun|wage",
+        short="|".join(ISSUES),
     params:
         grail=GRAIL,
-        evals=lambda w: " ".join(f"results/eval/{w.model}_{w.short}/{split}" for split in REPORT_SPLITS),
+        evals=lambda w, input: " ".join(shlex.quote(os.path.dirname(path)) for path in input.metrics),
         train=lambda w: "" if w.model == "base" else f"--train-dir results/train/{w.model}_{w.short}",
-        constant_share=REPORT.get("constant_share", 0.75),
-        samples=REPORT.get("samples", 3),
+        config=stage_json("report"),
+        code=code_version("report"),
     log:
         "results/logs/report_{model}_{short}.log",
     resources:
@@ -34,25 +32,27 @@ rule report:
         "../../envs/grail.yaml"
     shell:
         "{params.grail} report --model {wildcards.model} --issue {wildcards.short} --eval {params.evals} {params.train} "
-        "--template {input.template:q} --config {input.config:q} --figures {output.figures:q} "
-        "--constant-share {params.constant_share} --samples {params.samples} --out {output.report:q} > {log} 2>&1"
+        "--template {input.template:q} --provenance-config {input.config:q} --figures {output.figures:q} "
+        "--config-json {params.config} --out {output.report:q} > {log:q} 2>&1"
 
 
 rule portfolio:
     input:
-        template=REPORT.get("portfolio_template", "src/grail_sim/report/templates/portfolio.md.j2"),
+        template=REPORT.get("portfolio_template", f"{PACKAGED_TEMPLATES}/portfolio.md.j2"),
         config="config/config.yaml",
         metrics=expand(
-            "results/eval/{model}_{short}/{split}/metrics.json",
-            model=REPORT.get("models", ["base", "grpo", "grail"]),
-            short=config.get("issues", ["gun"]),
-            split=REPORT.get("portfolio_splits", ["test"]),
+            rules.evaluate.output.metrics,
+            model=REPORT["models"],
+            short=config["issues"],
+            split=REPORT["portfolio_splits"],
         ),
     output:
         "reports/portfolio.md",
     params:
         grail=GRAIL,
-        evals=lambda w, input: " ".join(os.path.dirname(path) for path in input.metrics),
+        evals=lambda w, input: " ".join(shlex.quote(os.path.dirname(path)) for path in input.metrics),
+        config=stage_json("report"),
+        code=code_version("report"),
     log:
         "results/logs/portfolio.log",
     resources:
@@ -60,5 +60,5 @@ rule portfolio:
     conda:
         "../../envs/grail.yaml"
     shell:
-        "{params.grail} report portfolio --eval {params.evals} --template {input.template:q} --config {input.config:q} "
-        "--out {output:q} > {log} 2>&1"
+        "{params.grail} report portfolio --eval {params.evals} --template {input.template:q} "
+        "--provenance-config {input.config:q} --config-json {params.config} --out {output:q} > {log:q} 2>&1"

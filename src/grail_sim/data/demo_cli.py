@@ -1,11 +1,17 @@
 """`grail-sim demo-capsule`: a synthetic capsule in the CodeOcean layout.
+
+    grail-sim demo-capsule --out results/demo_capsule [--config config/config.yaml]
+
+Its size and seed are `data.demo.participants` and `data.demo.seed`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 
+from grail_sim import config
 from grail_sim.data.demo_capsule import write_demo_capsule
 
 log = logging.getLogger(__name__)
@@ -13,15 +19,12 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="capsule folder to write (replaced whole)")
-    parser.add_argument("--participants", type=int, default=1200,
-                        help="participants across the three studies, before any filtering")
-    parser.add_argument("--seed", type=int, default=13)
+    config.add_arguments(parser, "demo-capsule")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.participants < 3:
-        raise SystemExit("grail-sim demo-capsule: --participants must be at least 3 (one per study)")
-    truth = write_demo_capsule(args.out, participants=args.participants, seed=args.seed)
+    demo = config.from_arguments("demo-capsule", args, os.environ)["data"]["demo"]
+    truth = write_demo_capsule(args.out, participants=demo["participants"], seed=demo["seed"])
     log.info("wrote demo capsule %s: %d participants, %d sessions, %d expected rows",
              args.out, truth["participants"], truth["sessions_written"], truth["expected_rows"])
     return 0

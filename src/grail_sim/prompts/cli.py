@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from grail_sim import config
 from grail_sim.errors import PromptError
 from grail_sim.issues import issue_name
 from grail_sim.prompts.build import build_issue, write_build
 from grail_sim.prompts.importer import import_jsonl, write_import
 from grail_sim.prompts.settings import (
-    OPINION_TARGETS,
     PromptSettings,
     load_settings,
     tokenizer_counter,
@@ -54,39 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-history", type=int, help="most recent prior watches shown (0 = full history)")
-    parser.add_argument("--show-ids", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--max-prompt-tokens", type=int)
-    parser.add_argument("--system-next-video", help="Jinja2 system prompt for next-video choice")
-    parser.add_argument("--system-opinion-index", help="Jinja2 system prompt for the opinion index")
-    parser.add_argument("--system-opinion-direction", help="Jinja2 system prompt for the opinion direction")
-    parser.add_argument("--profile-fields", help="column -> phrase table (the pre-treatment allow-list)")
-    parser.add_argument("--opinion-target", choices=OPINION_TARGETS)
-    parser.add_argument("--direction-tolerance", type=float)
-    parser.add_argument("--max-missing-metadata-gap", type=float)
+    config.add_arguments(parser, "prompts")
 
 
 def settings_from_args(args: argparse.Namespace) -> PromptSettings:
-    section: dict[str, Any] = {}
-    for key in ("max_history", "show_ids", "max_prompt_tokens", "profile_fields", "opinion_target",
-                "direction_tolerance", "max_missing_metadata_gap"):
-        if getattr(args, key, None) is not None:
-            section[key] = getattr(args, key)
-    systems = {task: getattr(args, f"system_{task}") for task in ("next_video", "opinion_index", "opinion_direction")}
-    section["system_prompts"] = {k: v for k, v in systems.items() if v}
-    return load_settings(section)
+    """The `prompts:` section from --config / --config-json (schema defaults filled)."""
+    return load_settings(config.from_arguments("prompts", args, os.environ)["prompts"])
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        if args.action == "build":
-            return _run_build(args)
-        if args.action == "show":
-            return _run_show(args)
-        return _run_import(args)
-    except (PromptError, ValueError, FileNotFoundError) as err:
-        LOG.error("%s", err)
-        return 1
+    actions = {"build": _run_build, "show": _run_show, "import": _run_import}
+    return actions[args.action](args)
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -129,7 +107,7 @@ def _run_show(args: argparse.Namespace) -> int:
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    rows = import_jsonl(args.jsonl, settings_from_args(args) if args.our_system_prompt else None)
+    rows = import_jsonl(args.jsonl, settings_from_args(args), our_system_prompt=args.our_system_prompt)
     write_import(rows, args.out)
     tasks = Counter(r["task"] for r in rows)
     LOG.info("imported %d rows (%s) from %s into %s (split test)", len(rows), dict(tasks), args.jsonl, args.out)

@@ -15,12 +15,13 @@ from grail_sim.prompts.settings import PromptSettings
 from grail_sim.rows import finite, opinion_direction
 
 
-def import_jsonl(path: str | Path, settings: PromptSettings | None = None) -> list[dict]:
+def import_jsonl(path: str | Path, settings: PromptSettings, *, our_system_prompt: bool = False) -> list[dict]:
     """Rows of the reference's evaluation format as Contract-2 rows (task inferred per row).
 
-    With `settings`, each row's system message is replaced by our system prompt for its task and
-    issue (the reference's opinion prompt states a 1-7 scale for a 0-1 index); the user message
-    is kept verbatim.
+    `settings.direction_tolerance` derives a missing opinion direction. With `our_system_prompt`,
+    each row's system message is replaced by our system prompt for its task and issue (the
+    reference's opinion prompt states a 1-7 scale for a 0-1 index); the user message is kept
+    verbatim.
     """
     rows = []
     for number, record in enumerate(io.read_jsonl(path), start=1):
@@ -33,7 +34,7 @@ def import_jsonl(path: str | Path, settings: PromptSettings | None = None) -> li
         is_opinion = "before" in record or "after" in record
         row = {k: v for k, v in record.items() if k != "messages"}
         row["prompt"] = [{"role": m["role"], "content": m["content"]} for m in messages]
-        if settings is not None:
+        if our_system_prompt:
             try:
                 issue = issue_name(str(record.get("issue")))
             except ValueError as err:
@@ -46,7 +47,7 @@ def import_jsonl(path: str | Path, settings: PromptSettings | None = None) -> li
             row.update(gold_index=0, n_options=0, task="opinion",
                        opinion_before=before if before is not None else float("nan"),
                        opinion_after=after if after is not None else float("nan"))
-            direction = row.pop("direction", None) or opinion_direction(before, after)
+            direction = row.pop("direction", None) or opinion_direction(before, after, settings.direction_tolerance)
             row["opinion_direction"] = str(direction)
             row["answer"] = f"{after:.3f}" if after is not None else ""
         else:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from grail_sim.config import resolve_section
 from grail_sim.errors import PromptError
 from grail_sim.prompts.profiles import ProfileTable, load_profile_table
 
@@ -20,13 +20,10 @@ LOG = logging.getLogger(__name__)
 
 
 
-OPINION_TARGETS = ("index", "direction")
 
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
-
-DEFAULT_PROMPT_DIR = Path("config/prompts")
 
 
 @dataclass(frozen=True)
@@ -35,12 +32,13 @@ class PromptSettings:
 
     profile_table: ProfileTable
     system_templates: Mapping[str, str]  # "next_video", "opinion_index", "opinion_direction": Jinja2
-    max_history: int = 12  # most recent prior watches shown; 0 = full history
-    show_ids: bool = False
-    max_prompt_tokens: int = 1024
-    opinion_target: str = "index"
-    direction_tolerance: float = 1e-6
-    max_missing_metadata_gap: float = 0.25
+    # The values below have their defaults and help in the config schema (`prompts:` section).
+    max_history: int  # most recent prior watches shown; 0 = full history
+    show_ids: bool
+    max_prompt_tokens: int
+    opinion_target: str  # index or direction
+    direction_tolerance: float
+    max_missing_metadata_gap: float
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def system_prompt(self, task: str, issue: str) -> str:
@@ -77,63 +75,28 @@ def _resolve(path: str | Path) -> Path:
     return fallback if fallback.exists() else path
 
 
-def load_settings(
-    section: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None
-) -> PromptSettings:
-    """Settings from the config's `prompts:` section (all keys optional), then the environment.
-
-    `GRAIL_MAX_HISTORY` and `GRAIL_SHOW_IDS=1` win over the config, as in the earlier reference,
-    so a cluster job can change them without editing config; the effective values are logged and
-    recorded in stats.json.
-    """
-    section = dict(section or {})
-    env = os.environ if env is None else env
-    templates = {
-        "next_video": DEFAULT_PROMPT_DIR / "next_video_system.j2",
-        "opinion_index": DEFAULT_PROMPT_DIR / "opinion_index_system.j2",
-        "opinion_direction": DEFAULT_PROMPT_DIR / "opinion_direction_system.j2",
-    }
-    for key, value in (section.get("system_prompts") or {}).items():
-        if key not in templates:
-            raise PromptError(f"prompts.system_prompts: unknown task {key!r}; valid: {sorted(templates)}")
-        templates[key] = Path(value)
-    texts, sources = {}, {}
-    for key, path in templates.items():
+def load_settings(section: Mapping[str, Any] | None = None) -> PromptSettings:
+    """Settings from the config's `prompts:` section, validated against the schema with its
+    defaults filled (`grail_sim.config`); environment overrides are applied where the config is
+    resolved, not here. The effective values are recorded in stats.json."""
+    section = resolve_section("prompts", section)
+    templates, sources = {}, {}
+    for key, path in section["system_prompts"].items():
         resolved = _resolve(path)
         if not resolved.is_file():
             raise PromptError(f"prompts.system_prompts.{key}: file not found: {path}")
-        texts[key] = resolved.read_text(encoding="utf-8")
+        templates[key] = resolved.read_text(encoding="utf-8")
         sources[key] = str(path)
-    table_path = section.get("profile_fields", DEFAULT_PROMPT_DIR / "profile_fields.yaml")
-    sources["profile_fields"] = str(table_path)
-    max_history = int(section.get("max_history", 12))
-    show_ids = bool(section.get("show_ids", False))
-    if env.get("GRAIL_MAX_HISTORY", "").strip():
-        try:
-            max_history = int(env["GRAIL_MAX_HISTORY"])
-        except ValueError:
-            raise PromptError(f"GRAIL_MAX_HISTORY must be an integer, got {env['GRAIL_MAX_HISTORY']!r}") from None
-        LOG.info("GRAIL_MAX_HISTORY=%d overrides prompts.max_history", max_history)
-    if env.get("GRAIL_SHOW_IDS", "").strip():
-        show_ids = env["GRAIL_SHOW_IDS"].strip().lower() in {"1", "true", "yes"}
-        LOG.info("GRAIL_SHOW_IDS=%s overrides prompts.show_ids", env["GRAIL_SHOW_IDS"])
-    if max_history < 0:
-        raise PromptError(f"prompts.max_history must be >= 0 (0 = full history), got {max_history}")
-    target = str(section.get("opinion_target", "index"))
-    if target not in OPINION_TARGETS:
-        raise PromptError(f"prompts.opinion_target must be one of {OPINION_TARGETS}, got {target!r}")
-    max_tokens = int(section.get("max_prompt_tokens", 1024))
-    if max_tokens < 1:
-        raise PromptError(f"prompts.max_prompt_tokens must be positive, got {max_tokens}")
+    sources["profile_fields"] = str(section["profile_fields"])
     return PromptSettings(
-        profile_table=load_profile_table(_resolve(table_path)),
-        system_templates=texts,
-        max_history=max_history,
-        show_ids=show_ids,
-        max_prompt_tokens=max_tokens,
-        opinion_target=target,
-        direction_tolerance=float(section.get("direction_tolerance", 1e-6)),
-        max_missing_metadata_gap=float(section.get("max_missing_metadata_gap", 0.25)),
+        profile_table=load_profile_table(_resolve(section["profile_fields"])),
+        system_templates=templates,
+        max_history=section["max_history"],
+        show_ids=section["show_ids"],
+        max_prompt_tokens=section["max_prompt_tokens"],
+        opinion_target=section["opinion_target"],
+        direction_tolerance=section["direction_tolerance"],
+        max_missing_metadata_gap=section["max_missing_metadata_gap"],
         sources=sources,
     )
 

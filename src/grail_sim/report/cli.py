@@ -1,11 +1,20 @@
 """`grail-sim report` (one model) and `grail-sim report portfolio` (all models beside the baselines).
+
+    grail-sim report --model grail --issue gun --eval results/eval/grail_gun/{validation,test} \
+        --train-dir results/train/grail_gun --out reports/grail_gun.md [--config config/config.yaml]
+    grail-sim report portfolio --eval results/eval/*_gun/test --out reports/portfolio.md
+
+Settings come from the `report:` section; `--provenance-config` names the workflow config file
+whose hash the report records.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from grail_sim import config
 from grail_sim.errors import ReportError
 from grail_sim.report.model_report import (
     MODEL_TEMPLATE,
@@ -25,12 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name (model reports)")
     parser.add_argument("--issue", help="issue, short or long name (model reports)")
     parser.add_argument("--train-dir", help="training folder (Contract 3) with metrics.jsonl; omit for `base`")
-    parser.add_argument("--config", help="workflow config file, hashed for provenance")
+    parser.add_argument("--provenance-config", type=Path, metavar="FILE",
+                        help="workflow config file whose path and sha256 the report records")
     parser.add_argument("--template", help="Jinja2 template (default: the packaged one for KIND)")
     parser.add_argument("--figures", help="folder for PNG figures (default: figures/ beside --out)")
-    parser.add_argument("--constant-share", type=float, default=0.75,
-                        help="flag a model whose most common answer has at least this share of parsed answers")
-    parser.add_argument("--samples", type=int, default=3, help="sample prompts with responses shown per task")
+    config.add_arguments(parser, "report")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,15 +47,16 @@ def run(args: argparse.Namespace) -> int:
     eval_dirs = [Path(d) for d in args.eval]
     if args.kind == "portfolio":
         render_portfolio(eval_dirs, out, template=Path(args.template) if args.template else PORTFOLIO_TEMPLATE,
-                         config=Path(args.config) if args.config else None)
+                         config=args.provenance_config)
         return 0
+    section = config.from_arguments("report", args, os.environ)["report"]
     if not args.model or not args.issue:
         raise ReportError("a model report needs --model and --issue")
     render_model_report(
         model=args.model, issue=args.issue, eval_dirs=eval_dirs, out=out, figures=figures,
         train_dir=Path(args.train_dir) if args.train_dir else None,
         template=Path(args.template) if args.template else MODEL_TEMPLATE,
-        config=Path(args.config) if args.config else None,
-        constant_share=args.constant_share, samples=args.samples,
+        config=args.provenance_config,
+        constant_share=section["constant_share"], samples=section["samples"],
     )
     return 0

@@ -1,0 +1,203 @@
+"""Workflow configuration: one schema, its defaults, the sections each stage reads, and the
+environment overrides.
+
+`resources/config.schema.yaml` is the one home of every default (`default:` on each key). The
+Snakefile validates `config/config.yaml` against it with Snakemake's `validate`, which fills the
+defaults; each rule then passes the sections its stage reads to the CLI as one `--config-json`
+argument, so a changed setting reruns exactly the stages that read it. Run by hand, a stage CLI
+takes `--config FILE` (a workflow config file) instead, and the same schema fills the same
+defaults here, with the same rule as Snakemake's `validate` (a missing key takes its default).
+
+Environment variables of the earlier reference (`GAIL_*`, `GRAIL_MAX_HISTORY`, `GRAIL_SHOW_IDS`)
+are read in one place, `apply_environment`, where the configuration is resolved: the Snakefile
+for the workflow, the CLI by hand. They become ordinary config values that Snakemake sees and
+provenance records, and each override is logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from grail_sim.errors import ConfigError
+
+LOG = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "resources" / "config.schema.yaml"
+
+# The config sections each stage reads (and nothing else): what a rule passes in --config-json.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "demo-capsule": ("data",),
+    "clean": ("data", "clean"),
+    "prompts": ("prompts",),
+    "train": ("train",),
+    "evaluate": ("evaluate", "prompts"),
+    "report": ("report",),
+}
+
+# Variable -> (config path, type). `train.overrides` keys are recipe keys (see grail-sim train --help).
+ENVIRONMENT = {
+    "GRAIL_MAX_HISTORY": (("prompts", "max_history"), int),
+    "GRAIL_SHOW_IDS": (("prompts", "show_ids"), "bool"),
+    "GAIL_USE": (("train", "overrides", "gail.use"), "bool"),
+    "GAIL_WEIGHT": (("train", "overrides", "gail.weight"), float),
+    "GAIL_ALPHA": (("train", "overrides", "gail.alpha"), float),
+    "GAIL_LR": (("train", "overrides", "gail.lr"), float),
+    "GAIL_DISC_MODEL": (("train", "overrides", "gail.disc_model"), str),
+    "GAIL_DEVICE": (("train", "overrides", "gail.device"), str),
+}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+@lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return SCHEMA_PATH.read_text(encoding="utf-8")
+
+
+def load_schema() -> dict:
+    import yaml
+
+    return yaml.safe_load(_schema_text())
+
+
+def _validator(schema: dict):
+    """Draft 2020-12 validator that fills `default:` values as Snakemake's `validate` does."""
+    from jsonschema import Draft202012Validator, validators
+
+    check_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, subschema):
+        if isinstance(instance, dict):
+            for key, spec in properties.items():
+                if "default" in spec:
+                    instance.setdefault(key, copy.deepcopy(spec["default"]))
+        yield from check_properties(validator, properties, instance, subschema)
+
+    return validators.extend(Draft202012Validator, {"properties": fill_defaults})(schema)
+
+
+def _error_text(error, prefix: str) -> str:
+    path = ".".join([prefix, *map(str, error.absolute_path)] if prefix else map(str, error.absolute_path))
+    return f"{path or '(top level)'}: {error.message}"
+
+
+def resolve(config: Mapping[str, Any] | None, *, source: str = "configuration") -> dict:
+    """The whole workflow configuration, validated against the schema with its defaults filled.
+
+    Raises ConfigError naming `source` and the key path of the first problem.
+    """
+    resolved = copy.deepcopy(dict(config or {}))
+    error = _first_error(_validator(load_schema()), resolved)
+    if error is not None:
+        raise ConfigError(f"{source}: {_error_text(error, '')}")
+    return resolved
+
+
+def resolve_section(name: str, values: Mapping[str, Any] | None, *, source: str = "configuration") -> dict:
+    """One section (for example `prompts`) validated against its part of the schema, defaults filled."""
+    schema = load_schema()
+    if name not in schema["properties"]:
+        raise ConfigError(f"{source}: unknown config section {name!r}; sections: {sorted(schema['properties'])}")
+    section_schema = {**schema["properties"][name], "$defs": schema.get("$defs", {})}
+    resolved = copy.deepcopy(dict(values or {}))
+    error = _first_error(_validator(section_schema), resolved)
+    if error is not None:
+        raise ConfigError(f"{source}: {_error_text(error, name)}")
+    return resolved
+
+
+def _first_error(validator, instance):
+    # Defaults are filled while validating, so iterate every error once and report the best one.
+    from jsonschema.exceptions import best_match
+
+    return best_match(validator.iter_errors(instance))
+
+
+def stage_config(stage: str, sections: Mapping[str, Any], *, source: str) -> dict:
+    """The sections `stage` reads, each resolved; any other section is refused (it would be ignored)."""
+    wanted = STAGE_SECTIONS[stage]
+    extra = sorted(set(sections) - set(wanted))
+    if extra:
+        raise ConfigError(f"{source}: section(s) {extra} are not read by `grail-sim {stage}` (it reads {list(wanted)})")
+    return {name: resolve_section(name, sections.get(name), source=source) for name in wanted}
+
+
+def apply_environment(config: dict, environ: Mapping[str, str]) -> list[str]:
+    """Write the set environment variables of `ENVIRONMENT` into `config` (in place).
+
+    Returns one message per override, naming the variable, the key and the value it replaced.
+    """
+    messages = []
+    for variable, (path, kind) in ENVIRONMENT.items():
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            continue
+        value = _parse_env(variable, raw, kind)
+        node = config
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        previous = node.get(path[-1], "(default)")
+        node[path[-1]] = value
+        messages.append(f"{variable}={raw} overrides {'.'.join(path)} (was {previous!r})")
+    return messages
+
+
+def _parse_env(variable: str, raw: str, kind) -> Any:
+    if kind == "bool":
+        if raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise ConfigError(f"environment variable {variable}={raw!r}: expected one of {sorted(_TRUE | _FALSE)}")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {variable}={raw!r}: expected {kind.__name__}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    """`--config FILE` (by hand) or `--config-json TEXT` (what a rule passes)."""
+    sections = ", ".join(STAGE_SECTIONS[stage])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", type=Path, metavar="FILE",
+                       help=f"workflow config file (YAML or JSON); this stage reads its section(s): {sections}. "
+                            "Keys left out take the schema's defaults (grail-sim config shows them)")
+    group.add_argument("--config-json", metavar="JSON",
+                       help=f"the resolved section(s) {sections} as one JSON object (how the workflow's rules call)")
+
+
+def from_arguments(stage: str, args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> dict:
+    """The sections `stage` reads, from `--config` or `--config-json`, with environment overrides
+    applied when run by hand from a file (a rule's JSON already carries them)."""
+    if args.config_json is not None:
+        try:
+            sections = json.loads(args.config_json)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--config-json is not valid JSON ({err.msg})") from None
+        if not isinstance(sections, dict):
+            raise ConfigError("--config-json must be a JSON object of config sections")
+        return stage_config(stage, sections, source="--config-json")
+    config = read_file(args.config) if args.config is not None else {}
+    for message in apply_environment(config, environ or {}):
+        LOG.info(message)
+    source = str(args.config) if args.config is not None else "defaults"
+    full = resolve(config, source=source)
+    return {name: full[name] for name in STAGE_SECTIONS[stage]}
+
+
+def read_file(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data

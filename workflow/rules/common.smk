@@ -1,0 +1,78 @@
+# Shared by every rule: configuration (validated once, defaults from the package's schema),
+# environment overrides, the issue map, the JSON each stage's CLI reads, and code versions.
+import hashlib
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# The package is imported from this checkout, so the Snakefile needs no install of its own.
+SRC = Path(workflow.basedir) / "src"
+sys.path.insert(0, str(SRC))
+from grail_sim import __version__ as GRAIL_VERSION  # noqa: E402
+from grail_sim import config as grail_config  # noqa: E402
+from grail_sim.issues import SHORT_TO_ISSUE  # noqa: E402
+
+# Environment variables of the earlier reference become ordinary config values here, before
+# validation, so Snakemake sees them (params) and provenance records them.
+for message in grail_config.apply_environment(config, os.environ):
+    logger.info(f"grail-sim: {message}")
+
+validate(config, str(grail_config.SCHEMA_PATH))
+
+GRAIL = "grail-sim"
+ISSUES = SHORT_TO_ISSUE  # short name of targets (gun, wage) -> long name of prompt folders
+
+
+def stage_json(stage, exclude=()):
+    """The config sections `stage` reads, as one shell-quoted JSON argument (`--config-json`).
+
+    `exclude` drops dotted keys this rule does not use, so that changing them does not rerun it.
+    """
+    sections = {name: json.loads(json.dumps(config[name])) for name in grail_config.STAGE_SECTIONS[stage]}
+    for dotted in exclude:
+        *parents, leaf = dotted.split(".")
+        node = sections
+        for key in parents:
+            node = node[key]
+        node.pop(leaf, None)
+    return shlex.quote(json.dumps(sections, sort_keys=True))
+
+
+# The modules whose code decides each stage's outputs (paths under src/grail_sim). A rule's
+# `code` param hashes them with the package version, so upgrading grail-sim reruns exactly the
+# stages whose code changed and the stages below them.
+SHARED_CODE = ["__init__.py", "cli.py", "config.py", "errors.py", "io.py", "rows.py", "issues.py",
+               "resources/config.schema.yaml"]
+STAGE_CODE = {
+    "model": ["model"],
+    "demo-capsule": ["data/demo_capsule.py", "data/demo_cli.py"],
+    "clean": ["data"],
+    "prompts": ["prompts"],
+    "train": ["training", "model/loading.py", "answers.py"],
+    "evaluate": ["evaluation", "model/loading.py", "answers.py"],
+    "report": ["report", "evaluation/metrics.py"],
+}
+
+
+def code_version(stage):
+    digest = hashlib.sha256(GRAIL_VERSION.encode())
+    for name in sorted(SHARED_CODE + STAGE_CODE[stage]):
+        path = SRC / "grail_sim" / name
+        files = sorted(path.rglob("*.py")) + sorted(path.rglob("*.j2")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(SRC)).encode())
+            digest.update(file.read_bytes())
+    return f"{GRAIL_VERSION}+{digest.hexdigest()[:12]}"
+
+
+def final_outputs():
+    """The default target: reports of the base model and each trainer on every issue, and the portfolio."""
+    return [
+        "results/models/base_smoke.json",
+        *expand("reports/{model}_{short}.md", model=["base", *config["train"]["trainers"]], short=config["issues"]),
+        "reports/portfolio.md",
+    ]
