@@ -179,10 +179,6 @@ def next_video_metrics(
 
 
 # --------------------------------------------------------------------------- opinion
-
-
-
-
 def opinion_summary(
     records: Sequence[dict],
     *,
@@ -207,52 +203,23 @@ def opinion_summary(
     # A model that answers one constant index moves every participant the same way; without this
     # baseline it would "beat" no-change (which is never right when nobody stays put).
     majority = Counter(gold_dirs).most_common(1)[0][0] if gold_dirs else None
-
-    def row_scores(rows, key_prefix=""):
-        return {
-            f"{key_prefix}no_change_abs": [abs(r["opinion_after"] - r["opinion_before"]) for r in rows],
-            f"{key_prefix}no_change_sq": [(r["opinion_after"] - r["opinion_before"]) ** 2 for r in rows],
-            f"{key_prefix}global_mean_abs": [abs(r["opinion_after"] - mean) for r in rows],
-            f"{key_prefix}global_mean_sq": [(r["opinion_after"] - mean) ** 2 for r in rows],
-        }
-
-    all_scores = {
-        "parsed_rate": [0.0 if r.get("parsed") is None else 1.0 for r in records],
-        "format_rate": [1.0 if has_format(r.get("raw_output", "")) else 0.0 for r in records],
-        "direction_accuracy": [
-            1.0 if r.get("parsed") is not None and opinion_direction(r["opinion_before"], r["parsed"], tolerance) == d else 0.0
-            for r, d in zip(records, gold_dirs)
-        ],
-        "no_change_direction": [1.0 if d == "no_change" else 0.0 for d in gold_dirs],
-        "majority_direction": [1.0 if d == majority else 0.0 for d in gold_dirs],
-        "global_mean_direction": [
-            1.0 if opinion_direction(r["opinion_before"], mean, tolerance) == d else 0.0 for r, d in zip(records, gold_dirs)
-        ],
-        **row_scores(records),
-    }
+    all_scores = _all_row_scores(records, gold_dirs, mean=mean, majority=majority, tolerance=tolerance)
     sqrt = {name: math.sqrt for name in all_scores if name.endswith("_sq")}
     overall = bootstrap_means(groups, all_scores, transforms=sqrt, **options)
 
     parsed = [r for r in records if r.get("parsed") is not None]
-    parsed_groups = [_participant(r) for r in parsed]
     parsed_scores = {
         "mae": [abs(r["parsed"] - r["opinion_after"]) for r in parsed],
         "rmse": [(r["parsed"] - r["opinion_after"]) ** 2 for r in parsed],
-        **row_scores(parsed),
+        **_baseline_error_scores(parsed, mean),
     }
     parsed_sqrt = {"rmse": math.sqrt, **{name: math.sqrt for name in parsed_scores if name.endswith("_sq")}}
-    on_parsed = bootstrap_means(parsed_groups, parsed_scores, transforms=parsed_sqrt, **options)
-
-    def baseline(stats, prefix, direction_key=None):
-        out = {"mae": stats[f"{prefix}_abs"], "rmse": stats[f"{prefix}_sq"]}
-        if direction_key:
-            out["direction_accuracy"] = stats[direction_key]
-        return out
+    on_parsed = bootstrap_means([_participant(r) for r in parsed], parsed_scores, transforms=parsed_sqrt, **options)
 
     no_value = {"value": None, "ci_low": None, "ci_high": None, "n": len(records)}
-    global_all = baseline(overall, "global_mean", "global_mean_direction")
-    global_parsed = baseline(on_parsed, "global_mean")
-    if global_mean is None:
+    global_all = _baseline(overall, "global_mean", "global_mean_direction")
+    global_parsed = _baseline(on_parsed, "global_mean")
+    if global_mean is None:  # no opinion to learn a mean from: the baseline has no value, not 0
         global_all = {key: dict(no_value) for key in global_all}
         global_parsed = {key: dict(no_value) for key in global_parsed}
     return {
@@ -266,17 +233,54 @@ def opinion_summary(
         "direction_accuracy": overall["direction_accuracy"],
         "gold_directions": dict(Counter(gold_dirs)),
         "baselines": {
-            "no_change": baseline(overall, "no_change", "no_change_direction"),
+            "no_change": _baseline(overall, "no_change", "no_change_direction"),
             "global_mean": global_all,
             "majority_direction": {"mae": dict(no_value), "rmse": dict(no_value),
                                    "direction_accuracy": overall["majority_direction"]},
         },
         "majority_direction": majority,
         "baselines_on_parsed_rows": {
-            "no_change": baseline(on_parsed, "no_change"),
+            "no_change": _baseline(on_parsed, "no_change"),
             "global_mean": global_parsed,
         },
     }
+
+
+def _baseline_error_scores(rows: Sequence[dict], mean: float) -> dict[str, list[float]]:
+    """Per-row absolute and squared errors of the "no change" and global-mean predictions."""
+    return {
+        "no_change_abs": [abs(r["opinion_after"] - r["opinion_before"]) for r in rows],
+        "no_change_sq": [(r["opinion_after"] - r["opinion_before"]) ** 2 for r in rows],
+        "global_mean_abs": [abs(r["opinion_after"] - mean) for r in rows],
+        "global_mean_sq": [(r["opinion_after"] - mean) ** 2 for r in rows],
+    }
+
+
+def _all_row_scores(records: Sequence[dict], gold_dirs: Sequence[str], *, mean: float, majority: str | None,
+                    tolerance: float) -> dict[str, list[float]]:
+    """Per-row scores defined on every row: parse/format rates, the model's and the baselines' directions, errors."""
+    return {
+        "parsed_rate": [0.0 if r.get("parsed") is None else 1.0 for r in records],
+        "format_rate": [1.0 if has_format(r.get("raw_output", "")) else 0.0 for r in records],
+        "direction_accuracy": [
+            1.0 if r.get("parsed") is not None and opinion_direction(r["opinion_before"], r["parsed"], tolerance) == d else 0.0
+            for r, d in zip(records, gold_dirs)
+        ],
+        "no_change_direction": [1.0 if d == "no_change" else 0.0 for d in gold_dirs],
+        "majority_direction": [1.0 if d == majority else 0.0 for d in gold_dirs],
+        "global_mean_direction": [
+            1.0 if opinion_direction(r["opinion_before"], mean, tolerance) == d else 0.0 for r, d in zip(records, gold_dirs)
+        ],
+        **_baseline_error_scores(records, mean),
+    }
+
+
+def _baseline(stats: dict[str, dict], prefix: str, direction_key: str | None = None) -> dict[str, dict]:
+    """A baseline's MAE and RMSE (from its `_abs`/`_sq` scores) and, when given, its direction accuracy."""
+    out = {"mae": stats[f"{prefix}_abs"], "rmse": stats[f"{prefix}_sq"]}
+    if direction_key:
+        out["direction_accuracy"] = stats[direction_key]
+    return out
 
 
 def opinion_metrics(
@@ -293,11 +297,13 @@ def opinion_metrics(
     The global-mean baseline predicts the mean post-study index of `train_after_values`; without
     a train split it is the mean over the evaluated rows (recorded in `global_mean_learned_on`).
     """
-    missing_before = [r for r in records if not (finite(r.get("opinion_before")) is not None)]
-    missing_after = [r for r in records if (finite(r.get("opinion_before")) is not None) and not (finite(r.get("opinion_after")) is not None)]
-    scored = [r for r in records if (finite(r.get("opinion_before")) is not None) and (finite(r.get("opinion_after")) is not None)]
+    has_before = [finite(r.get("opinion_before")) is not None for r in records]
+    has_after = [finite(r.get("opinion_after")) is not None for r in records]
+    missing_before = [r for r, before in zip(records, has_before) if not before]
+    missing_after = [r for r, before, after in zip(records, has_before, has_after) if before and not after]
+    scored = [r for r, before, after in zip(records, has_before, has_after) if before and after]
     if train_after_values is not None:
-        values = [float(v) for v in train_after_values if (finite(v) is not None)]
+        values = [float(v) for v in train_after_values if finite(v) is not None]
         learned_on = "train"
     else:
         values = [r["opinion_after"] for r in scored]
