@@ -342,8 +342,19 @@ def allowed_survey_rows(survey_root: Path, study: str, spec: Mapping[str, Any], 
     time and pre-study index range (on the wave-1 screener when the study has one, else on the
     survey), control arm, missing `pro`/`anti`, then the earliest row per participant key.
     """
-    import pandas as pd
+    prefix = f"allow_list.{study}"
+    survey, all_join_values = _read_survey(survey_root, study, spec, counters, prefix)
+    checked, checked_path = _screener(survey_root, study, spec, survey)
+    passed = _quality_checks(checked, checked_path, study, spec, counters, prefix)
+    survey = _keep_passed(survey, checked, passed, counters, prefix)
+    survey = _keep_treated_with_seeds(survey, counters, prefix)
+    survey = _earliest_row_per_participant(survey, spec.get("order_column"), counters, prefix)
+    counters[f"{prefix}.allowed_participants"] = len(survey)
+    return survey.reset_index(drop=True), all_join_values
 
+
+def _read_survey(survey_root: Path, study: str, spec: Mapping[str, Any], counters: Counter, prefix: str):
+    """The study's survey with a stripped `_key` column, rows without a participant key dropped."""
     survey_path = survey_root / spec["survey"]
     if not survey_path.is_file():
         raise CapsuleError(f"{study}: survey file not found: {survey_path}")
@@ -351,23 +362,35 @@ def allowed_survey_rows(survey_root: Path, study: str, spec: Mapping[str, Any], 
     key = spec["participant_key"]
     join = spec.get("session_join_key", "urlid")
     _require(survey, [key, join, "treatment_arm", "pro", "anti"], survey_path, f"clean.studies.{study}")
-    prefix = f"allow_list.{study}"
     counters[f"{prefix}.survey_rows"] = len(survey)
     all_join_values = {v.strip() for v in survey[join] if not is_missing(v)}
     survey = survey.assign(_key=survey[key].str.strip())
     blank = _missing(survey["_key"])
     counters[f"{prefix}.missing_participant_key"] = int(blank.sum())
-    survey = survey[~blank]
+    return survey[~blank], all_join_values
 
-    checked = survey
-    checked_path = survey_path
-    if spec.get("screener"):
-        checked_path = survey_root / spec["screener"]
-        if not checked_path.is_file():
-            raise CapsuleError(f"{study}: wave-1 screener file not found: {checked_path}")
-        checked = _read_csv(checked_path)
-        _require(checked, [key], checked_path, f"clean.studies.{study}.participant_key")
-        checked = checked.assign(_key=checked[key].str.strip())
+
+def _screener(survey_root: Path, study: str, spec: Mapping[str, Any], survey):
+    """The frame the quality checks run on, and its path: the wave-1 screener, else the survey itself."""
+    if not spec.get("screener"):
+        return survey, survey_root / spec["survey"]
+    key = spec["participant_key"]
+    checked_path = survey_root / spec["screener"]
+    if not checked_path.is_file():
+        raise CapsuleError(f"{study}: wave-1 screener file not found: {checked_path}")
+    checked = _read_csv(checked_path)
+    _require(checked, [key], checked_path, f"clean.studies.{study}.participant_key")
+    return checked.assign(_key=checked[key].str.strip()), checked_path
+
+
+def _quality_checks(checked, checked_path: Path, study: str, spec: Mapping[str, Any], counters: Counter, prefix: str):
+    """Which rows pass the attention checks, minimum survey time and pre-study index range.
+
+    Each counter holds the rows that pass every earlier check and fail this one, so the counters
+    add up to the rows removed.
+    """
+    import pandas as pd
+
     passed = pd.Series(True, index=checked.index)
     for column, expected in (spec.get("attention_checks") or {}).items():
         _require(checked, [column], checked_path, f"clean.studies.{study}.attention_checks")
@@ -386,21 +409,29 @@ def allowed_survey_rows(survey_root: Path, study: str, spec: Mapping[str, Any], 
         ok = pd.to_numeric(checked[column], errors="coerce").between(low, high, inclusive="both")
         counters[f"{prefix}.opinion_out_of_range"] = int((passed & ~ok).sum())
         passed &= ok
-    if checked is survey:
-        survey = survey[passed]
-    else:
-        keep = set(checked.loc[passed, "_key"])
-        in_screener = survey["_key"].isin(keep)
-        counters[f"{prefix}.failed_screener"] = int((~in_screener).sum())
-        survey = survey[in_screener]
-        # Wave-1 answers missing from the main survey are taken from the screener (the pre-study
-        # columns are identical in both exports where both have them).
-        extra = [c for c in checked.columns if c not in survey.columns and c != "_key"]
-        if extra:
-            first = checked[passed].drop_duplicates("_key")[["_key", *extra]]
-            survey = survey.merge(first, on="_key", how="left")
-            survey[extra] = survey[extra].fillna("")
+    return passed
 
+
+def _keep_passed(survey, checked, passed, counters: Counter, prefix: str):
+    """The survey rows whose participant passed the checks (on the survey, or on the screener by key)."""
+    if checked is survey:
+        return survey[passed]
+    keep = set(checked.loc[passed, "_key"])
+    in_screener = survey["_key"].isin(keep)
+    counters[f"{prefix}.failed_screener"] = int((~in_screener).sum())
+    survey = survey[in_screener]
+    # Wave-1 answers missing from the main survey are taken from the screener (the pre-study
+    # columns are identical in both exports where both have them).
+    extra = [c for c in checked.columns if c not in survey.columns and c != "_key"]
+    if extra:
+        first = checked[passed].drop_duplicates("_key")[["_key", *extra]]
+        survey = survey.merge(first, on="_key", how="left")
+        survey[extra] = survey[extra].fillna("")
+    return survey
+
+
+def _keep_treated_with_seeds(survey, counters: Counter, prefix: str):
+    """Drop the control arm, rows without an arm, and rows without both seed videos (`pro`, `anti`)."""
     arm = survey["treatment_arm"].str.strip()
     control = arm.str.lower().eq("control")
     counters[f"{prefix}.control_arm"] = int(control.sum())
@@ -410,15 +441,18 @@ def allowed_survey_rows(survey_root: Path, study: str, spec: Mapping[str, Any], 
     survey = survey[~no_arm]
     seeds_ok = _nonmissing(survey["pro"]) & _nonmissing(survey["anti"])
     counters[f"{prefix}.missing_pro_or_anti"] = int((~seeds_ok).sum())
-    survey = survey[seeds_ok]
+    return survey[seeds_ok]
 
-    order_column = spec.get("order_column")
+
+def _earliest_row_per_participant(survey, order_column: str | None, counters: Counter, prefix: str):
+    """One row per participant key: the earliest by `order_column` (a retake must not replace the first)."""
+    import pandas as pd
+
     if order_column and order_column in survey.columns:
         order = pd.to_datetime(survey[order_column], errors="coerce", utc=True)
+        # mergesort is stable: rows with the same (or no) time keep their file order.
         survey = survey.assign(_order=order).sort_values(["_order"], kind="mergesort", na_position="last")
     before = len(survey)
     survey = survey.drop_duplicates("_key", keep="first")
     counters[f"{prefix}.duplicate_participant_rows"] = before - len(survey)
-    survey = survey.drop(columns=[c for c in ("_order",) if c in survey.columns])
-    counters[f"{prefix}.allowed_participants"] = len(survey)
-    return survey.reset_index(drop=True), all_join_values
+    return survey.drop(columns=[c for c in ("_order",) if c in survey.columns])
