@@ -3,18 +3,20 @@ class balance as the policy improves, the reward computed before the update, sav
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from test_train import make_prompt_rows, one_torch_thread  # noqa: F401 - autouse fixture
 
 from grail_sim.training import discriminator as disc
+from grail_sim.training.gail_reward import GailReward
 
 
 def _settings(**kwargs) -> disc.GailSettings:
     values = {"lr": 3e-3, "batch_size": 16, "max_length": 96, "updates_per_step": 1, "seed": 0}
     values.update(kwargs)
-    return disc.GailSettings.from_recipe(values, environ={})
+    return disc.GailSettings.from_recipe(values)
 
 
 def test_render_puts_the_action_first_so_truncation_keeps_it():
@@ -28,6 +30,20 @@ def test_render_puts_the_action_first_so_truncation_keeps_it():
     assert text.count("Earlier video") == 3  # only the most recent max_history items
     with pytest.raises(ValueError, match="outside the slate"):
         disc.render_pair(slate, len(slate) + 1)
+
+
+def test_max_history_zero_means_the_full_history_as_in_the_prompts():
+    row = make_prompt_rows(1)[0]
+    slate = json.loads(row["slate_items"])
+    history = [{"title": f"Earlier video {i}", "channel": "Hist"} for i in range(1, 8)]
+    full = disc.render_pair(slate, 1, history=history, max_history=0)
+    recent = full.splitlines()[2]
+    assert recent.startswith("RECENT (newest first): Earlier video 7")
+    assert all(f"Earlier video {i} " in recent for i in range(1, 8))
+    assert disc.render_pair(slate, 1, history=history, max_history=2).count("Earlier video") == 2
+    assert disc.GailSettings(max_history=0).max_history == 0
+    field = next(f for f in dataclasses.fields(disc.GailSettings) if f.name == "max_history")
+    assert "0 = full history" in field.metadata["help"]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +95,7 @@ def test_gail_reward_scores_before_updating_and_keeps_classes_balanced(tiny_mode
     completions[1] = [{"role": "assistant", "content": "no answer"}]
     columns = {key: [row[key] for row in batch] for key in batch[0] if key != "prompt"}
     logged = {}
-    reward = disc.GailReward(disc.Discriminator(_settings(alpha=2.0), tiny_model_dir))
+    reward = GailReward(disc.Discriminator(_settings(alpha=2.0), tiny_model_dir))
     expected = reward.discriminator.prob_human(
         [disc.render_pair(json.loads(r["slate_items"]), r["gold_index"], history=json.loads(r["history"]),
                           profile=r["viewer_profile"]) for r in batch])

@@ -13,6 +13,7 @@ from grail_sim.evaluation import evaluate as evaluation_evaluate
 from grail_sim.training import data as training_data
 from grail_sim.training import recipe as training_recipe
 from grail_sim.training import resume as training_resume
+from grail_sim.training import settings as settings_lib
 from grail_sim.training import warmup as training_warmup
 
 TOPICS = ["gun rights", "gun control", "hunting", "self defense", "policy debate", "news"]
@@ -111,14 +112,14 @@ def test_shipped_recipes_resolve_to_valid_grpo_configs(name, tmp_path):
     from grail_sim.training import rewards
 
     script, grpo = training_recipe.load_recipe(RECIPES / f"{name}.yaml")
-    assert script["trainer"] == name
-    for reward in script["rewards"]:
+    assert script.trainer == name
+    for reward in script.rewards:
         rewards.get_reward(reward)
     grpo.pop("reward_weights")
     grpo.update(use_cpu=True, bf16=False)
     config = GRPOConfig(output_dir=str(tmp_path), **grpo)
     assert config.max_completion_length <= 32 and config.num_generations >= 2
-    assert (script["gail"] is not None) == (name == "grail")
+    assert (script.gail is not None) == (name == "grail")
     if name == "maxent":
         assert config.entropy_coef > 0
 
@@ -140,25 +141,107 @@ def test_overrides_and_max_steps_reach_nested_sections():
 
     script, grpo = training_recipe.load_recipe(RECIPES / "grail.yaml", ["gail.weight=0.5", "learning_rate=2e-5",
                                                                 "lora.enabled=false"], max_steps=3)
-    assert script["gail"]["weight"] == 0.5 and script["lora"]["enabled"] is False
-    assert script["lora"]["r"] == 16  # the rest of the section keeps its values
+    assert script.gail.weight == 0.5 and script.lora.enabled is False
+    assert script.lora.r == 16  # the rest of the section keeps its values
     assert grpo["max_steps"] == 3 and float(grpo["learning_rate"]) == 2e-5
     with pytest.raises(errors.RecipeError, match="key=value"):
         training_recipe.load_recipe(RECIPES / "grpo.yaml", ["learning_rate"])
 
 
-def test_gail_environment_overrides_win_over_the_recipe():
-    from grail_sim.training.discriminator import GailSettings
-
+def test_environment_overrides_are_recipe_overrides_that_set_wins_over():
     env = {"GAIL_USE": "0", "GAIL_WEIGHT": "0.7", "GAIL_ALPHA": "2", "GAIL_LR": "1e-3",
-           "GAIL_DISC_MODEL": "/models/encoder", "GAIL_DEVICE": "cpu", "GRAIL_MAX_HISTORY": "5"}
-    settings = GailSettings.from_recipe({"use": True, "weight": 0.3}, environ=env)
-    assert (settings.use, settings.weight, settings.alpha, settings.lr) == (False, 0.7, 2.0, 1e-3)
-    assert (settings.disc_model, settings.device, settings.max_history) == ("/models/encoder", "cpu", 5)
-    with pytest.raises(ValueError, match="GAIL_WEIGHT"):
-        GailSettings.from_recipe({}, environ={"GAIL_WEIGHT": "heavy"})
-    with pytest.raises(KeyError, match="dsic_lr"):
-        GailSettings.from_recipe({"dsic_lr": 1.0}, environ={})
+           "GAIL_DISC_MODEL": "/models/encoder", "GAIL_DEVICE": "cpu", "GRAIL_MAX_HISTORY": "5",
+           "UNRELATED": "x", "GAIL_SEED": "9"}
+    overrides = training_recipe.env_overrides(env)
+    assert overrides == ["gail.use=0", "gail.weight=0.7", "gail.alpha=2", "gail.lr=1e-3",
+                         "gail.disc_model=/models/encoder", "gail.device=cpu", "gail.max_history=5"]
+    assert training_recipe.env_overrides({"GAIL_USE": "", "GAIL_DEVICE": "  "}) == []
+    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", overrides)
+    gail = script.gail
+    assert (gail.use, gail.weight, gail.alpha, gail.lr) == (False, 0.7, 2.0, 1e-3)
+    assert (gail.disc_model, gail.device, gail.max_history) == ("/models/encoder", "cpu", 5)
+    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", overrides + ["gail.weight=0.1"])
+    assert script.gail.weight == 0.1  # --set comes after the environment and wins
+    # A value YAML would not read back as itself is quoted for the string keys.
+    tricky = training_recipe.env_overrides({"GAIL_DISC_MODEL": "null", "GAIL_DEVICE": "cuda:1"})
+    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", tricky)
+    assert (script.gail.disc_model, script.gail.device) == ("null", "cuda:1")
+    # The environment does not switch GRAIL on for a recipe without a gail: section.
+    script, _ = training_recipe.load_recipe(RECIPES / "grpo.yaml", overrides)
+    assert script.gail is None
+    with pytest.raises(errors.RecipeError, match=r"grail\.yaml.*gail\.weight.*heavy"):
+        training_recipe.load_recipe(RECIPES / "grail.yaml", training_recipe.env_overrides({"GAIL_WEIGHT": "heavy"}))
+    with pytest.raises(errors.RecipeError, match="dsic_lr"):
+        training_recipe.load_recipe(RECIPES / "grail.yaml", ["gail.dsic_lr=1.0"])
+
+
+def test_the_cli_logs_each_environment_override(monkeypatch, caplog):
+    from grail_sim.training import cli as train_cli
+
+    monkeypatch.setenv("GAIL_USE", "0")
+    monkeypatch.setenv("GRAIL_MAX_HISTORY", "0")
+    monkeypatch.delenv("GAIL_WEIGHT", raising=False)
+    with caplog.at_level("INFO", logger="grail_sim.train"):
+        overrides = train_cli.resolved_overrides(["gail.use=true"])
+    assert overrides[-1] == "gail.use=true" and "gail.use=0" in overrides and "gail.max_history=0" in overrides
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("GAIL_USE" in line and "gail.use" in line for line in lines)
+    assert any("GRAIL_MAX_HISTORY" in line and "gail.max_history" in line for line in lines)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("lora.dropout=1.5", "lora.dropout"), ("lora.r=0", "lora.r"), ("warmup_sft.steps=-1", "warmup_sft.steps"),
+    ("warmup_sft.enabled=maybe", "warmup_sft.enabled"), ("gail.reward_form=linear", "gail.reward_form"),
+    ("gail.max_history=-2", "gail.max_history"), ("gail.num_layers=0", "gail.num_layers"),
+    ("gail.batch_size=1", "gail.batch_size"), ("dtype=float8", "dtype"), ("heldout_rows=-1", "heldout_rows"),
+    ("vllm_server.gpu_memory_utilization=1.5", "vllm_server.gpu_memory_utilization"),
+    ("lora=[1, 2]", "lora"),
+])
+def test_a_bad_value_fails_in_post_init_naming_the_key_and_the_file(override, key):
+    with pytest.raises(errors.RecipeError, match=rf"grail\.yaml.*{key}"):
+        training_recipe.load_recipe(RECIPES / "grail.yaml", [override])
+    # The dataclass alone fails the same way, in __post_init__.
+    section, _, name = key.rpartition(".")
+    kind = training_recipe.SECTIONS[section] if section else training_recipe.ScriptArguments
+    with pytest.raises(errors.RecipeError, match=key) as caught:
+        kind(**{name: training_recipe.parse_override(override)[1]})
+    assert "__post_init__" in {entry.name for entry in caught.traceback}
+
+
+def test_every_recipe_field_has_help_and_train_help_lists_them(capsys):
+    import dataclasses
+
+    from grail_sim import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["train", "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    keys = []
+    for item in dataclasses.fields(training_recipe.ScriptArguments):
+        assert item.metadata["help"], item.name
+        keys.append(item.name)
+        section = training_recipe.SECTIONS.get(item.name)
+        for sub in dataclasses.fields(section) if section else ():
+            assert sub.metadata["help"], f"{item.name}.{sub.name}"
+            keys.append(f"{item.name}.{sub.name}")
+    assert set(training_recipe.SCRIPT_KEYS) == {"trainer", "dtype", "rewards", "train_split", "max_train_rows", "lora",
+                                                "warmup_sft", "gail", "heldout_rows", "accelerate_config",
+                                                "vllm_server"}
+    for key in keys:
+        assert f"\n  {key}" in text or f"\n    {key}" in text, key
+    assert "GRPOConfig field" in text and "GAIL_USE" in text and "0 = full history" in text
+
+
+def test_sections_default_once_and_lora_becomes_a_peft_config():
+    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml")
+    peft_config = script.lora.to_peft()
+    assert (peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout) == (16, 32, 0.05)
+    assert set(peft_config.target_modules) == set(script.lora.target_modules)
+    assert script["lora"]["r"] == 16  # read by key too (benchmarks/choice_probe.py)
+    defaults = training_recipe.ScriptArguments()
+    assert defaults.warmup_sft == settings_lib.WarmupSettings() and defaults.gail is None
+    assert training_recipe.ScriptArguments(gail={}).gail == settings_lib.GailSettings()
 
 
 def test_dataset_missing_a_contract_column_fails_naming_it(tmp_path):

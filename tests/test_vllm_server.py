@@ -12,6 +12,7 @@ import time
 import pytest
 
 from grail_sim.training import vllm_server
+from grail_sim.training.settings import VllmServerSettings
 
 # A stand-in server: answers /health with 200 after DELAY seconds, 503 before; it also starts a
 # grandchild (sleep) to check that teardown leaves no orphans. PID files let the test find both.
@@ -145,4 +146,5 @@ def test_vllm_command_is_an_argument_list_with_trl_weight_sync_flags():
 def test_server_mode_needs_two_gpus(monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(vllm_server.ServerError, match="colocate"):
-        vllm_server.orchestrate(["train"], model="m", out_dir=tmp_path, settings={}, grpo={}, accelerate_config=None)
+        vllm_server.orchestrate(["train"], model="m", out_dir=tmp_path, settings=VllmServerSettings(), grpo={},
+                                accelerate_config=None)

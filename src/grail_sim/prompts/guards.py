@@ -1,5 +1,7 @@
-"""Leak guards and input checks of the prompts stage: the interactions frame's columns, the
-rendering of every option, and history that never shows a future video.
+"""Leak guards and input checks of the prompts stage: the interactions frame's columns and
+values (`validate_frame`), the rendering of every option (`check_option_rendering`), and history
+that never shows a video the session watched later (`check_future_history`, judged against the
+session's order as its rows tell it, `_SessionOrder`).
 """
 
 from __future__ import annotations
@@ -68,28 +70,90 @@ def check_option_rendering(rows: Iterable[Mapping[str, Any]]) -> dict:
     }
 
 
+class _SessionOrder:
+    """What a session watched at each position, as its rows tell it.
+
+    A row at step k says three things about its session: it watched `current_video_id` at
+    position k, chose `gold_video_id` for position k + 1 and, when its history holds k items
+    (the full history Contract 1 describes), watched `history[i]` at position i. Currents and
+    golds are the rows' own subject, so where they name a position they decide it; a position
+    no surviving row is about (its step was dropped by the clean stage) is known only from the
+    histories of the session's other rows. Because the order comes from what the rows say, not
+    from which rows survived, a re-watch of a video whose first step was dropped is still seen
+    as a re-watch.
+    """
+
+    def __init__(self, steps: list[int], currents: list[str], golds: list[str], histories: list[list[str]]):
+        self.anchors: dict[int, set[str]] = {}
+        self.claims: dict[int, dict[int, str]] = {}  # position -> {row number: id its history puts there}
+        for row, (step, current, gold, ids) in enumerate(zip(steps, currents, golds, histories)):
+            self.anchors.setdefault(step, set()).add(current)
+            self.anchors.setdefault(step + 1, set()).add(gold)
+            if len(ids) == step:
+                for position, vid in enumerate(ids):
+                    if vid:
+                        self.claims.setdefault(position, {})[row] = vid
+
+    def at(self, position: int, reader: int) -> set[str]:
+        """Ids watched at `position` by the evidence of every row but `reader`'s own history (a
+        row's history cannot vouch for itself)."""
+        anchored = self.anchors.get(position)
+        if anchored:
+            return anchored
+        return {vid for row, vid in self.claims.get(position, {}).items() if row != reader}
+
+    def positions(self) -> set[int]:
+        return set(self.anchors) | set(self.claims)
+
+
+def _future_videos(order: _SessionOrder, row: int, step: int, ids: list[str]) -> list[str]:
+    """History items of the row at `step` that the session watched only after the current video.
+
+    An item at index i of a full history stands at position i: when the session's other
+    evidence names a different video there, the item is a leak if that video was watched later
+    (at a position after `step`) and at no position up to `step`. A shorter history cannot be
+    aligned to positions, so its items are checked only against earlier and later watches.
+    The current video (position `step`) is not a leak: the prompt shows it anyway.
+    """
+    earlier: set[str] = set()
+    later: set[str] = set()
+    for position in order.positions():
+        (earlier if position <= step else later).update(order.at(position, row))
+    full = len(ids) == step
+    leaked = []
+    for index, vid in enumerate(ids):
+        if not vid or vid in earlier or vid not in later:
+            continue
+        if full and not order.at(index, row):
+            continue  # nothing else tells what was watched at its position: a re-watch, not a leak
+        leaked.append(vid)
+    return leaked
+
+
 def check_future_history(frame) -> dict:
-    """No history holds a video first watched at or after the row's own step (Contract 1 history is
-    the chronological list of videos watched before the current one)."""
+    """No history shows a video the session watched only after the row's own step.
+
+    Contract 1 history is the chronological list of videos watched before the current one, so a
+    row at step k holds at most k items, each watched before position k. Sessions re-watch videos
+    and the clean stage drops steps, so "watched before" is judged against the session's order as
+    all its rows tell it (`_SessionOrder`), never against the surviving rows alone.
+    """
     violations: list[str] = []
     checked = 0
-    for session_id, group in frame.groupby("session_id", sort=False):
-        ordered = group.sort_values("step_index")
-        steps = ordered["step_index"].astype(int).tolist()
-        currents = ordered["current_video_id"].astype(str).tolist()
-        golds = ordered["gold_video_id"].astype(str).tolist()
-        histories = ordered["_history"].tolist()
-        for k, (step, history) in enumerate(zip(steps, histories)):
+    for _, group in frame.groupby("session_id", sort=False):
+        ordered = group.assign(_step=group["step_index"].astype(int)).sort_values("_step", kind="stable")
+        steps = ordered["_step"].tolist()
+        histories = [[str(item.get("id") or "") for item in history] for history in ordered["_history"]]
+        order = _SessionOrder(steps, ordered["current_video_id"].astype(str).tolist(),
+                              ordered["gold_video_id"].astype(str).tolist(), histories)
+        for row, (row_id, step, ids) in enumerate(zip(ordered["row_id"], steps, histories)):
             checked += 1
-            ids = [str(item.get("id") or "") for item in history]
             if len(ids) > step:
-                violations.append(f"{ordered['row_id'].iloc[k]}: {len(ids)} history items before step {step}")
+                violations.append(f"{row_id}: {len(ids)} history items before step {step}")
                 continue
-            past = set(currents[:k]) | set(golds[:k]) | {i for h in histories[:k] for i in (str(x.get("id") or "") for x in h)}
-            future = (set(currents[k + 1:]) | set(golds[k:])) - past - {currents[k]}
-            leaked = [vid for vid in ids if vid and vid in future]
+            leaked = _future_videos(order, row, step, ids)
             if leaked:
-                violations.append(f"{ordered['row_id'].iloc[k]}: history holds later video(s) {leaked[:3]}")
+                violations.append(f"{row_id}: history holds later video(s) {leaked[:3]}")
     return {"rows_checked": checked, "violations": len(violations), "examples": violations[:5]}
 
 

@@ -1,4 +1,5 @@
-"""GRAIL's online discriminator D(state, action) -> P(human), and the `gail` reward built on it.
+"""GRAIL's online discriminator D(state, action) -> P(human); the `gail` reward built on it is in
+`grail_sim.training.gail_reward`, its multi-process collectives in `grail_sim.training.distributed`.
 
 Design choices that fix the earlier reference's flaws:
 - The text puts the chosen action first, then the slate, then a truncated state (history, profile),
@@ -14,7 +15,7 @@ Design choices that fix the earlier reference's flaws:
 Default backbone: the policy's base folder with a one-logit sequence-classification head, cut to its
 first `num_layers` decoder layers (4 by default) and with frozen token embeddings. On 2 CPU cores the
 full 30-layer SmolLM2 costs several seconds per update; the cut backbone keeps the discriminator a small
-share of a GRPO step (see benchmarks/). `disc_model` (or GAIL_DISC_MODEL) names any local folder or hub
+share of a GRPO step (see benchmarks/). `disc_model` names any local folder or hub
 encoder instead; `num_layers: null` keeps every layer.
 
 Checkpoints hold only the trainable tensors (plus optimiser state and the replay buffer), so a
@@ -25,18 +26,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
-import time
 from collections import deque
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from grail_sim import answers, io
-from grail_sim.rows import json_list
-from grail_sim.training.rewards import completion_text
+from grail_sim import io
+from grail_sim.training.distributed import across_processes, process_group
+from grail_sim.training.settings import GailSettings
+
+__all__ = ["Discriminator", "GailSettings", "PooledClassifier", "render_pair"]
 
 LOG = logging.getLogger("grail_sim.discriminator")
 
@@ -44,98 +44,10 @@ STATE_FILE = "discriminator_state.json"
 WEIGHTS_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 BUFFER_FILE = "replay_buffer.jsonl"
-LOG_P_FLOOR = math.log(1e-4)
-
-
-@dataclass
-class GailSettings:
-    """The recipe's `gail:` section; environment variables override it (see `from_recipe`)."""
-
-    use: bool = True
-    weight: float = 0.3
-    alpha: float = 1.0
-    reward_form: str = "prob"
-    lr: float = 5e-5
-    disc_model: str | None = None
-    num_layers: int | None = 4
-    device: str = "auto"
-    max_history: int = 3
-    max_length: int = 192
-    updates_per_step: int = 1
-    batch_size: int = 16
-    buffer_size: int = 1024
-    sampled_negatives: bool = True
-    seed: int = 0
-
-    ENV = {
-        "GAIL_USE": "use",
-        "GAIL_WEIGHT": "weight",
-        "GAIL_ALPHA": "alpha",
-        "GAIL_LR": "lr",
-        "GAIL_DISC_MODEL": "disc_model",
-        "GAIL_DEVICE": "device",
-        "GRAIL_MAX_HISTORY": "max_history",
-    }
-
-    @classmethod
-    def from_recipe(cls, section: dict | None, environ: dict | None = None) -> "GailSettings":
-        """Recipe values, then environment overrides; an unknown key fails naming it."""
-        section = dict(section or {})
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - valid)
-        if unknown:
-            raise KeyError(f"unknown key(s) {unknown} in recipe section 'gail'; valid: {sorted(valid)}")
-        environ = os.environ if environ is None else environ
-        for variable, key in cls.ENV.items():
-            raw = environ.get(variable)
-            if raw is None or raw == "":
-                continue
-            section[key] = _coerce(variable, raw, key)
-        settings = cls(**section)
-        settings.validate()
-        return settings
-
-    def validate(self) -> None:
-        if self.reward_form not in {"prob", "log"}:
-            raise ValueError(f"gail.reward_form must be 'prob' or 'log', got {self.reward_form!r}")
-        for key in ("weight", "alpha", "lr"):
-            value = getattr(self, key)
-            if not math.isfinite(float(value)) or float(value) < 0:
-                raise ValueError(f"gail.{key} must be a finite number >= 0, got {value!r}")
-        for key in ("max_history", "updates_per_step"):
-            if int(getattr(self, key)) < 0:
-                raise ValueError(f"gail.{key} must be >= 0, got {getattr(self, key)!r}")
-        for key in ("max_length", "batch_size", "buffer_size"):
-            if int(getattr(self, key)) < 2:
-                raise ValueError(f"gail.{key} must be >= 2, got {getattr(self, key)!r}")
-        if self.num_layers is not None and int(self.num_layers) < 1:
-            raise ValueError(f"gail.num_layers must be >= 1 or null, got {self.num_layers!r}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _coerce(variable: str, raw: str, key: str) -> Any:
-    try:
-        if key == "use":
-            if raw.strip().lower() in {"1", "true", "yes", "on"}:
-                return True
-            if raw.strip().lower() in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(raw)
-        if key in {"weight", "alpha", "lr"}:
-            return float(raw)
-        if key == "max_history":
-            return int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {variable}={raw!r} is not a valid value for gail.{key}") from None
-    return raw
 
 
 # ----------------------------------------------------------------------------------------------
 # Rendering
-
-
 
 
 def _item_text(item: dict) -> str:
@@ -146,12 +58,14 @@ def _item_text(item: dict) -> str:
 
 def render_pair(slate: Sequence[dict], chosen: int, *, history: Sequence[dict] = (), profile: str = "",
                 max_history: int = 3) -> str:
-    """Discriminator text: the action first, then the slate, then the most recent history and profile."""
+    """Discriminator text: the action first, then the slate, then the most recent history and profile.
+
+    `max_history` most recent prior videos, newest first; 0 means the full history, as in the prompts."""
     if not 1 <= chosen <= len(slate):
         raise ValueError(f"chosen index {chosen} outside the slate of {len(slate)} options")
     lines = [f"CHOSEN (option {chosen} of {len(slate)}): {_item_text(slate[chosen - 1])}"]
     lines.append("SLATE: " + " | ".join(f"{i}. {_item_text(item)}" for i, item in enumerate(slate, start=1)))
-    recent = list(history)[-max_history:][::-1] if max_history > 0 else []
+    recent = (list(history)[-max_history:] if max_history > 0 else list(history))[::-1]
     if recent:
         lines.append("RECENT (newest first): " + " | ".join(_item_text(item) for item in recent))
     if profile:
@@ -267,9 +181,9 @@ class Discriminator:
 
         steps = self.settings.updates_per_step if steps is None else steps
         has_data = bool(self.positives and self.negatives)
-        world = _process_group()
+        world = process_group()
         if world is not None:  # every process must take the same number of collective steps
-            has_data_anywhere = _across_processes([torch.tensor([float(has_data)])], op="max")[0].item() > 0
+            has_data_anywhere = across_processes([torch.tensor([float(has_data)])], op="max")[0].item() > 0
         else:
             has_data_anywhere = has_data
         if not has_data_anywhere or steps <= 0:
@@ -291,7 +205,7 @@ class Discriminator:
                 accuracies.append(float(((logits.detach() > 0).float() == labels).float().mean()))
             if world is not None:  # a process without data contributes zero gradients
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-                for p, grad in zip(params, _across_processes(grads, op="mean")):
+                for p, grad in zip(params, across_processes(grads, op="mean")):
                     p.grad = grad
             self.optimizer.step()
             self.updates += 1
@@ -303,11 +217,11 @@ class Discriminator:
         """Start every process's copy from rank 0's weights (the new head is randomly initialised)."""
         import torch
 
-        if _process_group() is None:
+        if process_group() is None:
             return
         params = [p for p in self.model.parameters() if p.requires_grad]
         with torch.no_grad():
-            for p, value in zip(params, _across_processes([p.detach() for p in params], op="rank0")):
+            for p, value in zip(params, across_processes([p.detach() for p in params], op="rank0")):
                 p.copy_(value)
 
     # -- persistence -----------------------------------------------------------------------------
@@ -362,39 +276,6 @@ class Discriminator:
                  len(self.positives), len(self.negatives))
 
 
-def _process_group():
-    """torch.distributed when several training processes run (accelerate launch), else None."""
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
-
-
-def _across_processes(tensors, *, op: str):
-    """Each tensor's mean or max over processes, or rank 0's value ("rank0"), as new tensors on their devices.
-
-    One flat collective per call; with NCCL the buffer travels through the GPU even when D lives on
-    the CPU (GAIL_DEVICE=cpu).
-    """
-    import torch
-
-    dist = _process_group()
-    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
-    comm_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else flat.device
-    buffer = flat.to(comm_device)
-    if op == "rank0":
-        dist.broadcast(buffer, src=0)
-    else:
-        dist.all_reduce(buffer, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-        if op == "mean":
-            buffer /= dist.get_world_size()
-    buffer = buffer.to(flat.device)
-    out, offset = [], 0
-    for t in tensors:
-        out.append(buffer[offset:offset + t.numel()].view_as(t).to(device=t.device, dtype=t.dtype))
-        offset += t.numel()
-    return out
-
-
 def _resolve_device(device: str) -> str:
     import torch
 
@@ -403,102 +284,3 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-# ----------------------------------------------------------------------------------------------
-# The reward
-
-
-class GailReward:
-    """TRL reward function `gail`: scores completions with D, then updates D on the step's batch."""
-
-    __name__ = "gail"
-
-    def __init__(self, discriminator: Discriminator):
-        self.discriminator = discriminator
-        self.settings = discriminator.settings
-        self.rng = random.Random(discriminator.settings.seed + 1)
-        self.frozen = False  # evaluation: score only, never learn
-        self.is_training = None  # set by the trainer: a callable, False while TRL evaluates
-        self.seconds = 0.0
-
-    def _reward(self, p_human: float | None) -> float:
-        if self.settings.reward_form == "log":
-            value = LOG_P_FLOOR if p_human is None else max(math.log(max(p_human, 1e-12)), LOG_P_FLOOR)
-        else:
-            value = 0.0 if p_human is None else p_human
-        return self.settings.alpha * value
-
-    def __call__(self, prompts=None, completions=None, **kwargs) -> list[float]:
-        started = time.perf_counter()
-        completions = list(completions or [])
-        count = len(completions)
-        for column in ("gold_index", "n_options", "slate_items"):
-            if column not in kwargs:
-                raise KeyError(f"reward 'gail' needs the dataset column {column!r}; columns passed: {sorted(kwargs)}")
-        slates = [json_list(value, "slate_items") for value in kwargs["slate_items"]]
-        histories = [json_list(value, "history") for value in kwargs.get("history", [None] * count)]
-        profiles = [str(value or "") for value in kwargs.get("viewer_profile", [""] * count)]
-        golds = [int(value) for value in kwargs["gold_index"]]
-        contexts = list(kwargs.get("id") or [json.dumps(p, sort_keys=True) if not isinstance(p, str) else p
-                                             for p in (prompts or [""] * count)])
-
-        def render(i: int, chosen: int) -> str:
-            return render_pair(slates[i], chosen, history=histories[i], profile=profiles[i],
-                               max_history=self.settings.max_history)
-
-        choices = []
-        for i, completion in enumerate(completions):
-            n_options = min(int(kwargs["n_options"][i]), len(slates[i]))
-            choices.append(answers.parse_choice(completion_text(completion), n_options) if n_options else None)
-        valid = [i for i, choice in enumerate(choices) if choice is not None]
-        probabilities = self.discriminator.prob_human([render(i, choices[i]) for i in valid])
-        p_by_index = dict(zip(valid, probabilities))
-        rewards = [self._reward(p_by_index.get(i)) for i in range(count)]
-
-        # Gold and negatives, one per (context, option); the gold probability is measured before learning.
-        first_row: dict[str, int] = {}
-        for i, context in enumerate(contexts):
-            if 1 <= golds[i] <= len(slates[i]):
-                first_row.setdefault(context, i)
-        positives = {context: render(i, golds[i]) for context, i in first_row.items()}
-        policy_negatives = {}
-        for i in valid:
-            if choices[i] != golds[i] and contexts[i] in first_row:
-                policy_negatives[(contexts[i], choices[i])] = render(i, choices[i])
-        sampled = []
-        if self.settings.sampled_negatives:
-            shortfall = len(positives) - len(policy_negatives)
-            pool = [(i, option) for context, i in first_row.items()
-                    for option in range(1, len(slates[i]) + 1)
-                    if option != golds[i] and (context, option) not in policy_negatives]
-            self.rng.shuffle(pool)
-            sampled = [render(i, option) for i, option in pool[:max(0, shortfall)]]
-        negatives = list(policy_negatives.values()) + sampled
-
-        metrics: dict[str, float] = {"valid_rate": len(valid) / count if count else 0.0,
-                                     "n_positive": float(len(positives)),
-                                     "n_negative_policy": float(len(policy_negatives)),
-                                     "n_negative_sampled": float(len(sampled))}
-        if valid:
-            metrics["p_human_policy"] = sum(probabilities) / len(probabilities)
-        if positives or negatives:
-            p_pos = self.discriminator.prob_human(list(positives.values()))
-            p_neg = self.discriminator.prob_human(negatives)
-            if p_pos:
-                metrics["p_human_gold"] = sum(p_pos) / len(p_pos)
-            if p_neg:
-                metrics["p_human_negative"] = sum(p_neg) / len(p_neg)
-            correct = sum(p > 0.5 for p in p_pos) + sum(p <= 0.5 for p in p_neg)
-            metrics["accuracy"] = correct / (len(p_pos) + len(p_neg))
-        learning = not self.frozen and (self.is_training is None or self.is_training())
-        if learning:
-            self.discriminator.add(list(positives.values()), negatives)
-            for key, value in self.discriminator.update().items():
-                metrics[key] = value
-        metrics["seconds"] = time.perf_counter() - started
-        self.seconds += metrics["seconds"]
-        log_metric = kwargs.get("log_metric")
-        if callable(log_metric):
-            for key, value in metrics.items():
-                log_metric(f"gail/{key}", float(value))
-        self.last_metrics = metrics
-        return rewards

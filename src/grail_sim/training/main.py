@@ -1,9 +1,10 @@
 """`grail-sim train`: GRPO, GRAIL (GRPO + online discriminator) and MaxEnt-GRPO with TRL's GRPOTrainer.
 
-    grail-sim train --recipe config/recipes/grail.yaml --dataset results/prompts/gun_control/next_video         --model results/models/base --out results/train/grail_gun [--max-steps N] [--set key=value ...]
+    grail-sim train --recipe config/recipes/grail.yaml --dataset results/prompts/gun_control/next_video \
+        --model results/models/base --out results/train/grail_gun [--max-steps N] [--set key=value ...]
 
 A recipe is YAML whose keys are TRL 1.16 `GRPOConfig` fields plus this script's own keys
-(`SCRIPT_KEYS`); any other key fails naming it. Output (Contract 3 of docs/DESIGN.md):
+(`recipe.ScriptArguments`, listed by `grail-sim train --help`); any other key fails naming it. Output (Contract 3 of docs/DESIGN.md):
 
     OUT/final/               adapter (or full model) + tokenizer + grail_sim.json (base model, recipe)
     OUT/checkpoint-*/        TRL checkpoints; GRAIL adds checkpoint-*/discriminator/
@@ -15,24 +16,31 @@ A recipe is YAML whose keys are TRL 1.16 `GRPOConfig` fields plus this script's 
     OUT/warmup/              the LoRA adapter after the supervised format warm-up (reused on rerun)
 
 Rerunning with the same OUT resumes from the last complete checkpoint.
+
+`train` reads as the run's steps in order (as open-r1's grpo.py does): recipe, rewards, run
+settings, dataset, model, resume, held-out check, LoRA, warm-up, reward functions, trainer, train,
+save; each step is a function below it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from grail_sim import io
+from grail_sim.errors import RecipeError, TrainingDataError
+from grail_sim.model.loading import PROVENANCE_FILE
+from grail_sim.training.callbacks import get_callbacks
 from grail_sim.training.data import load_training_data
-from grail_sim.training.recipe import TRAINERS, load_recipe, redact
+from grail_sim.training.recipe import TRAINERS, ScriptArguments, load_recipe, redact
 from grail_sim.training.resume import (
     METRICS_FILE,
     METRICS_LIVE_FILE,
@@ -46,40 +54,115 @@ from grail_sim.training.warmup import quick_accuracy, supervised_warmup
 LOG = logging.getLogger("grail_sim.train")
 
 
-from grail_sim.errors import RecipeError, TrainingDataError
-from grail_sim.model.loading import PROVENANCE_FILE
+@dataclass
+class Run:
+    """One training run: its inputs, output folder and resolved recipe, shared by the steps of `train`."""
+
+    recipe_path: str
+    dataset_dir: str
+    model_dir: str
+    out: Path
+    script: ScriptArguments
+    grpo: dict
+    is_main: bool  # under `accelerate launch` every process runs `train`; only rank 0 writes shared files
+    device: str = "cpu"
+    seed: int = 42
+    resume_from: Path | None = None
+
+    @property
+    def use_gail(self) -> bool:
+        return self.script.gail is not None and self.script.gail.use
+
+    @property
+    def warmup_dir(self) -> Path:
+        return self.out / "warmup"
+
+    @property
+    def resumed_step(self) -> int:
+        return int(self.resume_from.name.split("-", 1)[1]) if self.resume_from else 0
 
 
-def _make_callbacks(out_dir: Path, discriminator=None):
-    from transformers import TrainerCallback
+def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, overrides: list[str] | None = None,
+          max_steps: int | None = None, threads: int | None = None) -> dict:
+    """Train one policy; returns a summary (also written to OUT/final/grail_sim.json)."""
+    started = time.perf_counter()
+    set_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    script, grpo = load_recipe(recipe_path, overrides, max_steps)
+    run = Run(str(recipe_path), str(dataset_dir), str(model_dir), out, script, grpo,
+              is_main=int(os.environ.get("RANK", "0")) == 0)
+    reward_names, weights = get_reward_weights(run)
+    configure_run(run, reward_names, weights)
+    data = get_dataset(run)
+    tokenizer, model = get_model(run)
+    prepare_resume(run)
+    summary: dict[str, Any] = {"trainer": script.trainer, "rewards": reward_names, "reward_weights": weights}
+    heldout = get_heldout(run)
+    if heldout is not None:
+        summary["heldout_before"] = heldout_accuracy(run, model, tokenizer, heldout, "before")
+    model = get_peft_model(run, model)
+    summary.update(run_warmup(run, model, tokenizer, data))
+    model.train()
+    reward_funcs, discriminator, gail_reward = get_reward_funcs(run, reward_names)
+    trainer = build_trainer(run, model, tokenizer, data, reward_funcs, discriminator, gail_reward)
+    result, train_seconds = train_with_resume(run, trainer)
+    if not save_final(run, trainer, tokenizer, summary, result, train_seconds, gail_reward):
+        return summary  # not rank 0: the files are written
+    save_run_outputs(run, discriminator)
+    if heldout is not None:
+        summary["heldout_after"] = heldout_accuracy(run, trainer.model, tokenizer, heldout, "after")
+        io.write_json(out / "heldout.json", {"before": summary["heldout_before"], "after": summary["heldout_after"]})
+    summary["total_seconds"] = time.perf_counter() - started
+    LOG.info("done: %s steps in %.1fs -> %s", trainer.state.global_step, summary["total_seconds"], out / "final")
+    return summary
 
-    class JsonlMetrics(TrainerCallback):
-        """Appends every `log` call to OUT/metrics.jsonl (flushed per line)."""
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            row = {"step": state.global_step, "epoch": state.epoch}
-            for key, value in logs.items():
-                if isinstance(value, float) and not math.isfinite(value):
-                    value = None
-                row[key] = value
-            with open(out_dir / METRICS_LIVE_FILE, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row, default=str) + "\n")
+def set_threads(threads: int | None) -> None:
+    # More intra-op threads than free cores makes every op spin-wait: on 2 shared cores a
+    # discriminator update measured 2.05 s with 2 threads and 0.09 s with 1 (benchmarks/).
+    if threads:
+        import torch
 
-    class DiscriminatorCheckpoint(TrainerCallback):
-        """Saves the discriminator inside each checkpoint folder, so it resumes with the policy."""
+        torch.set_num_threads(int(threads))
 
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                if folder.is_dir():
-                    discriminator.save(folder / "discriminator")
 
-    callbacks = [JsonlMetrics()]
-    if discriminator is not None:
-        callbacks.append(DiscriminatorCheckpoint())
-    return callbacks
+def get_reward_weights(run: Run) -> tuple[list[str], list[float]]:
+    """The reward names (`gail` appended under GRAIL) and their normalised weights, set in the config."""
+    from grail_sim.training import rewards as reward_lib
+
+    script, grpo = run.script, run.grpo
+    if script.trainer not in TRAINERS:
+        LOG.info("trainer label %r (known: %s)", script.trainer, ", ".join(TRAINERS))
+    if script.gail is not None and not script.gail.use:
+        LOG.info("GAIL disabled (gail.use false / GAIL_USE=0): pure GRPO")
+    reward_names = list(script.rewards)
+    weights = grpo.pop("reward_weights", None) or [1.0] * len(reward_names)
+    try:
+        weights = reward_lib.normalise_weights(weights, reward_names)
+    except ValueError as err:
+        raise RecipeError(f"recipe {run.recipe_path}: {err}") from None
+    if run.use_gail:
+        reward_names.append("gail")
+        weights = reward_lib.normalise_weights(weights + [script.gail.weight], reward_names)
+    grpo["reward_weights"] = weights
+    return reward_names, weights
+
+
+def configure_run(run: Run, reward_names: list[str], weights: list[float]) -> None:
+    """Logging backends, device defaults, step defaults and seed; OUT/resolved_recipe.yaml."""
+    _configure_logging_backends(run.grpo, run.out)
+    run.device = _device_defaults(run.grpo, run.script)
+    run.grpo.setdefault("logging_steps", 1)
+    run.grpo.setdefault("save_strategy", "steps")
+    run.seed = int(run.grpo.get("seed", 42))
+    run.grpo["seed"] = run.seed
+    if run.is_main:
+        io.write_text(run.out / "resolved_recipe.yaml", yaml.safe_dump(
+            {"recipe": run.recipe_path, "dataset": run.dataset_dir, "model": run.model_dir,
+             "script": run.script.as_dict(), "grpo_config": redact(run.grpo)}, sort_keys=True))
+    LOG.info("recipe %s -> %s: trainer %s, rewards %s, weights %s", run.recipe_path, run.out, run.script.trainer,
+             reward_names, [round(w, 3) for w in weights])
 
 
 def _configure_logging_backends(grpo: dict, out_dir: Path) -> None:
@@ -95,7 +178,7 @@ def _configure_logging_backends(grpo: dict, out_dir: Path) -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
 
 
-def _device_defaults(grpo: dict, script: dict) -> str:
+def _device_defaults(grpo: dict, script: ScriptArguments) -> str:
     import torch
 
     has_cuda = torch.cuda.is_available()
@@ -109,206 +192,168 @@ def _device_defaults(grpo: dict, script: dict) -> str:
         if grpo.get("use_vllm"):
             raise RecipeError("use_vllm: true needs a GPU (TRL's vLLM weight sync fails on CPU); "
                               "set use_vllm: false")
-        if script["dtype"] != "float32":
-            LOG.warning("dtype %s on CPU: using float32", script["dtype"])
-            script["dtype"] = "float32"
+        if script.dtype != "float32":
+            LOG.warning("dtype %s on CPU: using float32", script.dtype)
+            script.dtype = "float32"
     return "cuda" if has_cuda and not grpo.get("use_cpu") else "cpu"
 
 
-def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, overrides: list[str] | None = None,
-          max_steps: int | None = None, threads: int | None = None) -> dict:
-    """Train one policy; returns a summary (also written to OUT/final/grail_sim.json)."""
+def get_dataset(run: Run):
+    return load_training_data(run.dataset_dir, run.script.train_split, need_grail=run.use_gail,
+                              max_rows=run.script.max_train_rows, seed=run.seed)
+
+
+def get_model(run: Run):
+    """The base model's tokenizer (left padding) and policy, on the run's device."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
 
-    from grail_sim.training import rewards as reward_lib
-
-    if threads:
-        # More intra-op threads than free cores makes every op spin-wait: on 2 shared cores a
-        # discriminator update measured 2.05 s with 2 threads and 0.09 s with 1 (benchmarks/).
-        torch.set_num_threads(int(threads))
-
-    started = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # Under `accelerate launch` every process runs this function; only rank 0 writes shared files.
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    script, grpo = load_recipe(recipe_path, overrides, max_steps)
-    if script["trainer"] not in TRAINERS:
-        LOG.info("trainer label %r (known: %s)", script["trainer"], ", ".join(TRAINERS))
-
-    gail_settings = None
-    if script["gail"] is not None:
-        from grail_sim.training.discriminator import GailSettings
-
-        try:
-            gail_settings = GailSettings.from_recipe(script["gail"])
-        except (KeyError, ValueError) as err:
-            raise RecipeError(f"recipe {recipe_path}: {err.args[0] if err.args else err}") from None
-        script["gail"] = gail_settings.as_dict()
-        if not gail_settings.use:
-            LOG.info("GAIL disabled (gail.use false / GAIL_USE=0): pure GRPO")
-    use_gail = gail_settings is not None and gail_settings.use
-
-    reward_names = list(script["rewards"])
-    for name in reward_names:
-        if name == "gail":
-            raise RecipeError("recipe rewards: 'gail' is added by the gail: section, do not list it")
-        try:
-            reward_lib.get_reward(name)
-        except KeyError as err:
-            raise RecipeError(f"recipe {recipe_path}: {err.args[0]}") from None
-    weights = grpo.pop("reward_weights", None) or [1.0] * len(reward_names)
     try:
-        weights = reward_lib.normalise_weights(weights, reward_names)
-    except ValueError as err:
-        raise RecipeError(f"recipe {recipe_path}: {err}") from None
-    if use_gail:
-        reward_names.append("gail")
-        weights = reward_lib.normalise_weights(weights + [gail_settings.weight], reward_names)
-    grpo["reward_weights"] = weights
-
-    _configure_logging_backends(grpo, out)
-    device = _device_defaults(grpo, script)
-    grpo.setdefault("logging_steps", 1)
-    grpo.setdefault("save_strategy", "steps")
-    seed = int(grpo.get("seed", 42))
-    grpo["seed"] = seed
-
-    if is_main:
-        io.write_text(out / "resolved_recipe.yaml", yaml.safe_dump(
-            {"recipe": str(recipe_path), "dataset": str(dataset_dir), "model": str(model_dir),
-             "script": script, "grpo_config": redact(grpo)}, sort_keys=True))
-    LOG.info("recipe %s -> %s: trainer %s, rewards %s, weights %s", recipe_path, out, script["trainer"],
-             reward_names, [round(w, 3) for w in weights])
-
-    data = load_training_data(dataset_dir, script["train_split"], need_grail=use_gail,
-                              max_rows=script["max_train_rows"], seed=seed)
-
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(script["dtype"])
-    if dtype is None:
-        raise RecipeError(f"recipe dtype {script['dtype']!r}: use float32, bfloat16 or float16")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
+        model = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=getattr(torch, run.script.dtype))
     except (OSError, ValueError) as err:
-        raise TrainingDataError(f"base model folder {model_dir} does not load: {err}") from None
+        raise TrainingDataError(f"base model folder {run.model_dir} does not load: {err}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model.to(device)
+    model.to(run.device)
+    return tokenizer, model
 
-    warmup_dir = out / "warmup"
-    if is_main:
-        prepare_output(out, run_fingerprint(script, grpo, dataset_dir, model_dir))
-    checkpoints = complete_checkpoints(out, need_discriminator=use_gail)
-    resume_from = checkpoints[-1] if checkpoints else None
-    if resume_from is None and is_main:
+
+def prepare_resume(run: Run) -> None:
+    """Drop what another recipe, model or dataset left in OUT; pick the last complete checkpoint."""
+    if run.is_main:
+        prepare_output(run.out, run_fingerprint(run.script.as_dict(), run.grpo, run.dataset_dir, run.model_dir))
+    checkpoints = complete_checkpoints(run.out, need_discriminator=run.use_gail)
+    run.resume_from = checkpoints[-1] if checkpoints else None
+    if run.resume_from is None and run.is_main:
         # Steps logged after the warm-up by a run that died before its first checkpoint are redone.
-        trim_metrics(out / METRICS_LIVE_FILE, 0)
-        if not (warmup_dir / "adapter_config.json").is_file():
-            (out / METRICS_LIVE_FILE).unlink(missing_ok=True)
-    summary: dict[str, Any] = {"trainer": script["trainer"], "rewards": reward_names, "reward_weights": weights}
+        trim_metrics(run.out / METRICS_LIVE_FILE, 0)
+        if not (run.warmup_dir / "adapter_config.json").is_file():
+            (run.out / METRICS_LIVE_FILE).unlink(missing_ok=True)
 
-    heldout = None
-    if int(script["heldout_rows"]) > 0 and resume_from is None:
-        heldout = load_training_data(dataset_dir, "validation", need_grail=False, max_rows=None, seed=seed)
-        summary["heldout_before"] = quick_accuracy(model, tokenizer, heldout, rows=script["heldout_rows"],
-                                                   max_new_tokens=int(grpo.get("max_completion_length", 32)),
-                                                   device=device)
-        LOG.info("held-out before training: %s", summary["heldout_before"])
 
-    if script["lora"]["enabled"]:
-        from peft import LoraConfig, PeftModel, get_peft_model
+def get_heldout(run: Run):
+    """Validation rows for the before/after accuracy check (`heldout_rows` > 0, fresh runs only)."""
+    if run.script.heldout_rows > 0 and run.resume_from is None:
+        return load_training_data(run.dataset_dir, "validation", need_grail=False, max_rows=None, seed=run.seed)
+    return None
 
-        lora = script["lora"]
-        if (warmup_dir / "adapter_config.json").is_file():
-            LOG.info("reusing the warm-up adapter in %s", warmup_dir)
-            model = PeftModel.from_pretrained(model, str(warmup_dir), is_trainable=True)
-        else:
-            model = get_peft_model(model, LoraConfig(
-                r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
-                target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"))
-    warm = script["warmup_sft"]
-    if warm["enabled"] and resume_from is None and not (warmup_dir / "adapter_config.json").is_file():
-        warm_started = time.perf_counter()
-        history = supervised_warmup(model, tokenizer, data, warm, seed=seed, device=device)
-        summary["warmup_seconds"] = time.perf_counter() - warm_started
-        summary["warmup_final_loss"] = history[-1]["warmup_loss"] if history else None
-        if is_main:
-            with open(out / METRICS_LIVE_FILE, "a", encoding="utf-8") as handle:
-                for row in history:
-                    handle.write(json.dumps({"step": 0, **row}) + "\n")
-        if script["lora"]["enabled"] and is_main:
-            with io.atomic_dir(warmup_dir) as tmp:
-                model.save_pretrained(str(tmp))
-    model.train()
+
+def heldout_accuracy(run: Run, model, tokenizer, heldout, when: str) -> dict:
+    accuracy = quick_accuracy(model, tokenizer, heldout, rows=run.script.heldout_rows,
+                              max_new_tokens=int(run.grpo.get("max_completion_length", 32)), device=run.device)
+    LOG.info("held-out %s training: %s", when, accuracy)
+    return accuracy
+
+
+def get_peft_model(run: Run, model):
+    """The LoRA-wrapped policy (the warm-up's adapter when one was saved), or the model itself."""
+    if not run.script.lora.enabled:
+        return model
+    from peft import PeftModel
+    from peft import get_peft_model as wrap
+
+    if (run.warmup_dir / "adapter_config.json").is_file():
+        LOG.info("reusing the warm-up adapter in %s", run.warmup_dir)
+        return PeftModel.from_pretrained(model, str(run.warmup_dir), is_trainable=True)
+    return wrap(model, run.script.lora.to_peft())
+
+
+def run_warmup(run: Run, model, tokenizer, data) -> dict:
+    """The supervised format warm-up of a fresh run (logged at step 0); its adapter is kept in OUT/warmup."""
+    warm = run.script.warmup_sft
+    if not warm.enabled or run.resume_from is not None or (run.warmup_dir / "adapter_config.json").is_file():
+        return {}
+    started = time.perf_counter()
+    history = supervised_warmup(model, tokenizer, data, warm, seed=run.seed, device=run.device)
+    summary = {"warmup_seconds": time.perf_counter() - started,
+               "warmup_final_loss": history[-1]["warmup_loss"] if history else None}
+    if run.is_main:
+        with open(run.out / METRICS_LIVE_FILE, "a", encoding="utf-8") as handle:
+            for row in history:
+                handle.write(json.dumps({"step": 0, **row}) + "\n")
+    if run.script.lora.enabled and run.is_main:
+        with io.atomic_dir(run.warmup_dir) as tmp:
+            model.save_pretrained(str(tmp))
+    return summary
+
+
+def get_reward_funcs(run: Run, reward_names: list[str]):
+    """TRL reward functions by name; under GRAIL the discriminator (resumed with the checkpoint) and its reward."""
+    from grail_sim.training import rewards as reward_lib
 
     reward_funcs = [reward_lib.get_reward(name) for name in reward_names if name != "gail"]
-    discriminator = gail_reward = None
-    if use_gail:
-        from grail_sim.training.discriminator import Discriminator, GailReward
+    if not run.use_gail:
+        return reward_funcs, None, None
+    from grail_sim.training.discriminator import Discriminator
+    from grail_sim.training.gail_reward import GailReward
 
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from accelerate import PartialState
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
 
-            PartialState()  # join the process group now, so that D's copies start from rank 0's weights
-        discriminator = Discriminator(gail_settings, gail_settings.disc_model or model_dir)
-        if resume_from is not None:
-            discriminator.load(resume_from / "discriminator")
-        gail_reward = GailReward(discriminator)
-        reward_funcs.append(gail_reward)
+        PartialState()  # join the process group now, so that D's copies start from rank 0's weights
+    settings = run.script.gail
+    discriminator = Discriminator(settings, settings.disc_model or run.model_dir)
+    if run.resume_from is not None:
+        discriminator.load(run.resume_from / "discriminator")
+    gail_reward = GailReward(discriminator)
+    return reward_funcs + [gail_reward], discriminator, gail_reward
 
-    if resume_from is not None and is_main:
-        trimmed = trim_metrics(out / METRICS_LIVE_FILE, int(resume_from.name.split("-", 1)[1]))
-        LOG.info("resuming from %s (%d later metric rows dropped)", resume_from, trimmed)
 
-    config = GRPOConfig(output_dir=str(out), **grpo)
+def build_trainer(run: Run, model, tokenizer, data, reward_funcs, discriminator, gail_reward):
+    from trl import GRPOConfig, GRPOTrainer
+
+    config = GRPOConfig(output_dir=str(run.out), **run.grpo)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=data,
-                          processing_class=tokenizer, callbacks=_make_callbacks(out, discriminator))
+                          processing_class=tokenizer, callbacks=get_callbacks(run.out, discriminator))
     if gail_reward is not None:
         gail_reward.is_training = lambda: bool(trainer.model.training)
-    train_started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    train_seconds = time.perf_counter() - train_started
-    trainer.save_state()
+    return trainer
 
-    final_dir = out / "final"
-    staging = out / ".final.staging"
+
+def train_with_resume(run: Run, trainer) -> tuple[Any, float]:
+    """trainer.train from the last complete checkpoint (metric rows after it dropped); (result, seconds)."""
+    if run.resume_from is not None and run.is_main:
+        trimmed = trim_metrics(run.out / METRICS_LIVE_FILE, run.resumed_step)
+        LOG.info("resuming from %s (%d later metric rows dropped)", run.resume_from, trimmed)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    seconds = time.perf_counter() - started
+    trainer.save_state()
+    return result, seconds
+
+
+def save_final(run: Run, trainer, tokenizer, summary: dict, result, train_seconds: float, gail_reward) -> bool:
+    """OUT/final (model, tokenizer, provenance), written atomically; False on ranks other than 0."""
+    final_dir = run.out / "final"
+    staging = run.out / ".final.staging"
     # Every rank calls save_model (ZeRO-3 gathers the weights collectively); rank 0 writes the files.
     trainer.save_model(str(staging))
     if not trainer.accelerator.is_main_process:
-        return summary
+        return False
     with io.atomic_dir(final_dir) as tmp:
         for item in staging.iterdir():
             shutil.move(str(item), tmp / item.name)
         shutil.rmtree(staging, ignore_errors=True)
         tokenizer.save_pretrained(str(tmp))
         summary.update({
-            "base_model": str(model_dir), "adapter": bool(script["lora"]["enabled"]), "dataset": str(dataset_dir),
-            "recipe": str(recipe_path), "global_step": trainer.state.global_step,
-            "resumed_from": str(resume_from) if resume_from else None, "train_seconds": train_seconds,
-            "seconds_per_step": train_seconds / max(1, trainer.state.global_step - (
-                int(resume_from.name.split("-", 1)[1]) if resume_from else 0)),
+            "base_model": run.model_dir, "adapter": bool(run.script.lora.enabled), "dataset": run.dataset_dir,
+            "recipe": run.recipe_path, "global_step": trainer.state.global_step,
+            "resumed_from": str(run.resume_from) if run.resume_from else None, "train_seconds": train_seconds,
+            "seconds_per_step": train_seconds / max(1, trainer.state.global_step - run.resumed_step),
             "train_loss": getattr(result, "training_loss", None),
         })
         if gail_reward is not None:
             summary["gail_seconds"] = gail_reward.seconds
         io.write_json(tmp / PROVENANCE_FILE, summary)
-    if discriminator is not None:
-        discriminator.save(out / "discriminator")
-    live = out / METRICS_LIVE_FILE
-    rows = io.write_jsonl(out / METRICS_FILE, io.read_jsonl(live) if live.is_file() else [])
-    LOG.info("metric log: %d rows -> %s", rows, out / METRICS_FILE)
+    return True
 
-    if heldout is not None:
-        trained = trainer.model
-        summary["heldout_after"] = quick_accuracy(trained, tokenizer, heldout, rows=script["heldout_rows"],
-                                                  max_new_tokens=int(grpo.get("max_completion_length", 32)),
-                                                  device=device)
-        LOG.info("held-out after training: %s", summary["heldout_after"])
-        io.write_json(out / "heldout.json", {"before": summary["heldout_before"], "after": summary["heldout_after"]})
-    summary["total_seconds"] = time.perf_counter() - started
-    LOG.info("done: %s steps in %.1fs -> %s", trainer.state.global_step, summary["total_seconds"], final_dir)
-    return summary
+
+def save_run_outputs(run: Run, discriminator) -> None:
+    """GRAIL's final discriminator and OUT/metrics.jsonl (a copy of the live log)."""
+    if discriminator is not None:
+        discriminator.save(run.out / "discriminator")
+    live = run.out / METRICS_LIVE_FILE
+    rows = io.write_jsonl(run.out / METRICS_FILE, io.read_jsonl(live) if live.is_file() else [])
+    LOG.info("metric log: %d rows -> %s", rows, run.out / METRICS_FILE)

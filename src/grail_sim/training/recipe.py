@@ -1,55 +1,110 @@
-"""Training recipes: TRL `GRPOConfig` fields plus grail-sim's own keys, loaded from YAML with
-`--set key=value` overrides; an unknown key fails naming it and the file.
+"""Training recipes: TRL `GRPOConfig` fields plus grail-sim's own keys (`ScriptArguments`), loaded
+from YAML with `key=value` overrides; an unknown key fails naming it and the file.
+
+grail-sim's keys are declared once, as dataclass fields with their default and help text (as TRL
+declares `GRPOConfig`); `recipe_help()` renders them for `grail-sim train --help`. Environment
+variables are read in one place only, the caller's: `env_overrides(os.environ)` turns the ones that
+are set into overrides applied before `--set` (so `--set` wins).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
 from grail_sim.errors import RecipeError
+from grail_sim.training.settings import (
+    GailSettings,
+    LoraSettings,
+    Section,
+    VllmServerSettings,
+    WarmupSettings,
+    as_int,
+    as_text,
+    as_text_list,
+    helped,
+)
+
+LOG = logging.getLogger(__name__)
 
 TRAINERS = ("grpo", "grail", "maxent")
-
-
+DTYPES = ("float32", "bfloat16", "float16")
 SECRET_KEYS = ("hub_token", "push_to_hub_token")
 
-
-# This script's own recipe keys and their defaults; everything else must be a GRPOConfig field.
-SCRIPT_DEFAULTS: dict[str, Any] = {
-    "trainer": None,  # label recorded in outputs: grpo / grail / maxent (default: the recipe's file stem)
-    "dtype": "float32",  # policy weights; float32 on CPU, bfloat16 on GPU
-    "rewards": ["answer_accuracy", "format"],
-    "train_split": "train",
-    "max_train_rows": None,  # cap on training rows (after a seeded shuffle)
-    "lora": {"enabled": True, "r": 16, "alpha": 32, "dropout": 0.05,
-             "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
-    "warmup_sft": {"enabled": False, "steps": 40, "batch_size": 8, "learning_rate": 1e-3,
-                   "think_template": "Option {index} fits this viewer.", "max_prompt_tokens": 1024,
-                   "balance_positions": False},
-    "gail": None,  # GRAIL: see grail_sim.discriminator.GailSettings
-    "heldout_rows": 0,  # >0: greedy accuracy on this many validation rows before and after training
-    # GPU nodes, `use_vllm: true` + `vllm_mode: server`: see grail_sim.vllm_server.
-    "accelerate_config": None,  # e.g. config/accelerate/ddp.yaml, zero2.yaml, zero3.yaml
-    "vllm_server": {"timeout_s": 900, "gpu_memory_utilization": 0.9, "dtype": "auto", "max_model_len": None,
-                    "extra_args": [], "log": None},
+# Environment variable -> the recipe key it overrides (the cluster's knobs, as in the earlier reference).
+ENV_OVERRIDES = {
+    "GAIL_USE": "gail.use",
+    "GAIL_WEIGHT": "gail.weight",
+    "GAIL_ALPHA": "gail.alpha",
+    "GAIL_LR": "gail.lr",
+    "GAIL_DISC_MODEL": "gail.disc_model",
+    "GAIL_DEVICE": "gail.device",
+    "GRAIL_MAX_HISTORY": "gail.max_history",
 }
 
+# Sections that a recipe switches on by having them: a dotted override of an absent one is skipped.
+OPTIONAL_SECTIONS = {"gail": GailSettings}
 
-SCRIPT_KEYS = tuple(SCRIPT_DEFAULTS)
+
+@dataclass
+class ScriptArguments(Section):
+    """grail-sim's own recipe keys; every other key of a recipe must be a TRL `GRPOConfig` field."""
+
+    NAME = "recipe"
+
+    trainer: str | None = helped(None, help="label recorded in the outputs: grpo, grail or maxent (null: the "
+                                            "recipe file's stem)")
+    dtype: str = helped("float32", help="policy weight dtype: float32 (CPU), bfloat16 or float16 (GPU)")
+    rewards: list[str] = helped(factory=lambda: ["answer_accuracy", "format"],
+                                help="reward functions by name (grail_sim.training.rewards); weights in "
+                                     "GRPOConfig's reward_weights, normalised to sum to 1")
+    train_split: str = helped("train", help="split of the prompt dataset to train on")
+    max_train_rows: int | None = helped(None, help="cap on training rows after a seeded shuffle (null or 0: all)")
+    lora: LoraSettings = helped(factory=LoraSettings, help="LoRA adapter (section)")
+    warmup_sft: WarmupSettings = helped(factory=WarmupSettings, help="supervised format warm-up (section)")
+    gail: GailSettings | None = helped(None, help="GRAIL's online discriminator reward (section; absent: no "
+                                                  "discriminator)")
+    heldout_rows: int = helped(0, help=">0: greedy accuracy on this many validation rows before and after training")
+    accelerate_config: str | None = helped(None, help="accelerate config of a multi-GPU run, e.g. "
+                                                      "config/accelerate/ddp.yaml")
+    vllm_server: VllmServerSettings = helped(factory=VllmServerSettings,
+                                             help="vLLM server of `use_vllm: true` + `vllm_mode: server` (section)")
+
+    def __post_init__(self) -> None:
+        from grail_sim.training import rewards as reward_lib
+
+        self.trainer = as_text("trainer", self.trainer, optional=True)
+        self.dtype = as_text("dtype", self.dtype, choices=DTYPES)
+        self.rewards = as_text_list("rewards", self.rewards)
+        for name in self.rewards:
+            if name == "gail":
+                raise RecipeError("rewards: 'gail' is added by the gail: section, do not list it")
+            try:
+                reward_lib.get_reward(name)
+            except KeyError as err:
+                raise RecipeError(f"rewards: {err.args[0]}") from None
+        self.train_split = as_text("train_split", self.train_split)
+        self.max_train_rows = as_int("max_train_rows", self.max_train_rows, minimum=0, optional=True)
+        self.heldout_rows = as_int("heldout_rows", self.heldout_rows, minimum=0)
+        self.accelerate_config = as_text("accelerate_config", self.accelerate_config, optional=True)
+        for name, kind in SECTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind) and (value is not None or name not in OPTIONAL_SECTIONS):
+                if value is not None and not isinstance(value, Mapping):
+                    raise RecipeError(f"{name!r} must be a mapping, got {value!r}")
+                setattr(self, name, kind.from_mapping(value))
 
 
-SECTION_KEYS = {
-    "lora": {"enabled", "r", "alpha", "dropout", "target_modules"},
-    "warmup_sft": {"enabled", "steps", "batch_size", "learning_rate", "think_template", "max_prompt_tokens",
-                   "balance_positions"},
-    "vllm_server": {"timeout_s", "gpu_memory_utilization", "dtype", "max_model_len", "extra_args", "log"},
-}
+SECTIONS: dict[str, type[Section]] = {"lora": LoraSettings, "warmup_sft": WarmupSettings, "gail": GailSettings,
+                                      "vllm_server": VllmServerSettings}
+SCRIPT_KEYS = tuple(f.name for f in dataclasses.fields(ScriptArguments))
 
 
 def _grpo_fields() -> dict[str, dataclasses.Field]:
@@ -66,17 +121,34 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise RecipeError(f"--set {text!r}: empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"--set {text!r}: the value is not valid YAML: {err}") from None
 
 
-def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
-                max_steps: int | None = None) -> tuple[dict, dict]:
-    """Recipe file + overrides -> (script arguments, GRPOConfig keyword arguments).
+def env_overrides(environ: Mapping[str, str]) -> list[str]:
+    """`key=value` recipe overrides for the variables of ENV_OVERRIDES that are set (and not empty),
+    in ENV_OVERRIDES order. Apply them before `--set` overrides, so that `--set` wins; like any
+    dotted override, one for a section that the recipe does not have (`gail`) is skipped."""
+    found = []
+    for variable, key in ENV_OVERRIDES.items():
+        raw = environ.get(variable)
+        if raw is None or not raw.strip():
+            continue
+        raw = raw.strip()
+        try:
+            plain = yaml.safe_load(raw) == raw
+        except yaml.YAMLError:
+            plain = False
+        # A value that YAML would read as something else than itself (a path with ': ', 'null') is
+        # quoted for string keys; numbers and booleans stay bare for __post_init__ to check.
+        quote = not plain and key in {"gail.disc_model", "gail.device"}
+        found.append(f"{key}={json.dumps(raw) if quote else raw}")
+    return found
 
-    Unknown keys fail naming the key and file; nested sections (`lora`, `warmup_sft`, `gail`) are
-    merged over the defaults.
-    """
-    path = Path(path)
+
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
     try:
@@ -85,48 +157,85 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
         raise RecipeError(f"recipe {path} is not valid YAML: {err}") from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"recipe {path} must be a mapping of keys to values")
-    for text in overrides or []:
+    return recipe
+
+
+def _apply_overrides(recipe: dict, overrides: list[str], path: Path) -> None:
+    for text in overrides:
         key, value = parse_override(text)
-        target = recipe
         parts = key.split(".")
+        if len(parts) > 1 and parts[0] in OPTIONAL_SECTIONS and recipe.get(parts[0]) is None:
+            LOG.info("override %s skipped: recipe %s has no %s: section (add one, or set %s={} first)",
+                        text, path, parts[0], parts[0])
+            continue
+        target = recipe
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise RecipeError(f"--set {text!r}: {part!r} is not a section")
         target[parts[-1]] = value
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
+                max_steps: int | None = None) -> tuple[ScriptArguments, dict]:
+    """Recipe file + overrides -> (ScriptArguments, GRPOConfig keyword arguments).
+
+    Unknown keys and bad values fail naming the key and the file; sections are merged over their
+    defaults. Overrides apply in order (environment ones first, then --set), then `max_steps`.
+    """
+    path = Path(path)
+    recipe = _read_yaml(path)
+    _apply_overrides(recipe, list(overrides or []), path)
     if max_steps is not None:
         recipe["max_steps"] = int(max_steps)
-
     grpo_fields = _grpo_fields()
-    unknown = sorted(key for key in recipe if key not in SCRIPT_DEFAULTS and key not in grpo_fields)
+    unknown = sorted(key for key in recipe if key not in SCRIPT_KEYS and key not in grpo_fields)
     if unknown:
         raise RecipeError(
             f"unknown key(s) {unknown} in recipe {path}: a key must be one of this script's "
             f"({', '.join(SCRIPT_KEYS)}) or a TRL GRPOConfig field"
         )
-    script = json.loads(json.dumps(SCRIPT_DEFAULTS))
-    for key, value in recipe.items():
-        if key not in SCRIPT_DEFAULTS:
-            continue
-        if key in SECTION_KEYS:
-            allowed = SECTION_KEYS[key]
-            value = value or {}
-            if not isinstance(value, dict):
-                raise RecipeError(f"recipe {path}: {key!r} must be a mapping")
-            extra = sorted(set(value) - allowed)
-            if extra:
-                raise RecipeError(f"unknown key(s) {extra} in section {key!r} of recipe {path}; valid: {sorted(allowed)}")
-            script[key].update(value)
-        else:
-            script[key] = value
-    if script["trainer"] is None:
-        script["trainer"] = path.stem
+    try:
+        script = ScriptArguments(**{key: value for key, value in recipe.items() if key in SCRIPT_KEYS})
+    except RecipeError as err:
+        raise RecipeError(f"recipe {path}: {err}") from None
+    if script.trainer is None:
+        script.trainer = path.stem
     grpo = {key: value for key, value in recipe.items() if key in grpo_fields}
     if "output_dir" in grpo:
         raise RecipeError(f"recipe {path}: output_dir comes from --out, remove it from the recipe")
-    if isinstance(script["rewards"], str):
-        script["rewards"] = [script["rewards"]]
     return script, grpo
+
+
+def recipe_help() -> str:
+    """Every grail-sim recipe key with its default and help, for `grail-sim train --help`."""
+    lines = ["recipe keys of grail-sim (YAML; override any with --set KEY=VALUE, dotted for sections):"]
+    for item in dataclasses.fields(ScriptArguments):
+        kind = SECTIONS.get(item.name)
+        if kind is None:
+            lines.append(_help_line(item.name, _default(item), item.metadata["help"]))
+            continue
+        lines.append(f"  {item.name}: {item.metadata['help']}")
+        for sub in dataclasses.fields(kind):
+            lines.append(_help_line(f"{item.name}.{sub.name}", _default(sub), sub.metadata["help"], indent=4))
+    lines += ["", "Any TRL GRPOConfig field (learning_rate, max_steps, num_generations, reward_weights, "
+              "use_vllm, ...) is accepted too; see TRL's GRPOConfig documentation. Any other key fails.",
+              "", "environment overrides (applied before --set, which wins; a recipe without a gail: section "
+              "ignores the gail ones):"]
+    lines += [f"  {variable:<18} -> {key}" for variable, key in ENV_OVERRIDES.items()]
+    return "\n".join(lines)
+
+
+def _default(item: dataclasses.Field) -> Any:
+    if item.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = item.default_factory()  # type: ignore[misc]
+        return value.as_dict() if isinstance(value, Section) else value
+    return item.default
+
+
+def _help_line(key: str, default: Any, text: str, indent: int = 2) -> str:
+    shown = "" if isinstance(default, dict) else f" (default: {json.dumps(default)})"
+    return f"{' ' * indent}{key}{shown}: {text}"
 
 
 def redact(mapping: dict) -> dict:

@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from grail_sim.errors import ServerError
+from grail_sim.training.settings import VllmServerSettings
 
 LOG = logging.getLogger("grail_sim.vllm_server")
 WORKER_ENV = "GRAIL_SIM_WORKER"
-
-
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -165,7 +164,7 @@ def run_with_server(server_command: Sequence[str], train_command: Sequence[str],
             stop_process_group(trainer, grace=30.0)
 
 
-def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, settings: dict, grpo: dict,
+def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, settings: VllmServerSettings, grpo: dict,
                 accelerate_config: str | None) -> int:
     """The GPU-node path: vLLM on the first GPU, `accelerate launch` of this same command on the rest."""
     gpus = visible_gpus()
@@ -174,11 +173,11 @@ def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, 
                           "use vllm_mode: colocate on a single GPU")
     host = "127.0.0.1"
     port, group_port = free_port(host), free_port(host)
-    log_path = Path(settings.get("log") or Path(out_dir) / "vllm_server.log")
+    log_path = Path(settings.log or Path(out_dir) / "vllm_server.log")
     server_command = vllm_serve_command(
-        model, host=host, port=port, gpu_memory_utilization=settings.get("gpu_memory_utilization", 0.9),
-        dtype=settings.get("dtype", "auto"), max_model_len=settings.get("max_model_len"),
-        tensor_parallel_size=1, extra_args=settings.get("extra_args", []))
+        model, host=host, port=port, gpu_memory_utilization=settings.gpu_memory_utilization,
+        dtype=settings.dtype, max_model_len=settings.max_model_len,
+        tensor_parallel_size=1, extra_args=settings.extra_args)
     server_env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus[0], "VLLM_SERVER_DEV_MODE": "1"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(len(gpus) - 1)]
     if accelerate_config:
@@ -189,4 +188,4 @@ def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, 
     train_env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus[1:]), WORKER_ENV: "1"}
     return run_with_server(server_command, train_command, health_url=f"http://{host}:{port}/health",
                            log_path=log_path, server_env=server_env, train_env=train_env,
-                           timeout=float(settings.get("timeout_s", 900)))
+                           timeout=float(settings.timeout_s))

@@ -7,8 +7,10 @@ import json
 import logging
 import random
 import time
+from typing import Any, Mapping
 
 from grail_sim import answers
+from grail_sim.training.settings import WarmupSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -56,60 +58,71 @@ def balanced_order(data, rng: random.Random) -> list[int]:
     return order
 
 
-def supervised_warmup(model, tokenizer, data, settings: dict, *, seed: int, device: str) -> list[dict]:
-    """A few supervised steps on (prompt, think/answer target) pairs; loss on the target tokens only."""
+def supervised_warmup(model, tokenizer, data, settings: WarmupSettings | Mapping[str, Any], *, seed: int,
+                      device: str) -> list[dict]:
+    """A few supervised steps on (prompt, think/answer target) pairs; loss on the target tokens only.
+
+    `settings` is the recipe's `warmup_sft` section (a mapping of its keys is accepted too)."""
     import torch
 
-    steps, batch_size = int(settings["steps"]), int(settings["batch_size"])
+    if not isinstance(settings, WarmupSettings):
+        settings = WarmupSettings.from_mapping(settings)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=float(settings["learning_rate"]))
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
     rng = random.Random(seed)
     order = list(range(len(data)))
     rng.shuffle(order)
-    if settings.get("balance_positions"):
+    if settings.balance_positions:
         order = balanced_order(data, rng)
     model.train()
     history, cursor, started = [], 0, time.perf_counter()
-    for step in range(1, steps + 1):
+    for step in range(1, settings.steps + 1):
         batch_rows = []
-        for _ in range(batch_size):
+        for _ in range(settings.batch_size):
             if cursor >= len(order):
                 rng.shuffle(order)
                 cursor = 0
             batch_rows.append(data[order[cursor]])
             cursor += 1
-        sequences, labels = [], []
-        for row in batch_rows:
-            prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-            prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-            prompt_ids = prompt_ids[-int(settings["max_prompt_tokens"]):]
-            target_ids = tokenizer(assistant_turn(tokenizer, row["prompt"], prompt_text,
-                                                  warmup_target(row, settings["think_template"])),
-                                   add_special_tokens=False)["input_ids"]
-            sequences.append(prompt_ids + target_ids)
-            labels.append([-100] * len(prompt_ids) + target_ids)
-        width = max(len(s) for s in sequences)
-        pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)
-        attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
-        label_ids = torch.tensor([[-100] * (width - len(s)) + s for s in labels], device=device)
-        # Left padding puts every target at the end: the vocabulary projection is only needed for the
-        # last `keep` positions, which saves most of the memory and a fifth of the compute.
-        keep = max(sum(1 for t in row if t != -100) for row in labels) + 1
-        logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits
-        targets = label_ids[:, -keep + 1:]
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        loss = _warmup_loss(model, tokenizer, batch_rows, settings, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         history.append({"warmup_step": step, "warmup_loss": float(loss.detach())})
-        if step == 1 or step % 10 == 0 or step == steps:
-            LOG.info("warm-up step %d/%d: loss %.4f (%.1fs)", step, steps, float(loss.detach()),
+        if step == 1 or step % 10 == 0 or step == settings.steps:
+            LOG.info("warm-up step %d/%d: loss %.4f (%.1fs)", step, settings.steps, float(loss.detach()),
                      time.perf_counter() - started)
     model.eval()
     return history
+
+
+def _warmup_loss(model, tokenizer, batch_rows: list[dict], settings: WarmupSettings, device: str):
+    """Cross-entropy of the think/answer targets (and the end of turn) after their prompts."""
+    import torch
+
+    sequences, labels = [], []
+    for row in batch_rows:
+        prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        prompt_ids = prompt_ids[-settings.max_prompt_tokens:]
+        target_ids = tokenizer(assistant_turn(tokenizer, row["prompt"], prompt_text,
+                                              warmup_target(row, settings.think_template)),
+                               add_special_tokens=False)["input_ids"]
+        sequences.append(prompt_ids + target_ids)
+        labels.append([-100] * len(prompt_ids) + target_ids)
+    width = max(len(s) for s in sequences)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)
+    attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+    label_ids = torch.tensor([[-100] * (width - len(s)) + s for s in labels], device=device)
+    # Left padding puts every target at the end: the vocabulary projection is only needed for the
+    # last `keep` positions, which saves most of the memory and a fifth of the compute.
+    keep = max(sum(1 for t in row if t != -100) for row in labels) + 1
+    logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits
+    targets = label_ids[:, -keep + 1:]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
 def quick_accuracy(model, tokenizer, data, *, rows: int, max_new_tokens: int, device: str,
