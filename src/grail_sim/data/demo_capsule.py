@@ -19,159 +19,53 @@ The capsule also carries the faults the clean stage must handle (attention-check
 surveys, out-of-range indices, control-arm rows, duplicate survey rows, missing values, sessions with
 no logged slate for a step, choices outside the displayed slate, too-short and duplicate sessions).
 `demo_ground_truth.json` beside the data records what was generated, for the round-trip test.
+
+This module holds the behaviour model and the generator; the stance-bearing vocabulary is in
+`demo_vocabulary.py` and the capsule's paths and file writers in `demo_layout.py`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import logging
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from grail_sim.io import atomic_dir, write_json
+# GROUND_TRUTH_FILE is re-exported: readers of the ground truth import it from the generator.
+from grail_sim.data.demo_layout import GROUND_TRUTH_FILE, write_capsule_files  # noqa: F401
+from grail_sim.data.demo_vocabulary import (
+    ARM_SEED_STANCE,
+    CHANNELS,
+    GUN_OWN,
+    GUN_PRIORITY,
+    IDEOLOGY,
+    MINWAGE_VIEW,
+    OTHER_SIDE,
+    PARTY,
+    STUDY_ISSUE,
+    TITLE_SUFFIXES,
+    TITLES,
+    TOPIC_IDS,
+)
 
-log = logging.getLogger(__name__)
-
-
-SESSIONS_PATH = Path("data/platform session data/sessions.json")
-
-
-TREES_DIR = Path("data/recommendation trees")
-
-
-SURVEY_DIR = Path("results/intermediate data")
-
-
-GUN_DIR = "gun control (issue 1)"
-
-
-WAGE_DIR = "minimum wage (issue 2)"
-
-
-GROUND_TRUTH_FILE = "demo_ground_truth.json"
-
-
+# The behaviour model.
 STANCE_MATCH_PROB = 0.70
-
-
 POSITION_WEIGHTS = (1.0, 0.8, 0.6, 0.45, 0.35)  # position bias over displayed slots 1..5
-
-
 SLATE_SIZES = (2, 3, 4, 5)
-
-
 TREE_RECS = 5
-
-
 VIDEOS_PER_STANCE = 60
-
-
 STUDY_SHARES = {"study1": 1650, "study2": 1679, "study3": 2715}  # the paper's allowed counts
-
-
 CONTROL_SHARE = 0.15
-
-
 UNLOGGED_SLATE_PROB = 0.03  # a step whose displayOrders entry is missing (tree fallback)
-
-
 OFF_SLATE_CHOICE_PROB = 0.02  # the next video was not among the displayed options
-
-
 OPINION_SHIFT = 0.06  # maximum move of the index toward the watched stance (all one side)
-
-
 OPINION_NOISE = 0.02
 
+_START_MS = 1_600_000_000_000  # the logged sessions' start time (epoch ms)
 
 _ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
-
-
-# Stance-bearing vocabulary: the stance is readable from the title and from the channel name.
-_TITLES = {
-    ("gun_control", "conservative"): [
-        "Why the Second Amendment Protects Every Family",
-        "Gun Control Laws Do Not Stop Criminals",
-        "Armed Citizens Stop Crime: The Facts",
-        "Defend Your Gun Rights Before They Are Gone",
-        "The Truth About Concealed Carry Saving Lives",
-        "Gun Bans Fail: What the Data Shows",
-    ],
-    ("gun_control", "liberal"): [
-        "Stricter Gun Laws Save Lives",
-        "Universal Background Checks Now",
-        "Ban Assault Weapons: The Case for Reform",
-        "How Gun Control Reduced Deaths in Other Countries",
-        "We Need Common-Sense Gun Safety Laws",
-        "Too Many Guns, Too Many Funerals",
-    ],
-    ("minimum_wage", "conservative"): [
-        "A $15 Minimum Wage Kills Small Business Jobs",
-        "Why Raising the Minimum Wage Hurts Workers",
-        "Minimum Wage Hikes Mean Automation and Layoffs",
-        "The Economics Against a Higher Minimum Wage",
-        "Let the Market Set Wages, Not Washington",
-        "Small Business Owners Say No to $15",
-    ],
-    ("minimum_wage", "liberal"): [
-        "Workers Deserve a Living Wage: Raise It to $15",
-        "Raising the Minimum Wage Lifts Families Out of Poverty",
-        "Fight for $15: Why Higher Pay Helps Everyone",
-        "No One Working Full Time Should Be Poor",
-        "The Case for Raising the Minimum Wage Now",
-        "Higher Wages Boost the Whole Economy",
-    ],
-}
-
-
-_CHANNELS = {
-    ("gun_control", "conservative"): ["Gun Rights Defenders", "Second Amendment Channel", "Armed Citizen Report"],
-    ("gun_control", "liberal"): ["Safer Streets Now", "Gun Safety Coalition", "End Gun Violence TV"],
-    ("minimum_wage", "conservative"): ["Free Market Economics", "Small Business Voice", "Job Creators Network"],
-    ("minimum_wage", "liberal"): ["Living Wage Alliance", "Fair Pay Now", "Workers First Media"],
-}
-
-
-_TITLE_SUFFIXES = ["", " (Part 2)", " | Full Interview", " - Explained", " | Debate Highlights",
-                   " - Documentary", " | News Report", " (Must Watch)", " - Town Hall", " | Podcast Clip"]
-
-
-_IDEOLOGY = {"liberal": ["Very liberal", "Liberal", "Somewhat liberal"],
-             "conservative": ["Very conservative", "Conservative", "Somewhat conservative"]}
-
-
-_PARTY = {"liberal": "Democrat", "conservative": "Republican"}
-
-
-_GUN_PRIORITY = {"liberal": "Reducing gun violence", "conservative": "Protecting gun rights"}
-
-
-_GUN_OWN = {"liberal": "No", "conservative": "Yes"}
-
-
-_MINWAGE_VIEW = {"liberal": ["Strongly support", "Somewhat support"],
-                 "conservative": ["Strongly oppose", "Somewhat oppose"]}
-
-
-_OTHER_SIDE = {"liberal": "conservative", "conservative": "liberal"}
-
-
-# Arm names as in the experiment; in the demo `pro` seeds a video on the issue's "pro" side
-# (pro-gun for gun control, pro-raise for the minimum wage), `31` / `22` is the recommendation mix.
-_ARM_SEED_STANCE = {
-    "gun_control": {"pro": "conservative", "anti": "liberal"},
-    "minimum_wage": {"pro": "liberal", "anti": "conservative"},
-}
-
-
-_STUDY_ISSUE = {"study1": "gun_control", "study2": "minimum_wage", "study3": "minimum_wage"}
-
-
-_TOPIC_IDS = {"gun_control": ["gun_control", "GunControl-v2", "guns"], "minimum_wage": ["min_wage", "minimum_wage", "MinWage-2"]}
 
 
 class _Ids:
@@ -190,11 +84,11 @@ class _Ids:
 
 def _make_videos(rng: np.random.Generator, ids: _Ids) -> dict[str, dict]:
     videos: dict[str, dict] = {}
-    for (issue, stance), titles in _TITLES.items():
+    for (issue, stance), titles in TITLES.items():
         for k in range(VIDEOS_PER_STANCE):
             vid = ids.new()
-            title = titles[k % len(titles)] + _TITLE_SUFFIXES[(k // len(titles)) % len(_TITLE_SUFFIXES)]
-            channel = _CHANNELS[(issue, stance)][k % len(_CHANNELS[(issue, stance)])]
+            title = titles[k % len(titles)] + TITLE_SUFFIXES[(k // len(titles)) % len(TITLE_SUFFIXES)]
+            channel = CHANNELS[(issue, stance)][k % len(CHANNELS[(issue, stance)])]
             videos[vid] = {
                 "id": vid, "issue": issue, "stance": stance, "title": title, "channel": channel,
                 "duration_s": int(rng.integers(90, 1500)), "views": int(rng.lognormal(11, 1.5)),
@@ -205,27 +99,6 @@ def _make_videos(rng: np.random.Generator, ids: _Ids) -> dict[str, dict]:
         recs = list(rng.choice(same, 3, replace=False)) + list(rng.choice(other, TREE_RECS - 3, replace=False))
         video["recs"] = [str(r) for r in rng.permutation(recs)]
     return videos
-
-
-def _iso_duration(seconds: int) -> str:
-    minutes, secs = divmod(seconds, 60)
-    return f"PT{minutes}M{secs}S" if minutes else f"PT{secs}S"
-
-
-def _trees_csv(videos: dict[str, dict], issue: str) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["originId", "originTitle", "originChannel", "originChannelId", "originDescription",
-                     "originDuration", "originViewCount", "originLikeCount", "originDislikeCount",
-                     "originFavoriteCount", "originCommentCount", *[f"rec{i + 1}" for i in range(TREE_RECS)]])
-    for video in videos.values():
-        if video["issue"] != issue:
-            continue
-        views = video["views"]
-        writer.writerow([video["id"], video["title"], video["channel"], "UC" + video["channel"].replace(" ", "")[:20],
-                         f"{video['title']}. Synthetic demo description.", _iso_duration(video["duration_s"]),
-                         views, views // 40, views // 900, 0, views // 300, *video["recs"]])
-    return buffer.getvalue()
 
 
 def _choose(rng: np.random.Generator, slate_stances: list[str], leaning: str) -> int:
@@ -260,12 +133,12 @@ def _fmt(x: float) -> str:
 
 def _profile(rng: np.random.Generator, leaning: str, issue: str, study: str) -> tuple[dict, float]:
     """Wave-1 answers and the pre-study index (higher = more conservative)."""
-    shown = leaning if rng.random() < 0.9 else _OTHER_SIDE[leaning]  # profiles are informative, not exact
+    shown = leaning if rng.random() < 0.9 else OTHER_SIDE[leaning]  # profiles are informative, not exact
     center = 0.7 if leaning == "conservative" else 0.3
     index = _clip01(rng.normal(center, 0.15))
     age = str(int(rng.integers(18, 80)))
-    ideology = str(rng.choice(_IDEOLOGY[shown])) if rng.random() > 0.08 else "Moderate"
-    party = _PARTY[shown] if rng.random() > 0.15 else "Independent"
+    ideology = str(rng.choice(IDEOLOGY[shown])) if rng.random() > 0.08 else "Moderate"
+    party = PARTY[shown] if rng.random() > 0.15 else "Independent"
     interest = str(rng.choice(["Very interested", "Somewhat interested", "Not very interested"]))
     youtube = str(rng.choice(["Every day", "Several times a week", "About once a week", "Less often"]))
     race = str(rng.choice(["White", "Black", "Hispanic", "Asian", "Other"], p=[0.62, 0.13, 0.13, 0.07, 0.05]))
@@ -275,16 +148,16 @@ def _profile(rng: np.random.Generator, leaning: str, issue: str, study: str) -> 
         profile = {"age": age, "gender": gender, "race": race, "income": income,
                    "educ": str(rng.choice(["High school graduate", "Some college", "4-year", "Post-grad"])),
                    "pid": party, "ideo": ideology, "pol_interest": interest, "freq_youtube": youtube,
-                   "minwage15_w1": str(rng.choice(_MINWAGE_VIEW[shown]))}
+                   "minwage15_w1": str(rng.choice(MINWAGE_VIEW[shown]))}
     else:
         profile = {"age": age, "q26": gender, "q29": race, "q31": income, "college": str(int(rng.random() < 0.45)),
                    "pid1": party, "ideo1": ideology, "pol_interest": interest, "freq_youtube": youtube}
         if issue == "gun_control":
-            profile |= {"gun_own": _GUN_OWN[shown] if rng.random() > 0.2 else _GUN_OWN[_OTHER_SIDE[shown]],
-                        "gun_priority": _GUN_PRIORITY[shown],
+            profile |= {"gun_own": GUN_OWN[shown] if rng.random() > 0.2 else GUN_OWN[OTHER_SIDE[shown]],
+                        "gun_priority": GUN_PRIORITY[shown],
                         "gun_importance": str(rng.choice(["Very important", "Somewhat important", "Not important"]))}
         else:
-            profile |= {"minwage15_w1": str(rng.choice(_MINWAGE_VIEW[shown])),
+            profile |= {"minwage15_w1": str(rng.choice(MINWAGE_VIEW[shown])),
                         "minwage_importance_w1": str(rng.choice(["Very important", "Somewhat important"]))}
     for key in list(profile):  # scattered missing answers, as in the real exports
         if key != "age" and rng.random() < 0.03:
@@ -300,6 +173,65 @@ def _ms_times(rng: np.random.Generator, vids: list[str], videos: dict, as_list: 
     return watched, total
 
 
+@dataclass
+class _World:
+    """What every participant draws from: the one random stream, the id maker and the videos.
+
+    Every draw goes through `rng` in a fixed order, so a seed gives the same capsule byte for byte.
+    """
+
+    rng: np.random.Generator
+    ids: _Ids
+    videos: dict[str, dict]
+    by_issue_stance: dict[tuple[str, str], list[str]]
+
+
+@dataclass
+class _Person:
+    """One participant's drawn traits: leaning, wave-1 answers, arm, ids and survey-quality outcomes."""
+
+    study: str
+    issue: str
+    leaning: str
+    profile: dict
+    index_w1: float
+    arm: str
+    worker: str
+    urlid: str
+    attention_ok: bool
+    q89_ok: bool
+    survey_time: int
+    pro_missing: bool
+    seed_stance: str
+    seed_video: str
+    mix: str
+
+
+@dataclass
+class _Walk:
+    """One simulated session: the watched videos, the logged slates and what clean should keep."""
+
+    vids: list[str]
+    display_orders: dict[str, list[str]] = field(default_factory=dict)
+    watched_stances: list[str] = field(default_factory=list)
+    rows: list[tuple[int, int]] = field(default_factory=list)  # (gold position 1-based, slate size) per kept step
+    stance_hits: int = 0
+    displayed_rows: int = 0
+
+
+@dataclass
+class _Tally:
+    """The ground truth as it accumulates: the rows clean must produce and the faults written."""
+
+    positions: Counter = field(default_factory=Counter)
+    positions_by_size: dict[int, Counter] = field(default_factory=dict)
+    stance_rule_hits: int = 0
+    displayed_rows: int = 0
+    faults: Counter = field(default_factory=Counter)
+    expected_rows: int = 0
+    expected_participants: Counter = field(default_factory=Counter)
+
+
 def write_demo_capsule(out: str | Path, *, participants: int, seed: int) -> dict:
     """Write the capsule to `out` (atomically, replacing it) and return the ground truth."""
     rng = np.random.default_rng(seed)
@@ -308,189 +240,191 @@ def write_demo_capsule(out: str | Path, *, participants: int, seed: int) -> dict
     by_issue_stance: dict[tuple[str, str], list[str]] = {}
     for vid, video in videos.items():
         by_issue_stance.setdefault((video["issue"], video["stance"]), []).append(vid)
+    world = _World(rng, ids, videos, by_issue_stance)
 
     total_share = sum(STUDY_SHARES.values())
     counts = {s: max(1, round(participants * n / total_share)) for s, n in STUDY_SHARES.items()}
     sessions: list[dict] = []
     surveys: dict[str, list[dict]] = {"study1_w1": [], "study1": [], "study2": [], "study3": []}
-    truth_positions: Counter = Counter()
-    truth_positions_by_size: dict[int, Counter] = {}
-    stance_rule_hits = 0
-    displayed_rows = 0
-    faults: Counter = Counter()
-    expected_rows = 0
-    expected_participants: Counter = Counter()
-    start_ms = 1_600_000_000_000
-
+    tally = _Tally()
     for study, n_people in counts.items():
-        issue = _STUDY_ISSUE[study]
-        for person in range(n_people):
-            leaning = "conservative" if rng.random() < 0.5 else "liberal"
-            profile, index_w1 = _profile(rng, leaning, issue, study)
-            arm = "control" if rng.random() < CONTROL_SHARE else str(rng.choice(["pro_31", "pro_22", "anti_31", "anti_22"]))
-            worker = f"{'YG' if study == 'study3' else 'A'}{rng.integers(10**9, 10**10)}"
-            urlid = f"u{ids.new()}"
-            attention_ok = rng.random() > 0.05
-            q89_ok = rng.random() > 0.03
-            survey_time = int(rng.integers(60, 119)) if rng.random() < 0.04 else int(rng.integers(120, 1800))
-            pro_missing = rng.random() < 0.01
-            seed_stance = _ARM_SEED_STANCE[issue][arm.split("_")[0]] if arm != "control" else str(rng.choice(["liberal", "conservative"]))
-            seed_video = str(rng.choice(by_issue_stance[(issue, seed_stance)]))
-            mix = arm.split("_")[1] if arm != "control" else "22"
+        for _ in range(n_people):
+            _simulate_participant(world, study, sessions, surveys, tally)
+    truth = _ground_truth(counts, seed, len(sessions), tally)
+    write_capsule_files(out, videos, sessions, surveys, truth, n_recs=TREE_RECS)
+    return truth
 
-            # One session: the seed video, then 0-6 choices (a few sessions are too short).
-            n_choices = int(rng.choice([0, 2, 3, 4, 5, 6], p=[0.03, 0.07, 0.18, 0.30, 0.25, 0.17]))
-            vids, display_orders = [seed_video], {}
-            watched_stances = []
-            session_rows: list[tuple[int, int]] = []  # (gold position 1-based, slate size) per kept step
-            session_stance_hits = 0
-            session_displayed_rows = 0
-            for step in range(n_choices):
-                current = vids[-1]
-                slate = _display_slate(rng, videos, current, mix)
-                choice = _choose(rng, [videos[v]["stance"] for v in slate], leaning)
-                chosen = slate[choice]
-                off_slate = rng.random() < OFF_SLATE_CHOICE_PROB
-                if off_slate:  # e.g. the participant used the back button: a video not on offer
-                    chosen = str(rng.choice([v for v in by_issue_stance[(issue, leaning)] if v not in slate]))
-                unlogged = rng.random() < UNLOGGED_SLATE_PROB
-                if unlogged:
-                    # The platform served the tree's row; the log lost it. Clean falls back to the tree.
-                    seen_slate = videos[current]["recs"]
-                else:
-                    key = f"{step + 2}-recs"
-                    display_orders[key] = slate
-                    seen_slate = slate
-                vids.append(chosen)
-                watched_stances.append(videos[chosen]["stance"])
-                if chosen in seen_slate:
-                    session_rows.append((seen_slate.index(chosen) + 1, len(seen_slate)))
-                    if not unlogged:
-                        session_displayed_rows += 1
-                        first_match = next((i for i, v in enumerate(slate) if videos[v]["stance"] == leaning), None)
-                        session_stance_hits += int(first_match == choice and not off_slate)
-                else:
-                    faults["off_slate_choice"] += 1
 
-            shift = OPINION_SHIFT * (sum(s == "conservative" for s in watched_stances) - sum(s == "liberal" for s in watched_stances)) / max(1, len(watched_stances))
-            index_w2 = _clip01(index_w1 + shift + rng.normal(0, OPINION_NOISE))
-            after_missing = rng.random() < 0.02
+def _simulate_participant(world: _World, study: str, sessions: list[dict], surveys: dict, tally: _Tally) -> None:
+    """One participant: traits, one session, wave-2 index, survey rows and the session log entry."""
+    person = _draw_person(world, study)
+    walk = _walk_session(world, person, tally.faults)
+    index_w2, after_missing = _index_after(world.rng, person.index_w1, walk.watched_stances)
+    _add_survey_rows(world, person, index_w2, after_missing, surveys, tally.faults)
+    _add_session(world, person, walk, sessions, tally.faults)
+    _count_expected(person, walk, tally)
 
-            # Survey rows (all strings), including wave-2 outcome columns the clean stage must ignore.
-            start = f"2021-0{int(rng.integers(1, 9))}-{int(rng.integers(10, 28))} {int(rng.integers(10, 23))}:00:00"
-            base = {"urlid": urlid, "treatment_arm": arm, "pro": "" if pro_missing else seed_video,
-                    "anti": str(rng.choice(by_issue_stance[(issue, _OTHER_SIDE[seed_stance])])), **profile}
-            if study == "study1":
-                surveys["study1_w1"].append({"worker_id": worker, "q87": "Quick and easy" if attention_ok else "Difficult",
-                                             "q89": "wikiHow" if q89_ok else "Wikipedia", "survey_time": str(survey_time),
-                                             "gun_index": _fmt(index_w1), **profile})
-                row = {"worker_id": worker, "start_time2": start, **base, "gun_index": _fmt(index_w1),
-                       "gun_index_2": "" if after_missing else _fmt(index_w2),
-                       "gun_importance_2": str(rng.choice(["Very important", "Somewhat important"])),
-                       "pol_interest_w2": "Very interested"}
-                surveys["study1"].append(row)
-            elif study == "study2":
-                row = {"worker_id": worker, "start_time2": start, "q87": "Quick and easy" if attention_ok else "Difficult",
-                       "q89": "wikiHow" if q89_ok else "Wikipedia", "survey_time": str(survey_time), **base,
-                       "mw_index_w1": _fmt(index_w1), "mw_index_w2": "" if after_missing else _fmt(index_w2),
-                       "minwage15_w2": str(rng.choice(_MINWAGE_VIEW[leaning]))}
-                surveys["study2"].append(row)
-            else:
-                attention_ok = q89_ok = True
-                survey_time = 999
-                row = {"caseid": worker, "starttime": start, **base, "mw_index_w1": _fmt(index_w1),
-                       "mw_index_w2": "" if after_missing else _fmt(index_w2),
-                       "minwage15_w2": str(rng.choice(_MINWAGE_VIEW[leaning]))}
-                surveys["study3"].append(row)
-            # A duplicate survey row (a retake): later start, its own urlid; the earliest row wins.
-            if rng.random() < 0.02:
-                dup = dict(row, urlid=f"u{ids.new()}")
-                dup["start_time2" if study != "study3" else "starttime"] = "2021-12-31 23:00:00"
-                surveys[study].append(dup)
-                faults["duplicate_survey_rows"] += 1
 
-            watch, total = _ms_times(rng, vids, videos, as_list=bool(rng.random() < 0.5))
-            session = {
-                "sessionID": f"s{ids.new()}", "anonymousFirebaseAuthUID": f"fb{ids.new()}",
-                "topicId": str(rng.choice(_TOPIC_IDS[issue])), "urlid": urlid,
-                # Logged ids sometimes carry a suffix after the 11-character id.
-                "vids": [v + ("&t=0s" if rng.random() < 0.05 else "") for v in vids],
-                "displayOrders": display_orders, "vidWatchTimes": watch, "vidTotalLengths": total,
-                "vidStartTimes": {v: start_ms + 1000 * k for k, v in enumerate(vids)},
-                "vidEndTimes": {v: start_ms + 1000 * k + 500 for k, v in enumerate(vids)},
-                "percentVisible": round(float(rng.uniform(0.6, 1.0)), 3),
-                "sessionFinished": bool(len(vids) > 1), "startTime": start_ms, "endTime": start_ms + 600_000,
-            }
-            sessions.append(session)
-            if rng.random() < 0.01:  # the platform logged the same session twice
-                sessions.append(json.loads(json.dumps(session)))
-                faults["duplicate_sessions"] += 1
+def _draw_person(world: _World, study: str) -> _Person:
+    rng, issue = world.rng, STUDY_ISSUE[study]
+    leaning = "conservative" if rng.random() < 0.5 else "liberal"
+    profile, index_w1 = _profile(rng, leaning, issue, study)
+    arm = "control" if rng.random() < CONTROL_SHARE else str(rng.choice(["pro_31", "pro_22", "anti_31", "anti_22"]))
+    worker = f"{'YG' if study == 'study3' else 'A'}{rng.integers(10**9, 10**10)}"
+    urlid = f"u{world.ids.new()}"
+    attention_ok = rng.random() > 0.05
+    q89_ok = rng.random() > 0.03
+    survey_time = int(rng.integers(60, 119)) if rng.random() < 0.04 else int(rng.integers(120, 1800))
+    pro_missing = rng.random() < 0.01
+    seed_stance = ARM_SEED_STANCE[issue][arm.split("_")[0]] if arm != "control" else str(rng.choice(["liberal", "conservative"]))
+    seed_video = str(rng.choice(world.by_issue_stance[(issue, seed_stance)]))
+    mix = arm.split("_")[1] if arm != "control" else "22"
+    if study == "study3":
+        # The YouGov study has no attention checks or survey-time filter; the draws above are
+        # still made so that every study consumes the random stream alike.
+        attention_ok = q89_ok = True
+        survey_time = 999
+    return _Person(study, issue, leaning, profile, index_w1, arm, worker, urlid, attention_ok, q89_ok,
+                   survey_time, pro_missing, seed_stance, seed_video, mix)
 
-            index_in_range = (0.05 <= index_w1 <= 0.95) if study == "study1" else (0.025 <= index_w1 <= 0.975) if study == "study2" else True
-            allowed = (arm != "control" and not pro_missing and attention_ok and q89_ok and survey_time >= 120 and index_in_range)
-            if allowed and session_rows:
-                expected_participants[study] += 1
-                expected_rows += len(session_rows)
-                stance_rule_hits += session_stance_hits
-                displayed_rows += session_displayed_rows
-                for position, size in session_rows:
-                    truth_positions[position] += 1
-                    truth_positions_by_size.setdefault(size, Counter())[position] += 1
-            elif not session_rows:
-                faults["too_short_sessions"] += 1
 
+def _walk_session(world: _World, person: _Person, faults: Counter) -> _Walk:
+    """The seed video, then 0-6 choices under the behaviour model (a few sessions are too short)."""
+    rng, videos = world.rng, world.videos
+    n_choices = int(rng.choice([0, 2, 3, 4, 5, 6], p=[0.03, 0.07, 0.18, 0.30, 0.25, 0.17]))
+    walk = _Walk(vids=[person.seed_video])
+    for step in range(n_choices):
+        current = walk.vids[-1]
+        slate = _display_slate(rng, videos, current, person.mix)
+        choice = _choose(rng, [videos[v]["stance"] for v in slate], person.leaning)
+        chosen = slate[choice]
+        off_slate = rng.random() < OFF_SLATE_CHOICE_PROB
+        if off_slate:  # e.g. the participant used the back button: a video not on offer
+            on_side = world.by_issue_stance[(person.issue, person.leaning)]
+            chosen = str(rng.choice([v for v in on_side if v not in slate]))
+        unlogged = rng.random() < UNLOGGED_SLATE_PROB
+        if unlogged:
+            # The platform served the tree's row; the log lost it. Clean falls back to the tree.
+            seen_slate = videos[current]["recs"]
+        else:
+            walk.display_orders[f"{step + 2}-recs"] = slate
+            seen_slate = slate
+        walk.vids.append(chosen)
+        walk.watched_stances.append(videos[chosen]["stance"])
+        if chosen in seen_slate:
+            walk.rows.append((seen_slate.index(chosen) + 1, len(seen_slate)))
+            if not unlogged:
+                walk.displayed_rows += 1
+                first_match = next((i for i, v in enumerate(slate) if videos[v]["stance"] == person.leaning), None)
+                walk.stance_hits += int(first_match == choice and not off_slate)
+        else:
+            faults["off_slate_choice"] += 1
+    return walk
+
+
+def _index_after(rng: np.random.Generator, index_w1: float, watched_stances: list[str]) -> tuple[float, bool]:
+    """The wave-2 index (moved toward the watched stance, plus noise) and whether it is missing."""
+    lean = sum(s == "conservative" for s in watched_stances) - sum(s == "liberal" for s in watched_stances)
+    shift = OPINION_SHIFT * lean / max(1, len(watched_stances))
+    index_w2 = _clip01(index_w1 + shift + rng.normal(0, OPINION_NOISE))
+    return index_w2, rng.random() < 0.02
+
+
+def _add_survey_rows(world: _World, person: _Person, index_w2: float, after_missing: bool, surveys: dict,
+                     faults: Counter) -> None:
+    """Survey rows (all strings), including wave-2 outcome columns the clean stage must ignore."""
+    rng, study = world.rng, person.study
+    start = f"2021-0{int(rng.integers(1, 9))}-{int(rng.integers(10, 28))} {int(rng.integers(10, 23))}:00:00"
+    other_side = world.by_issue_stance[(person.issue, OTHER_SIDE[person.seed_stance])]
+    base = {"urlid": person.urlid, "treatment_arm": person.arm, "pro": "" if person.pro_missing else person.seed_video,
+            "anti": str(rng.choice(other_side)), **person.profile}
+    after = "" if after_missing else _fmt(index_w2)
+    q87 = "Quick and easy" if person.attention_ok else "Difficult"
+    q89 = "wikiHow" if person.q89_ok else "Wikipedia"
+    if study == "study1":
+        surveys["study1_w1"].append({"worker_id": person.worker, "q87": q87, "q89": q89,
+                                     "survey_time": str(person.survey_time), "gun_index": _fmt(person.index_w1),
+                                     **person.profile})
+        row = {"worker_id": person.worker, "start_time2": start, **base, "gun_index": _fmt(person.index_w1),
+               "gun_index_2": after, "gun_importance_2": str(rng.choice(["Very important", "Somewhat important"])),
+               "pol_interest_w2": "Very interested"}
+    elif study == "study2":
+        row = {"worker_id": person.worker, "start_time2": start, "q87": q87, "q89": q89,
+               "survey_time": str(person.survey_time), **base, "mw_index_w1": _fmt(person.index_w1),
+               "mw_index_w2": after, "minwage15_w2": str(rng.choice(MINWAGE_VIEW[person.leaning]))}
+    else:
+        row = {"caseid": person.worker, "starttime": start, **base, "mw_index_w1": _fmt(person.index_w1),
+               "mw_index_w2": after, "minwage15_w2": str(rng.choice(MINWAGE_VIEW[person.leaning]))}
+    surveys[study].append(row)
+    # A duplicate survey row (a retake): later start, its own urlid; the earliest row wins.
+    if rng.random() < 0.02:
+        dup = dict(row, urlid=f"u{world.ids.new()}")
+        dup["start_time2" if study != "study3" else "starttime"] = "2021-12-31 23:00:00"
+        surveys[study].append(dup)
+        faults["duplicate_survey_rows"] += 1
+
+
+def _add_session(world: _World, person: _Person, walk: _Walk, sessions: list[dict], faults: Counter) -> None:
+    """The session's sessions.json entry in the platform's format (now and then logged twice)."""
+    rng, ids, vids = world.rng, world.ids, walk.vids
+    watch, total = _ms_times(rng, vids, world.videos, as_list=bool(rng.random() < 0.5))
+    session = {
+        "sessionID": f"s{ids.new()}", "anonymousFirebaseAuthUID": f"fb{ids.new()}",
+        "topicId": str(rng.choice(TOPIC_IDS[person.issue])), "urlid": person.urlid,
+        # Logged ids sometimes carry a suffix after the 11-character id.
+        "vids": [v + ("&t=0s" if rng.random() < 0.05 else "") for v in vids],
+        "displayOrders": walk.display_orders, "vidWatchTimes": watch, "vidTotalLengths": total,
+        "vidStartTimes": {v: _START_MS + 1000 * k for k, v in enumerate(vids)},
+        "vidEndTimes": {v: _START_MS + 1000 * k + 500 for k, v in enumerate(vids)},
+        "percentVisible": round(float(rng.uniform(0.6, 1.0)), 3),
+        "sessionFinished": bool(len(vids) > 1), "startTime": _START_MS, "endTime": _START_MS + 600_000,
+    }
+    sessions.append(session)
+    if rng.random() < 0.01:  # the platform logged the same session twice
+        sessions.append(json.loads(json.dumps(session)))
+        faults["duplicate_sessions"] += 1
+
+
+def _count_expected(person: _Person, walk: _Walk, tally: _Tally) -> None:
+    """Add the rows clean must keep: an allow-listed participant's usable steps (the same filters)."""
+    ranges = {"study1": (0.05, 0.95), "study2": (0.025, 0.975)}
+    low, high = ranges.get(person.study, (0.0, 1.0))
+    index_in_range = person.study not in ranges or low <= person.index_w1 <= high
+    allowed = (person.arm != "control" and not person.pro_missing and person.attention_ok and person.q89_ok
+               and person.survey_time >= 120 and index_in_range)
+    if allowed and walk.rows:
+        tally.expected_participants[person.study] += 1
+        tally.expected_rows += len(walk.rows)
+        tally.stance_rule_hits += walk.stance_hits
+        tally.displayed_rows += walk.displayed_rows
+        for position, size in walk.rows:
+            tally.positions[position] += 1
+            tally.positions_by_size.setdefault(size, Counter())[position] += 1
+    elif not walk.rows:
+        tally.faults["too_short_sessions"] += 1
+
+
+def _ground_truth(counts: dict[str, int], seed: int, sessions_written: int, tally: _Tally) -> dict:
+    expected_rows = tally.expected_rows
     truth = {
         "participants": sum(counts.values()), "participants_by_study": counts, "seed": seed,
-        "sessions_written": len(sessions), "expected_rows": expected_rows,
-        "expected_participants_by_study": dict(expected_participants),
-        "gold_position_counts": {str(k): v for k, v in sorted(truth_positions.items())},
+        "sessions_written": sessions_written, "expected_rows": expected_rows,
+        "expected_participants_by_study": dict(tally.expected_participants),
+        "gold_position_counts": {str(k): v for k, v in sorted(tally.positions.items())},
         "gold_position_counts_by_n_options": {str(n): {str(k): v for k, v in sorted(c.items())}
-                                              for n, c in sorted(truth_positions_by_size.items())},
+                                              for n, c in sorted(tally.positions_by_size.items())},
         # The "stance rule" predicts the first displayed option matching the viewer's true leaning.
-        "stance_rule_hits_displayed": stance_rule_hits,
-        "displayed_rows": displayed_rows,
-        "faults": dict(faults),
+        "stance_rule_hits_displayed": tally.stance_rule_hits,
+        "displayed_rows": tally.displayed_rows,
+        "faults": dict(tally.faults),
         "behaviour_model": {"stance_match_prob": STANCE_MATCH_PROB, "position_weights": list(POSITION_WEIGHTS),
                             "slate_sizes": list(SLATE_SIZES), "unlogged_slate_prob": UNLOGGED_SLATE_PROB,
                             "off_slate_choice_prob": OFF_SLATE_CHOICE_PROB, "opinion_shift": OPINION_SHIFT,
                             "opinion_noise": OPINION_NOISE, "control_share": CONTROL_SHARE},
     }
     if expected_rows:
-        truth["most_frequent_position_share"] = max(truth_positions.values()) / expected_rows
-        truth["stance_rule_accuracy_displayed"] = stance_rule_hits / max(1, displayed_rows)
-        truth["random_baseline"] = sum(c / int(n) for n, counts in truth["gold_position_counts_by_n_options"].items()
-                                       for c in counts.values()) / expected_rows
-    _write(out, videos, sessions, surveys, truth)
+        truth["most_frequent_position_share"] = max(tally.positions.values()) / expected_rows
+        truth["stance_rule_accuracy_displayed"] = tally.stance_rule_hits / max(1, tally.displayed_rows)
+        truth["random_baseline"] = sum(c / int(n) for n, by_position in truth["gold_position_counts_by_n_options"].items()
+                                       for c in by_position.values()) / expected_rows
     return truth
-
-
-def _csv_text(rows: list[dict]) -> str:
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="NA" if rows else "")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _write(out: str | Path, videos: dict, sessions: list[dict], surveys: dict, truth: dict) -> None:
-    with atomic_dir(out) as tmp:
-        (tmp / SESSIONS_PATH).parent.mkdir(parents=True)
-        (tmp / SESSIONS_PATH).write_text(json.dumps(sessions), encoding="utf-8")
-        for issue, short in (("gun_control", "gun"), ("minimum_wage", "wage")):
-            folder = tmp / TREES_DIR / f"trees_{short}"
-            folder.mkdir(parents=True)
-            (folder / f"{short}_tree_demo.csv").write_text(_trees_csv(videos, issue), encoding="utf-8")
-        gun, wage = tmp / SURVEY_DIR / GUN_DIR, tmp / SURVEY_DIR / WAGE_DIR
-        gun.mkdir(parents=True)
-        wage.mkdir(parents=True)
-        (gun / "guncontrol_qualtrics_w1_clean.csv").write_text(_csv_text(surveys["study1_w1"]), encoding="utf-8")
-        (gun / "guncontrol_qualtrics_w123_clean.csv").write_text(_csv_text(surveys["study1"]), encoding="utf-8")
-        (wage / "qualtrics_w12_clean.csv").write_text(_csv_text(surveys["study2"]), encoding="utf-8")
-        (wage / "yg_w12_clean.csv").write_text(_csv_text(surveys["study3"]), encoding="utf-8")
-        (tmp / "README.md").write_text(
-            "Synthetic demo capsule written by `grail-sim demo-capsule`: NOT real participants.\n"
-            "Layout of CodeOcean capsule 5416997; behaviour model in grail-sim's README.md.\n", encoding="utf-8")
-        write_json(tmp / GROUND_TRUTH_FILE, truth)
