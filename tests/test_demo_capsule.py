@@ -19,10 +19,14 @@ SURVEYS = {
 }
 
 
+def _demo_config(**demo) -> str:
+    return json.dumps({"data": {"demo": demo}})
+
+
 @pytest.fixture(scope="module")
 def capsule(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "capsule"
-    assert main(["demo-capsule", "--out", str(out), "--participants", "300", "--seed", "5"]) == 0
+    assert main(["demo-capsule", "--out", str(out), "--config-json", _demo_config(participants=300, seed=5)]) == 0
     return out
 
 
@@ -109,6 +113,7 @@ def test_rewrite_replaces_the_folder_whole(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_too_few_participants_fails_clearly(tmp_path):
-    with pytest.raises(SystemExit, match="--participants"):
-        main(["demo-capsule", "--out", str(tmp_path / "x"), "--participants", "2", "--seed", "1"])
+def test_too_few_participants_fails_clearly(tmp_path, capsys):
+    assert main(["demo-capsule", "--out", str(tmp_path / "x"), "--config-json", _demo_config(participants=2, seed=1)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data.demo.participants" in err and "\n" not in err and not (tmp_path / "x").exists()
