@@ -1,6 +1,7 @@
-"""`grail-sim evaluate`: generate answers for Contract-2 prompt datasets and score them (Contract 4).
+"""The evaluate stage's orchestration: load Contract-2 prompt datasets, generate answers, score
+each row and write Contract 4 (`grail-sim evaluate` in cli.py is a thin wrapper around `evaluate`).
 
-Outputs in `--out`: `predictions.jsonl` (one row per prompt) and `metrics.json` (metrics.py's
+Outputs in `out_dir`: `predictions.jsonl` (one row per prompt) and `metrics.json` (metrics.py's
 figures with their baselines, provenance, throughput and a few sample responses).
 
 Generations stream to `predictions.partial.jsonl` as they are produced, so memory stays flat and
@@ -8,8 +9,8 @@ a killed run resumes where it stopped (rows whose id is already there are skippe
 file is only reused when `predictions.partial.json` shows the same model content, prompts and
 generation settings; the finished `predictions.jsonl` appears atomically at the end.
 
-Backends: HF `generate` (batched, left padding, greedy unless `--temperature` > 0) everywhere,
-and vLLM's offline engine when vllm is importable and CUDA is available (cluster nodes).
+The model itself is behind generators.py (HF `generate` or vLLM); scoring figures come from
+metrics.py, so this module holds no model code and no statistics.
 """
 
 from __future__ import annotations
@@ -31,20 +32,17 @@ from grail_sim.rows import finite, opinion_direction
 log = logging.getLogger(__name__)
 
 
-
-
+# The Contract-2 columns scoring reads; a dataset without one is refused up front, not mid-run.
 REQUIRED_COLUMNS = (
     "id", "prompt", "gold_index", "n_options", "issue", "participant_study", "participant_id",
     "opinion_before", "opinion_after",
 )
 
 
+# Generated records stream here (flushed per batch) and its fingerprint sits beside it, so a
+# killed run resumes only what was made from the same model, prompts and settings.
 PARTIAL = "predictions.partial.jsonl"
-
-
 PARTIAL_META = "predictions.partial.json"
-
-
 
 
 # --------------------------------------------------------------------------- inputs
@@ -78,6 +76,7 @@ def load_task_split(prompts_dir: Path, task: str, split: str):
 
 
 def has_split(prompts_dir: Path, task: str, split: str) -> bool:
+    """Whether the saved DatasetDict `prompts_dir/task` has `split` (without loading it)."""
     return (prompts_dir / task / split).is_dir()
 
 
@@ -90,8 +89,6 @@ def select_rows(dataset, max_rows: int, seed: int) -> list[int]:
 
     chosen = np.random.default_rng(seed).choice(n, size=max_rows, replace=False)
     return sorted(int(i) for i in chosen)
-
-
 
 
 def score_row(task: str, row: dict, raw_output: str, tolerance: float) -> dict[str, Any]:
@@ -149,6 +146,7 @@ def _adapter_base_sha256(model_dir: Path) -> str | None:
 
 
 def _git_revision() -> str | None:
+    """The code's git commit for provenance; None outside a checkout (an installed wheel)."""
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                                 cwd=Path(__file__).resolve().parent, check=False)
@@ -158,6 +156,7 @@ def _git_revision() -> str | None:
 
 
 def _versions() -> dict[str, str]:
+    """Installed versions of the packages that shape generation and scoring (absent ones left out)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -170,6 +169,7 @@ def _versions() -> dict[str, str]:
 
 
 def _progress(total: int, description: str):
+    """A tqdm bar over prompts, or None (then progress is logged per batch)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm ships with transformers; keep working without it
@@ -257,8 +257,8 @@ def _provenance(model_dir: Path, prompts_dir: Path, tasks: Sequence[str], split:
 
 
 def _generate_pending(model_dir: Path, split: str, settings: GenerationSettings, tasks: Sequence[str],
-                      datasets_by_task: dict[str, Any], pending: dict[str, list[int]], partial: Path, *, resumed_rows: int,
-                      tolerance: float) -> dict[str, Any]:
+                      datasets_by_task: dict[str, Any], pending: dict[str, list[int]], partial: Path, *,
+                      resumed_rows: int, tolerance: float) -> dict[str, Any]:
     """Generate and append to `partial` the rows not yet there; returns the run's throughput record.
 
     The model is loaded only when something is left to generate, so a finished run re-scores for free.

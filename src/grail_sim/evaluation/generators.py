@@ -1,5 +1,10 @@
-"""Answer generators: HF `generate` (batched, left padding) everywhere, vLLM's offline engine when
-vllm is importable and CUDA is available.
+"""Answer generators for evaluation: the settings that shape generated text, HF `generate`
+(batched, left padding, greedy unless temperature > 0) everywhere, vLLM's offline engine when
+vllm is importable and CUDA is available (cluster nodes), and `make_generator` to pick one.
+
+A generator has `backend`, `chunk_size` (prompts per `generate` call), `prompt_length(messages)`
+(used only to order prompts so that a batch holds similar lengths) and `generate(batch)` (the new
+text of each prompt, in order).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- generation
 class GenerationSettings:
+    """Decoding and placement settings of an evaluation run."""
+
     def __init__(self, *, max_new_tokens: int = 64, temperature: float = 0.0, batch_size: int = 8, seed: int = 0,
                  backend: str = "auto", device: str = "auto", dtype: str = "float32"):
         self.max_new_tokens = max_new_tokens
@@ -31,6 +38,7 @@ class GenerationSettings:
 
 
 def vllm_usable() -> bool:
+    """vllm is installed and a CUDA device is visible (vLLM's engine needs both)."""
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
@@ -93,6 +101,7 @@ class VLLMGenerator:
         self.chunk_size = settings.batch_size * 32  # vLLM batches internally; chunks keep the stream to disk
 
     def prompt_length(self, messages: Sequence[dict]) -> int:
+        # Only orders prompts (vLLM schedules its own batches): characters stand in for tokens.
         return sum(len(m["content"]) for m in messages)
 
     def generate(self, batch: Sequence[Sequence[dict]]) -> list[str]:
@@ -101,6 +110,7 @@ class VLLMGenerator:
 
 
 def make_generator(model_dir: Path, settings: GenerationSettings):
+    """The generator `settings.backend` asks for (`auto`: vLLM when usable, else HF), seeded."""
     use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_usable())
     if use_vllm and (model_dir / "adapter_config.json").is_file():
         log.info("%s is a peft adapter: vLLM needs a merged model, using HF generate", model_dir)

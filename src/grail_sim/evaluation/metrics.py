@@ -263,13 +263,15 @@ def _all_row_scores(records: Sequence[dict], gold_dirs: Sequence[str], *, mean: 
         "parsed_rate": [0.0 if r.get("parsed") is None else 1.0 for r in records],
         "format_rate": [1.0 if has_format(r.get("raw_output", "")) else 0.0 for r in records],
         "direction_accuracy": [
-            1.0 if r.get("parsed") is not None and opinion_direction(r["opinion_before"], r["parsed"], tolerance) == d else 0.0
+            1.0 if r.get("parsed") is not None
+            and opinion_direction(r["opinion_before"], r["parsed"], tolerance) == d else 0.0
             for r, d in zip(records, gold_dirs)
         ],
         "no_change_direction": [1.0 if d == "no_change" else 0.0 for d in gold_dirs],
         "majority_direction": [1.0 if d == majority else 0.0 for d in gold_dirs],
         "global_mean_direction": [
-            1.0 if opinion_direction(r["opinion_before"], mean, tolerance) == d else 0.0 for r, d in zip(records, gold_dirs)
+            1.0 if opinion_direction(r["opinion_before"], mean, tolerance) == d else 0.0
+            for r, d in zip(records, gold_dirs)
         ],
         **_baseline_error_scores(records, mean),
     }

@@ -1,5 +1,9 @@
-"""Load a policy (a full Hugging Face folder or a peft adapter on its recorded base), build the tiny
-random model of tests and benchmarks, and smoke-test generation.
+"""Load a policy (a full Hugging Face folder, or a peft adapter merged into its recorded base),
+build the tiny random model of tests and benchmarks, and smoke-test generation.
+
+An adapter's base is found by `adapter_base`, which does not depend on the working directory: a
+relative base recorded at training time is looked up beside the adapter's own folder tree, and a
+recorded content hash of the base is checked before anything is merged into it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ BASE_PATH_KEY = "base_model_path"
 BASE_SHA_KEY = "base_model_sha256"
 
 
+# Written beside every model this project builds or trains: where it came from and how it was made.
 PROVENANCE_FILE = "grail_sim.json"
 DTYPES = ("float32", "bfloat16", "float16")
 

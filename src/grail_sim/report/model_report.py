@@ -1,11 +1,13 @@
-"""`grail-sim report`: render evaluation and training results as Markdown with Jinja2.
+"""The per-model report, and what the portfolio report shares with it.
 
-    grail-sim report --model grail --issue gun --eval results/eval/grail_gun/validation         results/eval/grail_gun/test --train-dir results/train/grail_gun --out reports/grail_gun.md
-    grail-sim report portfolio --eval results/eval/*_gun/test --out reports/portfolio.md
+Holds the number filters (`num`, `pct`, `ci`, `fence`) and the Jinja2 environment, the readers of
+an evaluation's `metrics.json` and a training run's `metrics.jsonl`, and `render_model_report`,
+which builds one model's context and renders `templates/model_report.md.j2`. The CLI is
+report/cli.py; the portfolio is portfolio.py.
 
-Templates (`templates/*.md.j2`, or `--template`) are data: every number they show comes from
-`metrics.json` / `metrics.jsonl` through the context built here, formatted by the filters below.
-Figures are PNGs written beside the report (`--figures`) and embedded by relative path.
+Templates are data: every number they show comes from `metrics.json` / `metrics.jsonl` through
+the context built here, formatted by the filters below. Figures are PNGs written beside the
+report and embedded by relative path, so the report folder can be moved as a whole.
 """
 
 from __future__ import annotations
@@ -24,17 +26,10 @@ log = logging.getLogger(__name__)
 
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-
-
 MODEL_TEMPLATE = TEMPLATES / "model_report.md.j2"
-
-
 PORTFOLIO_TEMPLATE = TEMPLATES / "portfolio.md.j2"
-
-
+# What a figure of an empty group (metrics.py gives None, never NaN) reads as.
 NO_ROWS = "no rows"
-
-
 
 
 # --------------------------------------------------------------------------- formatting
@@ -71,6 +66,7 @@ def fence(text: str, language: str = "") -> str:
 
 
 def environment(template: Path):
+    """The compiled `template` with the filters above; an undefined name fails instead of rendering blank."""
     import jinja2
 
     if not template.is_file():
@@ -82,7 +78,12 @@ def environment(template: Path):
 
 
 # --------------------------------------------------------------------------- inputs
+# What every report reads from an evaluation's metrics.json (Contract 4).
+METRICS_KEYS = ("model", "tasks")
+
+
 def load_metrics(eval_dir: Path) -> dict[str, Any]:
+    """An evaluation's metrics.json, with `split` set from its folder name (results/eval/{model}/{split})."""
     path = eval_dir / "metrics.json"
     if not path.is_file():
         raise ReportError(f"{path} does not exist: run `grail-sim evaluate --out {eval_dir}` first")
@@ -92,11 +93,15 @@ def load_metrics(eval_dir: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ReportError(f"{path}:{err.lineno}: corrupt JSON ({err.msg})") from None
+    missing = [key for key in METRICS_KEYS if key not in data]
+    if missing:
+        raise ReportError(f"{path} lacks key(s) {missing} (Contract 4 in docs/DESIGN.md); rerun `grail-sim evaluate`")
     data["split"] = eval_dir.name
     return data
 
 
 def load_training_log(train_dir: Path) -> list[dict]:
+    """A training run's per-step metric log (Contract 3)."""
     path = train_dir / "metrics.jsonl"
     if not path.is_file():
         raise ReportError(f"{path} does not exist (Contract 3): a trained model needs its training log")
@@ -132,6 +137,7 @@ def render_model_report(
     constant_share: float = 0.75,
     samples: int = 3,
 ) -> str:
+    """Render one model's report (every split in `eval_dirs`, training curves when `train_dir` is given) to `out`."""
     issue = issues.issue_name(issue)
     short = issues.ISSUE_TO_SHORT[issue]
     prefix = f"{model}_{short}"

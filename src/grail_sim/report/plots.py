@@ -1,4 +1,5 @@
-"""Report figures (matplotlib, Agg): training curves and answer-position distributions.
+"""Report figures (matplotlib, Agg backend: no display needed): training curves and the
+distribution of answered vs chosen positions. PNG bytes are identical across reruns.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ CURVES = (("reward", "reward"), ("kl", "KL to the reference"), ("completions/mea
 
 
 def curve(rows: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
+    """Steps and finite numeric values of `key` in a metric log; rows without it are skipped."""
     steps, values = [], []
     for index, row in enumerate(rows):
         value = row.get(key)
@@ -34,6 +36,7 @@ def _pyplot():
 
 
 def plot_training_curves(rows: Sequence[dict], path: Path) -> Path:
+    """One panel per CURVES entry; a metric the run did not log says so instead of an empty axis."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
     for axis, (key, label) in zip(axes, CURVES):
@@ -51,6 +54,7 @@ def plot_training_curves(rows: Sequence[dict], path: Path) -> Path:
 
 
 def plot_positions(distribution: dict[str, Any], title: str, path: Path) -> Path:
+    """Model's answered positions beside participants' chosen ones, unparsed answers as a last bar."""
     plt = _pyplot()
     labels = list(distribution["positions"]) + [metrics.UNPARSED]
     predicted = [distribution["predicted"].get(k, 0) for k in distribution["positions"]] + [distribution["unparsed"]]

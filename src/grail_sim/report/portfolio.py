@@ -1,4 +1,8 @@
-"""The portfolio report: every model beside every baseline, per study and task.
+"""The portfolio report: every evaluated model beside every baseline, per issue, study and task.
+
+`portfolio_context` decides the marks a template only displays: a model's cell is marked best
+only when it is the best model and its confidence interval clears the best baseline's on the same
+rows. Formatting and the template environment come from model_report.py.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- portfolio
 def _best_baseline(baselines: dict[str, dict], higher_is_better: bool) -> tuple[str | None, dict | None]:
+    """The name and figure of the strongest baseline with a value; (None, None) when none has one."""
     candidates = [(name, stat) for name, stat in baselines.items() if stat and not _missing(stat.get("value"))]
     if not candidates:
         return None, None
@@ -29,8 +34,6 @@ def _best_baseline(baselines: dict[str, dict], higher_is_better: bool) -> tuple[
     if higher_is_better:
         return max(candidates, key=lambda item: (item[1]["value"], item[1].get("ci_high") or 0.0))
     return min(candidates, key=lambda item: (item[1]["value"], -(item[1].get("ci_low") or 0.0)))
-
-
 
 
 def _study_groups(task_metrics: dict) -> dict[str, dict]:
@@ -80,6 +83,7 @@ def _study_entries(group: Sequence[dict], study: str, task_name: str) -> list[tu
 
 
 def _next_video_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
+    """One study's next-video rows (accuracy, parse and format rates) and baselines; None without the task."""
     entries = _study_entries(group, study, "next_video")
     if not entries:
         return None
@@ -99,6 +103,7 @@ def _next_video_table(group: Sequence[dict], study: str) -> dict[str, Any] | Non
 
 
 def _opinion_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
+    """One study's opinion rows (MAE, RMSE, direction accuracy) and baselines; None without the task."""
     entries = _study_entries(group, study, "opinion")
     if not entries:
         return None
@@ -128,6 +133,7 @@ def _opinion_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
 
 def render_portfolio(eval_dirs: Sequence[Path], out: Path, *, template: Path = PORTFOLIO_TEMPLATE,
                      config: Path | None = None) -> str:
+    """Render the portfolio of the evaluations in `eval_dirs` to `out`; returns the Markdown."""
     evaluations = [load_metrics(d) for d in eval_dirs]
     context = portfolio_context(evaluations)
     context["config"] = {"path": str(config), "sha256": io.file_sha256(config)} if config and config.is_file() else None
