@@ -1,4 +1,6 @@
-"""A pre-cleaned dataset (parquet, a `datasets` folder or a hub name) mapped onto Contract 1.
+"""A pre-cleaned dataset (parquet / JSON(L) / CSV, a `datasets` folder or a hub name) mapped onto
+Contract 1: its loader, the column mapping, the row checks (drops counted) and the split each row
+is given by the dataset, if any (`finalise` assigns the rest).
 """
 
 from __future__ import annotations
@@ -10,13 +12,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Mapping
 
-from grail_sim.data.capsule import (
-    CapsuleError,
-    to_float,
-)
+from grail_sim.data.capsule import is_missing, to_float
 from grail_sim.data.clean import resolve_config
 from grail_sim.data.contract import CONTRACT_COLUMNS
-from grail_sim.errors import CleanConfigError
+from grail_sim.errors import CapsuleError, CleanConfigError
 
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
                   "eval": "validation", "dev": "validation", "test": "test"}
@@ -59,12 +58,24 @@ def load_dataset_frame(path_or_name: str):
                                f"and HF_HUB_OFFLINE unset): {type(err).__name__}: {err}") from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
+    # Loaders name a lone split "train" whether or not the data named it (a single file always
+    # loads so). A lone train split is therefore "no splits given": `finalise` then assigns them per
+    # participant as for the capsule, instead of an empty validation and test split.
+    named = list(loaded) != ["train"]
     frames = []
     for split_name, split in loaded.items():
         frame = split.to_pandas()
-        frame["_source_split"] = split_name
+        frame["_source_split"] = split_name if named else None
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _given_split(record: Mapping) -> str | None:
+    """The split the dataset gives a row (its `split` column, else its split's name), or None."""
+    for value in (record.get("split"), record.get("_source_split")):
+        if not is_missing(value):
+            return _SPLIT_ALIASES.get(str(value).strip().lower())
+    return None
 
 
 def clean_dataset(path_or_name: str, columns: Mapping[str, str], config: Mapping | None = None) -> tuple[list[dict], dict]:
@@ -141,8 +152,10 @@ def clean_dataset(path_or_name: str, columns: Mapping[str, str], config: Mapping
             "profile": json.dumps(profile, ensure_ascii=False, sort_keys=True, default=str),
             "opinion_before": to_float(record.get("opinion_before")),
             "opinion_after": to_float(record.get("opinion_after")),
-            "_source_split": _SPLIT_ALIASES.get(str(record.get("split") or record["_source_split"]).lower()),
+            "_source_split": _given_split(record),
         })
     stats = {"source": "dataset", "input": path_or_name, "sessions_read": 0, "drops": dict(sorted(drops.items())),
-             "allow_list": {}, "profile_columns_missing": {}, "counters": dict(sorted(counters.items()))}
+             "allow_list": {}, "profile_columns_missing": {}, "counters": dict(sorted(counters.items())),
+             # Whether `finalise` assigns (some) splits from clean.split_seed / split_fractions.
+             "splits_assigned": any(row["_source_split"] is None for row in rows)}
     return rows, stats
