@@ -1,4 +1,5 @@
-"""Contract 1 (`interactions.parquet`): participant ids, splits, the final frame and its outputs.
+"""Contract 1 (`interactions.parquet`): its columns, participant ids, participant-level splits,
+the final frame with its stats, and the writer of both outputs.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from grail_sim.errors import CleanConfigError
+from grail_sim.errors import CapsuleError
 from grail_sim.io import atomic_path, write_json
 
 CONTRACT_COLUMNS = [
@@ -71,9 +72,7 @@ def finalise(rows: list[dict], stats: dict, config: Mapping) -> tuple[Any, dict]
     frame = frame.astype({"step_index": "int64", "n_options": "int64", "gold_index": "int64"})
     for column in ("current_video_duration_s", "current_watched_s", "current_total_s", "opinion_before", "opinion_after"):
         frame[column] = frame[column].astype("float64")
-    split_leaks = frame.groupby("participant_id")["split"].nunique()
-    if (split_leaks > 1).any():
-        raise CleanConfigError(f"participants in two splits: {list(split_leaks[split_leaks > 1].index[:5])}")
+    _check_one_split_per_participant(frame)
     stats |= {
         "rows": len(frame),
         "participants": int(frame["participant_id"].nunique()),
@@ -88,6 +87,23 @@ def finalise(rows: list[dict], stats: dict, config: Mapping) -> tuple[Any, dict]
         "split_fractions": dict(config["split_fractions"]),
     }
     return frame, stats
+
+
+def _check_one_split_per_participant(frame) -> None:
+    """A participant's rows in two splits would leak them from training into evaluation.
+
+    Only a pre-cleaned dataset's own split names can do this (assigned splits are per
+    participant), so it is an input error, raised as one line naming participants and splits.
+    """
+    splits = frame.groupby("participant_id")["split"].unique()
+    leaks = splits[splits.map(len) > 1]
+    if leaks.empty:
+        return
+    named = [f"participant {pid!r} has rows in two or more splits ({', '.join(sorted(s))})"
+             for pid, s in leaks.head(5).items()]
+    more = [f"{len(leaks) - 5} more participant(s) too"] if len(leaks) > 5 else []
+    raise CapsuleError("; ".join(named + more) + "; a participant's rows must share one split "
+                       "(check the dataset's split column or split file names)")
 
 
 def write_outputs(frame, stats: dict, out: str | Path, stats_path: str | Path) -> None:
