@@ -1,4 +1,6 @@
-"""The clean stage: the raw capsule (or a pre-cleaned dataset) -> one row per (session, step).
+"""The clean stage's capsule path: the resolved `clean:` configuration, and the raw capsule ->
+one row per (session, step) with every drop counted. (Pre-cleaned datasets: `dataset.py`; splits
+and the output files: `contract.py`; the capsule's file readers: `capsule.py`.)
 
 Output: Contract 1 of docs/DESIGN.md (`interactions.parquet`) and `stats.json` with every counter.
 Rules that the earlier reference broke and this module enforces:
@@ -67,6 +69,7 @@ def resolve_config(section: Mapping | None = None, *, source: str = "configurati
 
 
 def _meta_json(vid: str, meta: Mapping[str, VideoMeta]) -> dict:
+    """One `slate_items` entry: every key present (None when unknown), so all rows share one shape."""
     entry = meta.get(vid)
     if entry is None:
         return {"id": vid, "title": None, "channel": None, "duration_s": None,
@@ -77,10 +80,12 @@ def _meta_json(vid: str, meta: Mapping[str, VideoMeta]) -> dict:
 
 
 def _json_number(value: float) -> float | None:
+    # JSON has no NaN: an unknown number is null.
     return None if value is None or math.isnan(value) else float(value)
 
 
 def _opinion(row: Mapping, column: str | None, higher_is_conservative: bool) -> float:
+    """The survey index on one scale for every study: higher = more conservative (NaN when missing)."""
     if not column or column not in row:
         return math.nan
     value = to_float(row[column])

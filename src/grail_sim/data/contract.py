@@ -23,6 +23,8 @@ CONTRACT_COLUMNS = [
 
 
 def participant_hash(study: str, key: str) -> str:
+    """A stable pseudonym: the survey key never reaches the outputs, and the study keeps equal keys
+    of two panels apart."""
     return hashlib.sha256(f"{study}:{key}".encode()).hexdigest()[:16]
 
 
@@ -46,6 +48,7 @@ def assign_splits(participants_by_study: Mapping[str, list[str]], fractions: Map
 
 
 def _nest(counters: Mapping[str, int]) -> dict:
+    """`allow_list.<study>.<name>` counters as {study: {name: count}} for stats.json."""
     out: dict[str, dict] = defaultdict(dict)
     for key, value in sorted(counters.items()):
         _, study, name = key.split(".", 2)

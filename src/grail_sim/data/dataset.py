@@ -78,6 +78,18 @@ def _given_split(record: Mapping) -> str | None:
     return None
 
 
+def _slate(value) -> list | None:
+    """A slate given as a list, an array (parquet) or a JSON list; None when malformed or empty."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return value if isinstance(value, list) and value else None
+
+
 def clean_dataset(path_or_name: str, columns: Mapping[str, str], config: Mapping | None = None) -> tuple[list[dict], dict]:
     """Map a pre-cleaned dataset's columns onto Contract 1; rows that break it are dropped and counted."""
     config = resolve_config(config)
@@ -99,16 +111,8 @@ def clean_dataset(path_or_name: str, columns: Mapping[str, str], config: Mapping
     counters: Counter = Counter(rows_read=len(frame))
     rows = []
     for number, record in enumerate(frame.to_dict("records")):
-        slate = record["slate_items"]
-        if isinstance(slate, str):
-            try:
-                slate = json.loads(slate)
-            except json.JSONDecodeError:
-                drops["row_malformed_slate_items"] += 1
-                continue
-        if hasattr(slate, "tolist"):
-            slate = slate.tolist()
-        if not isinstance(slate, list) or not slate:
+        slate = _slate(record["slate_items"])
+        if slate is None:
             drops["row_malformed_slate_items"] += 1
             continue
         gold_index = to_float(record["gold_index"])
