@@ -11,7 +11,12 @@ import pytest
 from grail_sim import cli
 from grail_sim.errors import ModelError
 from grail_sim.model.embedded import COMPLETE_MARKER, _extract_member, cache_entry
-from grail_sim.model.loading import PROVENANCE_FILE, adapter_base, build_tiny_model, load_policy
+from grail_sim.model.loading import (
+    PROVENANCE_FILE,
+    adapter_base,
+    build_tiny_model,
+    load_policy,
+)
 
 
 def _generate(model, tokenizer, text: str, max_new_tokens: int = 6):
@@ -45,10 +50,10 @@ def test_tokenizer_dir_renders_the_smollm2_chat_template(tokenizer_dir):
 
 
 def test_the_model_rule_rebuilds_when_the_conversion_changes():
-    from grail_sim.model.embedded import CONVERSION_REVISION
-
+    # The rule's code-version param hashes the model/ package's source, embedded.py's
+    # CONVERSION_REVISION included, so a changed conversion reruns the build.
     rule = (Path(__file__).resolve().parents[1] / "workflow/rules/model.smk").read_text()
-    assert f'conversion="{CONVERSION_REVISION}"' in rule
+    assert 'code=code_version("model")' in rule
 
 
 def test_tiny_model_builds_and_generates(tiny_model_dir, tokenizer_dir):
@@ -245,11 +250,15 @@ def test_adapter_with_a_hub_id_base_keeps_the_id(tmp_path):
 
 
 # ------------------------------------------------------------------------------ smoke, build CLIs
+def _model_config(**model) -> list[str]:
+    """The `model:` config section as a rule passes it (keys not given take the schema's defaults)."""
+    return ["--config-json", json.dumps({"model": model})]
+
 
 
 def test_smoke_cli_writes_json(tiny_model_dir, tmp_path):
     out = tmp_path / "smoke.json"
-    assert cli.main(["model", "smoke", "--model", str(tiny_model_dir), "--prompt", "Name a colour.",
+    assert cli.main(["model", "smoke", "--model", str(tiny_model_dir), *_model_config(smoke_prompt="Name a colour."),
                      "--max-new-tokens", "8", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["prompt"] == "Name a colour."
@@ -258,7 +267,7 @@ def test_smoke_cli_writes_json(tiny_model_dir, tmp_path):
     assert result["seconds"] > 0 and result["tokens_per_second"] > 0
 
 
-def test_smoke_fails_on_empty_output(tokenizer_dir, tmp_path, caplog):
+def test_smoke_fails_on_empty_output(tokenizer_dir, tmp_path, capsys):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -271,18 +280,19 @@ def test_smoke_fails_on_empty_output(tokenizer_dir, tmp_path, caplog):
     model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))
     model.save_pretrained(str(silent))
     out = tmp_path / "smoke.json"
-    code = cli.main(["model", "smoke", "--model", str(silent), "--prompt", "hi",
+    code = cli.main(["model", "smoke", "--model", str(silent), *_model_config(smoke_prompt="hi"),
                      "--max-new-tokens", "3", "--out", str(out)])
-    assert code == 1
+    assert code == 2
     assert not out.exists()
-    assert "generated no text" in caplog.text and "silent" in caplog.text
+    error = capsys.readouterr().err
+    assert "generated no text" in error and "silent" in error
 
 
 def test_build_from_a_local_folder(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "base"
-    assert cli.main(["model", "build", "--name-or-path", str(tiny_model_dir), "--out", str(out)]) == 0
+    assert cli.main(["model", "build", *_model_config(name_or_path=str(tiny_model_dir)), "--out", str(out)]) == 0
     record = json.loads((out / PROVENANCE_FILE).read_text())
     assert record["source"] == "local" and record["name_or_path"] == str(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(str(out))
@@ -290,19 +300,20 @@ def test_build_from_a_local_folder(tiny_model_dir, tmp_path):
     assert AutoTokenizer.from_pretrained(str(out)).chat_template
 
 
-def test_build_from_a_missing_folder_fails_naming_it(tmp_path, caplog):
+def test_build_from_a_missing_folder_fails_naming_it(tmp_path, capsys):
     out = tmp_path / "base"
-    assert cli.main(["model", "build", "--name-or-path", str(tmp_path / "no_such_model"),
-                     "--out", str(out)]) == 1
-    assert "no_such_model" in caplog.text
+    assert cli.main(["model", "build", *_model_config(name_or_path=str(tmp_path / "no_such_model")),
+                     "--out", str(out)]) == 2
+    assert "no_such_model" in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_build_from_an_uncached_hub_id_fails_offline(tmp_path, caplog):
+def test_build_from_an_uncached_hub_id_fails_offline(tmp_path, capsys):
     out = tmp_path / "base"
-    assert cli.main(["model", "build", "--name-or-path", "grail-sim-tests/no-such-model",
-                     "--out", str(out)]) == 1
-    assert "grail-sim-tests/no-such-model" in caplog.text and "network" in caplog.text
+    assert cli.main(["model", "build", *_model_config(name_or_path="grail-sim-tests/no-such-model"),
+                     "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "grail-sim-tests/no-such-model" in error and "network" in error
     assert not out.exists()
 
 
