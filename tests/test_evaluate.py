@@ -205,9 +205,11 @@ def test_partial_predictions_are_resumed_not_recomputed(tmp_path, monkeypatch):
 def test_cli_evaluates_a_tiny_model_end_to_end(tmp_path, tiny_model_dir):
     prompts = make_prompts(tmp_path / "prompts")
     out = tmp_path / "eval" / "base_gun" / "validation"
+    # Settings as the workflow's rule passes them: the `evaluate` section (other keys take the schema's defaults).
+    settings = {"evaluate": {"tasks": ["next_video", "opinion"], "max_rows": 4, "batch_size": 3, "max_new_tokens": 5,
+                             "bootstrap_samples": 50, "backend": "hf"}}
     code = cli.main(["evaluate", "--model", str(tiny_model_dir), "--model-name", "base", "--prompts", str(prompts),
-                     "--tasks", "next_video,opinion", "--split", "validation", "--out", str(out), "--max-rows", "4",
-                     "--batch-size", "3", "--max-new-tokens", "5", "--bootstrap-samples", "50", "--backend", "hf"])
+                     "--split", "validation", "--out", str(out), "--config-json", json.dumps(settings)])
     assert code == 0
     rows = list(io.read_jsonl(out / "predictions.jsonl"))
     assert len(rows) == 8 and all(CONTRACT4 <= set(r) for r in rows)
