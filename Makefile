@@ -32,3 +32,11 @@ dry-run: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+
+# Remove every generated output (results/ and reports/); the venv and the model cache stay.
+clean-results:
+	rm -rf results reports
+
+# Per-rule times of the last run, the table the README links to.
+benchmarks/default_run.md: $(BIN)/.installed
+	$(BIN)/python benchmarks/default_run.py --out $@

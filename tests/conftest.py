@@ -17,15 +17,25 @@ _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS
                 "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
 
 
+# Overrides of the workflow configuration (grail_sim.config.ENVIRONMENT); a caller's shell must not
+# change what the tests see (a shell with GAIL_USE=0 used to fail the suite).
+_CONFIG_ENV = ("GAIL_USE", "GAIL_WEIGHT", "GAIL_ALPHA", "GAIL_LR", "GAIL_DISC_MODEL", "GAIL_DEVICE",
+               "GRAIL_MAX_HISTORY", "GRAIL_SHOW_IDS", "LOGLEVEL")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(_OFFLINE_ENV)
+    for key in _CONFIG_ENV:
+        os.environ.pop(key, None)  # also for subprocesses (snakemake, grail-sim) that tests start
 
 
 @pytest.fixture(autouse=True)
 def _offline_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the offline settings even if an earlier test changed them."""
+    """Keep the offline settings, and no configuration overrides, even if an earlier test changed them."""
     for key, value in _OFFLINE_ENV.items():
         monkeypatch.setenv(key, value)
+    for key in _CONFIG_ENV:
+        monkeypatch.delenv(key, raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
-"""config/config.yaml is validated by snakemake's `validate` against the schema."""
+"""One schema (src/grail_sim/resources/config.schema.yaml) validates config/config.yaml, fills
+every default, and is what the stage CLIs resolve their sections with."""
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -10,8 +12,12 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from grail_sim import config as grail_config
+from grail_sim.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+
+SCHEMA = str(grail_config.SCHEMA_PATH)
 
 
 @pytest.fixture()
@@ -23,10 +29,37 @@ def test_shipped_config_is_valid(config):
     validate(config, SCHEMA)
 
 
-def test_schema_fills_nothing_surprising(config):
-    before = copy.deepcopy(config)
-    validate(config, SCHEMA, set_default=False)
-    assert config == before
+def test_snakemake_and_the_cli_fill_the_same_defaults(config):
+    by_snakemake = copy.deepcopy(config)
+    validate(by_snakemake, SCHEMA)  # set_default=True: Snakemake fills the schema's defaults
+    assert by_snakemake == grail_config.resolve(config)
+    assert by_snakemake["evaluate"]["max_rows"] == 16 and by_snakemake["prompts"]["max_history"] == 12
+
+
+def _leaves(schema: dict, path: str = ""):
+    """(path, subschema) of every key that is not itself an object of named keys."""
+    for key, sub in schema.get("properties", {}).items():
+        where = f"{path}.{key}" if path else key
+        if sub.get("type") == "object" and "properties" in sub and "$ref" not in sub:
+            yield from _leaves(sub, where)
+        else:
+            yield where, sub
+
+
+def test_every_key_has_one_default_and_a_type():
+    schema = grail_config.load_schema()
+    without = [path for path, sub in _leaves(schema) if "default" not in sub]
+    # Optional overrides that have no value unless a user sets one (their rules fall back to the package).
+    assert sorted(without) == ["report.model_template", "report.portfolio_template"]
+    assert all("type" in sub or "$ref" in sub for _, sub in _leaves(schema))
+
+
+def test_config_file_repeats_no_default(config):
+    """config/config.yaml sets only what differs from the schema or is the user's choice to see."""
+    defaults = grail_config.resolve({})
+    repeated = [f"{section}.{key}" for section, values in config.items() if isinstance(values, dict)
+                for key, value in values.items() if defaults[section].get(key) == value]
+    assert sorted(repeated) == ["data.source", "model.name_or_path"]  # the two choices a user makes first
 
 
 @pytest.mark.parametrize(
@@ -36,12 +69,44 @@ def test_schema_fills_nothing_surprising(config):
         (lambda c: c["model"].update(name_or_pth="x"), "name_or_pth"),
         (lambda c: c["data"].update(source="s3"), "s3"),
         (lambda c: c.update(issues=["guns"]), "guns"),
+        (lambda c: c.update(seed=42), "seed"),  # read by no rule: removed
     ],
 )
 def test_bad_key_or_value_fails_naming_it(config, mutate, named):
     mutate(config)
     with pytest.raises(WorkflowError, match=named):
         validate(config, SCHEMA)
+    with pytest.raises(ConfigError, match=named):
+        grail_config.resolve(config)
+
+
+def test_a_stage_refuses_a_section_it_does_not_read():
+    with pytest.raises(ConfigError, match=r"\['train'\].*grail-sim prompts"):
+        grail_config.stage_config("prompts", {"prompts": {}, "train": {}}, source="--config-json")
+
+
+def test_environment_overrides_are_config_values_with_one_meaning_of_zero():
+    values: dict = {}
+    messages = grail_config.apply_environment(values, {"GRAIL_MAX_HISTORY": "0", "GAIL_USE": "false", "GAIL_LR": "",
+                                                        "GRAIL_SHOW_IDS": "1"})
+    assert values == {"prompts": {"max_history": 0, "show_ids": True},
+                      "train": {"overrides": {"gail.use": "false", "gail.max_history": "0"}}}
+    assert len(messages) == 4 and all("overrides" in m for m in messages)
+    resolved = grail_config.resolve(values)
+    assert resolved["prompts"]["max_history"] == 0  # 0 = full history, in prompts and in the discriminator
+    with pytest.raises(ConfigError, match="GRAIL_MAX_HISTORY"):
+        grail_config.apply_environment({}, {"GRAIL_MAX_HISTORY": "all"})
+
+
+def test_cli_by_hand_reads_its_section_from_a_file(tmp_path, capsys):
+    from grail_sim import cli
+
+    path = tmp_path / "my.yaml"
+    path.write_text("prompts:\n  max_history: 3\n")
+    assert cli.main(["config", "--config", str(path), "--section", "prompts"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["prompts"]["max_history"] == 3 and shown["prompts"]["max_prompt_tokens"] == 1024
+    assert json.loads(json.dumps(shown))  # plain data, as provenance records it
 
 
 def test_every_recipe_parses():

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from grail_sim.errors import ProfileError, PromptError, RowError
+from grail_sim.errors import ConfigError, ProfileError, PromptError, RowError
 from grail_sim.prompts import build as prompts_build
 from grail_sim.prompts import guards as prompts_guards
 from grail_sim.prompts import importer as prompts_importer
@@ -84,7 +84,7 @@ def make_frame(participants: int = 6, steps: int = 3, **kwargs) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def settings():
-    return prompts_settings.load_settings({}, env={})
+    return prompts_settings.load_settings({})
 
 
 # ---------------------------------------------------------------------------------------- golden
@@ -166,13 +166,20 @@ def test_max_history_and_show_ids(settings):
     assert f"[{vid(105)}] Video 105 title (channel:" in with_ids
 
 
-def test_environment_overrides_config():
-    chosen = prompts_settings.load_settings({"max_history": 12}, env={"GRAIL_MAX_HISTORY": "3", "GRAIL_SHOW_IDS": "1"})
+def test_environment_overrides_config_where_it_is_resolved(tmp_path, monkeypatch, tokenizer_dir):
+    from grail_sim import config
+
+    values = {"prompts": {"max_history": 12}}
+    config.apply_environment(values, {"GRAIL_MAX_HISTORY": "3", "GRAIL_SHOW_IDS": "1"})
+    chosen = prompts_settings.load_settings(values["prompts"])
     assert chosen.max_history == 3 and chosen.show_ids is True
-    with pytest.raises(PromptError, match="GRAIL_MAX_HISTORY"):
-        prompts_settings.load_settings({}, env={"GRAIL_MAX_HISTORY": "lots"})
-    with pytest.raises(PromptError, match="opinion_target"):
-        prompts_settings.load_settings({"opinion_target": "vibes"}, env={})
+    with pytest.raises(ConfigError, match="GRAIL_MAX_HISTORY"):
+        config.apply_environment({}, {"GRAIL_MAX_HISTORY": "lots"})
+    with pytest.raises(ConfigError, match="opinion_target"):
+        prompts_settings.load_settings({"opinion_target": "vibes"})
+    # Library code never reads the environment itself: only the CLI (by hand) and the Snakefile do.
+    monkeypatch.setenv("GRAIL_MAX_HISTORY", "5")
+    assert prompts_settings.load_settings({}).max_history == 12
 
 
 def test_option_without_title_falls_back_to_id_with_same_fields(settings):
@@ -438,7 +445,8 @@ def test_cli_build_and_show_with_the_model_tokenizer(tmp_path, tokenizer_dir, ca
     make_frame(participants=6, steps=4).to_parquet(parquet)
     out_dir = tmp_path / "prompts" / "gun_control"
     assert cli.main(["prompts", "build", "--interactions", str(parquet), "--issue", "gun_control",
-                     "--tokenizer", str(tokenizer_dir), "--out-dir", str(out_dir), "--max-history", "2"]) == 0
+                     "--tokenizer", str(tokenizer_dir), "--out-dir", str(out_dir),
+                     "--config-json", json.dumps({"prompts": {"max_history": 2}})]) == 0
     stats = json.loads((out_dir / "stats.json").read_text())
     tokens = stats["next_video"]["prompt_tokens"]["train"]
     assert 100 < tokens["mean"] <= tokens["p95"] <= tokens["max"] < 600
@@ -454,7 +462,7 @@ def test_cli_build_and_show_with_the_model_tokenizer(tmp_path, tokenizer_dir, ca
     parquet_bad = tmp_path / "bad.parquet"
     make_frame().drop(columns=["gold_index"]).to_parquet(parquet_bad)
     assert cli.main(["prompts", "build", "--interactions", str(parquet_bad), "--issue", "gun", "--tokenizer",
-                     str(tokenizer_dir), "--out-dir", str(tmp_path / "bad")]) == 1
+                     str(tokenizer_dir), "--out-dir", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
 
 
@@ -465,18 +473,18 @@ def test_snakemake_rule_builds_prompts_and_fails_on_a_leak(tmp_path, tokenizer_d
     import sys
 
     root = prompts_settings.REPO_ROOT
-    for name in ("workflow", "config", "envs"):
+    for name in ("workflow", "config", "envs", "src"):
         shutil.copytree(root / name, tmp_path / name)
     # Only this stage's rule, with the real config and schema: the upstream rules stay out of the DAG.
     import yaml
 
     config = yaml.safe_load((root / "config/config.yaml").read_text())
-    kept = {k: config[k] for k in ("data", "issues", "model", "prompts")}
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(kept))
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    # Only this stage's rules file (with common.smk and its upstream rule files for `rules.X`);
+    # the upstream outputs exist already, so only `prompts` runs.
     (tmp_path / "Snakefile").write_text(
-        'from snakemake.utils import validate\n\nconfigfile: "config/config.yaml"\n\n'
-        'validate(config, "workflow/schemas/config.schema.yaml")\nGRAIL = "grail-sim"\n\n'
-        'include: "workflow/rules/prompts.smk"\n')
+        'configfile: "config/config.yaml"\n\n'
+        + "".join(f'include: "workflow/rules/{name}.smk"\n' for name in ("common", "model", "clean", "prompts")))
     (tmp_path / "results" / "clean").mkdir(parents=True)
     (tmp_path / "results" / "models").mkdir()
     shutil.copytree(tokenizer_dir, tmp_path / "results" / "models" / "base")

@@ -175,18 +175,18 @@ def test_environment_overrides_are_recipe_overrides_that_set_wins_over():
         training_recipe.load_recipe(RECIPES / "grail.yaml", ["gail.dsic_lr=1.0"])
 
 
-def test_the_cli_logs_each_environment_override(monkeypatch, caplog):
-    from grail_sim.training import cli as train_cli
+def test_environment_overrides_land_in_train_overrides_and_set_wins():
+    from grail_sim import config
 
-    monkeypatch.setenv("GAIL_USE", "0")
-    monkeypatch.setenv("GRAIL_MAX_HISTORY", "0")
-    monkeypatch.delenv("GAIL_WEIGHT", raising=False)
-    with caplog.at_level("INFO", logger="grail_sim.train"):
-        overrides = train_cli.resolved_overrides(["gail.use=true"])
-    assert overrides[-1] == "gail.use=true" and "gail.use=0" in overrides and "gail.max_history=0" in overrides
-    lines = [record.getMessage() for record in caplog.records]
-    assert any("GAIL_USE" in line and "gail.use" in line for line in lines)
-    assert any("GRAIL_MAX_HISTORY" in line and "gail.max_history" in line for line in lines)
+    values: dict = {}
+    messages = config.apply_environment(values, {"GAIL_USE": "0", "GRAIL_MAX_HISTORY": "0"})
+    overrides = values["train"]["overrides"]
+    assert overrides == {"gail.use": "0", "gail.max_history": "0"} and values["prompts"]["max_history"] == 0
+    assert any("GAIL_USE" in m and "gail.use" in m for m in messages)
+    assert any("GRAIL_MAX_HISTORY" in m and "gail.max_history" in m for m in messages)
+    texts = config.recipe_overrides(overrides) + ["gail.use=true"]
+    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", texts)
+    assert script.gail.use is True and script.gail.max_history == 0  # --set (last) wins; 0 = full history
 
 
 @pytest.mark.parametrize("override, key", [

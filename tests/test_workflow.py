@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -65,3 +67,85 @@ def test_lint_is_clean():
     output = result.stdout + result.stderr
     assert "Lints for" not in output, output
     assert result.returncode == 0, output
+
+
+def _planned(output: str) -> set[str]:
+    jobs = _dry_run_jobs(output)
+    jobs.pop("total", None)
+    return set(jobs)
+
+
+def test_editing_a_stage_module_reruns_that_stage_and_below_only(tmp_path, tiny_model_dir):
+    """Each rule's `code` param hashes its stage's modules: an upgrade reruns exactly what changed."""
+    import shutil
+
+    import yaml
+
+    for name in ("Snakefile", "workflow", "config", "envs", "src"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    config = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+    config["model"]["name_or_path"] = str(tiny_model_dir)  # copied, not converted: seconds
+    config["data"]["demo"] = {"participants": 40, "seed": 3}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/prompts/gun_control/stats.json"
+    built = _snakemake("--cores", "1", target, cwd=tmp_path)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert "Nothing to be done" in _snakemake("--cores", "1", "-n", target, cwd=tmp_path).stdout
+
+    def plan_after_editing(module: str) -> set[str]:
+        path = tmp_path / "src" / "grail_sim" / module
+        path.write_text(path.read_text() + "\n# an upgrade\n")
+        result = _snakemake("--cores", "1", "-n", target, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        path.write_text(path.read_text().removesuffix("\n# an upgrade\n"))
+        return _planned(result.stdout + result.stderr)
+
+    assert plan_after_editing("prompts/render.py") == {"prompts"}
+    assert plan_after_editing("data/clean.py") == {"clean", "prompts"}
+    assert plan_after_editing("model/embedded.py") == {"model", "prompts"}
+    assert plan_after_editing("training/rewards.py") == set()  # not upstream of prompts
+
+
+def test_external_rules_exist_only_when_configured():
+    result = _snakemake("--profile", "profiles/local", "-n", "results/eval/base_external/test/metrics.json")
+    assert result.returncode != 0
+    assert "MissingRuleException" in result.stderr + result.stdout or "No rule to produce" in result.stderr
+
+
+def _documented_snakemake_commands() -> list[tuple[str, str]]:
+    """(file, command) for every `snakemake ...` line of a bash block in the README and docs/."""
+    import re
+    import shlex
+
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", path.read_text(), flags=re.S):
+            text = block.replace("\\\n", " ")
+            for line in text.splitlines():
+                line = line.split(" #")[0].strip()
+                if line.startswith("snakemake "):
+                    found.append((path.name, line))
+    assert found, "no snakemake command found in the docs"
+    return [(name, line) for name, line in found if shlex.split(line)]
+
+
+@pytest.mark.parametrize(("source", "command"), _documented_snakemake_commands())
+def test_documented_snakemake_commands_dry_run(source, command, tmp_path):
+    """Every snakemake command the docs show plans without error as a dry run (`-n`)."""
+    import shlex
+
+    for name in ("next_video_study2.jsonl", "opinion_study2.jsonl"):  # a user's own files
+        (tmp_path / name).write_text("")
+    args = [arg.replace("/path/to/", f"{tmp_path}/") for arg in shlex.split(command)[1:]]
+    if "profiles/slurm" in args and "--sdm" not in args and "--software-deployment-method" not in args:
+        # A dry run with conda deployment needs the conda binary, which this machine cannot have;
+        # docs/troubleshooting.md gives users without conda this same flag.
+        args += ["--sdm", "env-modules"]
+    result = _snakemake(*args, "-n")
+    assert result.returncode == 0, f"{source}: {command}\n{result.stderr[-2000:]}"
+
+
+def test_troubleshooting_documents_the_flag_for_a_cluster_without_conda():
+    text = (ROOT / "docs" / "troubleshooting.md").read_text()
+    assert "--sdm env-modules" in text and "cores have to be specified" in text

@@ -41,16 +41,12 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "report": ("report",),
 }
 
-# Variable -> (config path, type). `train.overrides` keys are recipe keys (see grail-sim train --help).
+# Variable -> (config path, type) for the prompts stage. The training variables (GAIL_*, and
+# GRAIL_MAX_HISTORY for the discriminator) are recipe overrides: grail_sim.training.recipe's
+# ENV_OVERRIDES maps them, and they land in `train.overrides`.
 ENVIRONMENT = {
     "GRAIL_MAX_HISTORY": (("prompts", "max_history"), int),
     "GRAIL_SHOW_IDS": (("prompts", "show_ids"), "bool"),
-    "GAIL_USE": (("train", "overrides", "gail.use"), "bool"),
-    "GAIL_WEIGHT": (("train", "overrides", "gail.weight"), float),
-    "GAIL_ALPHA": (("train", "overrides", "gail.alpha"), float),
-    "GAIL_LR": (("train", "overrides", "gail.lr"), float),
-    "GAIL_DISC_MODEL": (("train", "overrides", "gail.disc_model"), str),
-    "GAIL_DEVICE": (("train", "overrides", "gail.device"), str),
 }
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -129,10 +125,11 @@ def stage_config(stage: str, sections: Mapping[str, Any], *, source: str) -> dic
 
 
 def apply_environment(config: dict, environ: Mapping[str, str]) -> list[str]:
-    """Write the set environment variables of `ENVIRONMENT` into `config` (in place).
+    """Write the set environment variables into `config` (in place): the prompts stage's as typed
+    values, the training ones as recipe overrides in `train.overrides` (text read as YAML, like
+    `grail-sim train --set`). Returns one message per override, naming the variable and the key."""
+    from grail_sim.training.recipe import ENV_OVERRIDES, env_overrides
 
-    Returns one message per override, naming the variable, the key and the value it replaced.
-    """
     messages = []
     for variable, (path, kind) in ENVIRONMENT.items():
         raw = environ.get(variable, "").strip()
@@ -145,7 +142,19 @@ def apply_environment(config: dict, environ: Mapping[str, str]) -> list[str]:
         previous = node.get(path[-1], "(default)")
         node[path[-1]] = value
         messages.append(f"{variable}={raw} overrides {'.'.join(path)} (was {previous!r})")
+    variables = {key: variable for variable, key in ENV_OVERRIDES.items()}
+    for text in env_overrides(environ):
+        key, value = text.split("=", 1)
+        config.setdefault("train", {}).setdefault("overrides", {})[key] = value
+        messages.append(f"{variables[key]}={environ[variables[key]].strip()} overrides recipe key {key} "
+                        "(train.overrides)")
     return messages
+
+
+def recipe_overrides(overrides: Mapping[str, Any]) -> list[str]:
+    """`train.overrides` as `key=value` texts for the recipe loader: a string is read as YAML (as
+    `--set` text is), any other value is written as JSON (which YAML reads back unchanged)."""
+    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]
 
 
 def _parse_env(variable: str, raw: str, kind) -> Any:

@@ -69,6 +69,11 @@ def code_version(stage):
     return f"{GRAIL_VERSION}+{digest.hexdigest()[:12]}"
 
 
+def evaluated_model(model, short):
+    """`base` is the untrained reference; any other name is a trainer's final model (Contract 3)."""
+    return "results/models/base" if model == "base" else f"results/train/{model}_{short}/final"
+
+
 def final_outputs():
     """The default target: reports of the base model and each trainer on every issue, and the portfolio."""
     return [

@@ -5,11 +5,6 @@ EVALUATE = config["evaluate"]
 EXTERNAL = EVALUATE["external"]
 
 
-def evaluated_model(model, short):
-    """`base` is the untrained reference; any other name is a trainer's final model (Contract 3)."""
-    return rules.model.output[0] if model == "base" else f"results/train/{model}_{short}/final"
-
-
 rule evaluate:
     input:
         model=lambda w: evaluated_model(w.model, w.short),

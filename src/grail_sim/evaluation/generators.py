@@ -13,17 +13,23 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from grail_sim.config import resolve_section
 from grail_sim.errors import EvaluationError
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- generation
-class GenerationSettings:
-    """Decoding and placement settings of an evaluation run."""
+# Library callers (tests, benchmarks) that pass no value get the schema's `evaluate:` defaults,
+# the same ones the workflow and the CLI use: the defaults are written once, in the schema.
+_DEFAULTS = resolve_section("evaluate", {})
 
-    def __init__(self, *, max_new_tokens: int = 64, temperature: float = 0.0, batch_size: int = 8, seed: int = 0,
-                 backend: str = "auto", device: str = "auto", dtype: str = "float32"):
+
+class GenerationSettings:
+    def __init__(self, *, max_new_tokens: int = _DEFAULTS["max_new_tokens"],
+                 temperature: float = _DEFAULTS["temperature"], batch_size: int = _DEFAULTS["batch_size"],
+                 seed: int = _DEFAULTS["seed"], backend: str = _DEFAULTS["backend"], device: str = "auto",
+                 dtype: str = "float32"):
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.batch_size = batch_size

@@ -268,3 +268,12 @@ def smoke(model_dir: str | os.PathLike, prompt: str, *, max_new_tokens: int = 32
 
 def _parameter_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def base_model_record(model_dir: str | os.PathLike) -> dict[str, str]:
+    """What a trained adapter records of its base so that `adapter_base` finds the same base from
+    any working directory: the absolute path and a content hash (nothing for a hub id)."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        return {}
+    return {BASE_PATH_KEY: str(path.resolve()), BASE_SHA_KEY: file_sha256(path)}

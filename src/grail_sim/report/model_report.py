@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from grail_sim import io, issues
+from grail_sim.config import resolve_section
 from grail_sim.errors import ReportError
 from grail_sim.report.plots import curve, plot_positions, plot_training_curves
 
@@ -124,6 +125,10 @@ def _relative(path: Path, start: Path) -> str:
 
 
 # --------------------------------------------------------------------------- model report
+# Library callers that pass no value get the schema's `report:` defaults (written once, there).
+_REPORT_DEFAULTS = resolve_section("report", {})
+
+
 def render_model_report(
     *,
     model: str,
@@ -134,8 +139,8 @@ def render_model_report(
     train_dir: Path | None = None,
     template: Path = MODEL_TEMPLATE,
     config: Path | None = None,
-    constant_share: float = 0.75,
-    samples: int = 3,
+    constant_share: float = _REPORT_DEFAULTS["constant_share"],
+    samples: int = _REPORT_DEFAULTS["samples"],
 ) -> str:
     """Render one model's report (every split in `eval_dirs`, training curves when `train_dir` is given) to `out`."""
     issue = issues.issue_name(issue)

@@ -37,7 +37,7 @@ import yaml
 
 from grail_sim import io
 from grail_sim.errors import RecipeError, TrainingDataError
-from grail_sim.model.loading import PROVENANCE_FILE
+from grail_sim.model.loading import PROVENANCE_FILE, base_model_record
 from grail_sim.training.callbacks import get_callbacks
 from grail_sim.training.data import load_training_data
 from grail_sim.training.recipe import TRAINERS, ScriptArguments, load_recipe, redact
@@ -338,7 +338,8 @@ def save_final(run: Run, trainer, tokenizer, summary: dict, result, train_second
         shutil.rmtree(staging, ignore_errors=True)
         tokenizer.save_pretrained(str(tmp))
         summary.update({
-            "base_model": run.model_dir, "adapter": bool(run.script.lora.enabled), "dataset": run.dataset_dir,
+            "base_model": run.model_dir, **base_model_record(run.model_dir),
+            "adapter": bool(run.script.lora.enabled), "dataset": run.dataset_dir,
             "recipe": run.recipe_path, "global_step": trainer.state.global_step,
             "resumed_from": str(run.resume_from) if run.resume_from else None, "train_seconds": train_seconds,
             "seconds_per_step": train_seconds / max(1, trainer.state.global_step - run.resumed_step),
