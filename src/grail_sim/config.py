@@ -199,14 +199,7 @@ def from_arguments(stage: str, args: argparse.Namespace, environ: Mapping[str, s
 
 
 def read_file(path: Path) -> dict:
-    import yaml
+    """A workflow config file (YAML or JSON) as a mapping of sections."""
+    from grail_sim.io import read_yaml_mapping
 
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, what="config file", error=ConfigError)

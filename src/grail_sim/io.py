@@ -129,3 +129,19 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
             while block := handle.read(chunk):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def read_yaml_mapping(path: str | os.PathLike, *, what: str, error: type[Exception]) -> dict:
+    """A YAML file that must hold a mapping (a config file, a recipe); `error` names `what` and the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise error(f"{what} {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} must be a mapping of keys to values, got {type(data).__name__}")
+    return data

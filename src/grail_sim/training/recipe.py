@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import yaml
 
 from grail_sim.errors import RecipeError
+from grail_sim.io import read_yaml_mapping
 from grail_sim.training.settings import (
     GailSettings,
     LoraSettings,
@@ -149,15 +150,7 @@ def env_overrides(environ: Mapping[str, str]) -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise RecipeError(f"recipe {path} does not exist")
-    try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise RecipeError(f"recipe {path} is not valid YAML: {err}") from None
-    if not isinstance(recipe, dict):
-        raise RecipeError(f"recipe {path} must be a mapping of keys to values")
-    return recipe
+    return read_yaml_mapping(path, what="recipe", error=RecipeError)
 
 
 def _apply_overrides(recipe: dict, overrides: list[str], path: Path) -> None:
