@@ -112,3 +112,12 @@ def test_cli_by_hand_reads_its_section_from_a_file(tmp_path, capsys):
 def test_every_recipe_parses():
     for recipe in (ROOT / "config" / "recipes").glob("*.yaml"):
         assert isinstance(yaml.safe_load(recipe.read_text()), dict), recipe
+
+
+def test_config_shows_any_section_and_names_an_unknown_one(capsys):
+    from grail_sim import cli
+
+    assert cli.main(["config", "--section", "issues"]) == 0  # a list, not a mapping
+    assert yaml.safe_load(capsys.readouterr().out) == {"issues": ["gun"]}
+    assert cli.main(["config", "--section", "nope"]) == 2
+    assert "'nope'" in capsys.readouterr().err

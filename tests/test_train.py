@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from grail_sim import config as grail_config
 from grail_sim import errors as errors
 from grail_sim.evaluation import evaluate as evaluation_evaluate
 from grail_sim.training import data as training_data
@@ -152,10 +153,10 @@ def test_environment_overrides_are_recipe_overrides_that_set_wins_over():
     env = {"GAIL_USE": "0", "GAIL_WEIGHT": "0.7", "GAIL_ALPHA": "2", "GAIL_LR": "1e-3",
            "GAIL_DISC_MODEL": "/models/encoder", "GAIL_DEVICE": "cpu", "GRAIL_MAX_HISTORY": "5",
            "UNRELATED": "x", "GAIL_SEED": "9"}
-    overrides = training_recipe.env_overrides(env)
+    overrides = grail_config.env_overrides(env)
     assert overrides == ["gail.use=0", "gail.weight=0.7", "gail.alpha=2", "gail.lr=1e-3",
                          "gail.disc_model=/models/encoder", "gail.device=cpu", "gail.max_history=5"]
-    assert training_recipe.env_overrides({"GAIL_USE": "", "GAIL_DEVICE": "  "}) == []
+    assert grail_config.env_overrides({"GAIL_USE": "", "GAIL_DEVICE": "  "}) == []
     script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", overrides)
     gail = script.gail
     assert (gail.use, gail.weight, gail.alpha, gail.lr) == (False, 0.7, 2.0, 1e-3)
@@ -163,14 +164,14 @@ def test_environment_overrides_are_recipe_overrides_that_set_wins_over():
     script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", overrides + ["gail.weight=0.1"])
     assert script.gail.weight == 0.1  # --set comes after the environment and wins
     # A value YAML would not read back as itself is quoted for the string keys.
-    tricky = training_recipe.env_overrides({"GAIL_DISC_MODEL": "null", "GAIL_DEVICE": "cuda:1"})
+    tricky = grail_config.env_overrides({"GAIL_DISC_MODEL": "null", "GAIL_DEVICE": "cuda:1"})
     script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", tricky)
     assert (script.gail.disc_model, script.gail.device) == ("null", "cuda:1")
     # The environment does not switch GRAIL on for a recipe without a gail: section.
     script, _ = training_recipe.load_recipe(RECIPES / "grpo.yaml", overrides)
     assert script.gail is None
     with pytest.raises(errors.RecipeError, match=r"grail\.yaml.*gail\.weight.*heavy"):
-        training_recipe.load_recipe(RECIPES / "grail.yaml", training_recipe.env_overrides({"GAIL_WEIGHT": "heavy"}))
+        training_recipe.load_recipe(RECIPES / "grail.yaml", grail_config.env_overrides({"GAIL_WEIGHT": "heavy"}))
     with pytest.raises(errors.RecipeError, match="dsic_lr"):
         training_recipe.load_recipe(RECIPES / "grail.yaml", ["gail.dsic_lr=1.0"])
 

@@ -41,25 +41,36 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "report": ("report",),
 }
 
-# Variable -> (config path, type) for the prompts stage. The training variables (GAIL_*, and
-# GRAIL_MAX_HISTORY for the discriminator) are recipe overrides: grail_sim.training.recipe's
-# ENV_OVERRIDES maps them, and they land in `train.overrides`.
+# Variable -> (config path, type) for the prompts stage.
 ENVIRONMENT = {
     "GRAIL_MAX_HISTORY": (("prompts", "max_history"), int),
     "GRAIL_SHOW_IDS": (("prompts", "show_ids"), "bool"),
 }
+# Variable -> the recipe key it overrides (the cluster's knobs, as in the earlier reference). They
+# land in `train.overrides` as text that the recipe loader reads as YAML, like `--set` text, and
+# the recipe's dataclasses check the values. GRAIL_MAX_HISTORY sets both history limits: 0 means
+# full history in the prompts and in the discriminator alike.
+RECIPE_ENVIRONMENT = {
+    "GAIL_USE": "gail.use",
+    "GAIL_WEIGHT": "gail.weight",
+    "GAIL_ALPHA": "gail.alpha",
+    "GAIL_LR": "gail.lr",
+    "GAIL_DISC_MODEL": "gail.disc_model",
+    "GAIL_DEVICE": "gail.device",
+    "GRAIL_MAX_HISTORY": "gail.max_history",
+}
+# Recipe keys whose value is text: a value YAML would read as something else (a path with ': ',
+# 'null') is quoted; numbers and booleans stay bare for the recipe's checks.
+_TEXT_RECIPE_KEYS = {"gail.disc_model", "gail.device"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 @lru_cache(maxsize=1)
-def _schema_text() -> str:
-    return SCHEMA_PATH.read_text(encoding="utf-8")
-
-
 def load_schema() -> dict:
+    """The parsed schema, read once per process (about 50 ms to parse); callers must not change it."""
     import yaml
 
-    return yaml.safe_load(_schema_text())
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 def _validator(schema: dict):
@@ -128,8 +139,6 @@ def apply_environment(config: dict, environ: Mapping[str, str]) -> list[str]:
     """Write the set environment variables into `config` (in place): the prompts stage's as typed
     values, the training ones as recipe overrides in `train.overrides` (text read as YAML, like
     `grail-sim train --set`). Returns one message per override, naming the variable and the key."""
-    from grail_sim.training.recipe import ENV_OVERRIDES, env_overrides
-
     messages = []
     for variable, (path, kind) in ENVIRONMENT.items():
         raw = environ.get(variable, "").strip()
@@ -142,13 +151,34 @@ def apply_environment(config: dict, environ: Mapping[str, str]) -> list[str]:
         previous = node.get(path[-1], "(default)")
         node[path[-1]] = value
         messages.append(f"{variable}={raw} overrides {'.'.join(path)} (was {previous!r})")
-    variables = {key: variable for variable, key in ENV_OVERRIDES.items()}
-    for text in env_overrides(environ):
-        key, value = text.split("=", 1)
-        config.setdefault("train", {}).setdefault("overrides", {})[key] = value
-        messages.append(f"{variables[key]}={environ[variables[key]].strip()} overrides recipe key {key} "
-                        "(train.overrides)")
+    for variable, key, text in _recipe_environment(environ):
+        config.setdefault("train", {}).setdefault("overrides", {})[key] = text
+        messages.append(f"{variable}={environ[variable].strip()} overrides recipe key {key} (train.overrides)")
     return messages
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[str]:
+    """`key=value` recipe overrides for the variables of RECIPE_ENVIRONMENT that are set (and not
+    empty), in that order; like any dotted override, one for a section that the recipe does not
+    have (`gail`) is skipped, so the environment never switches GRAIL on."""
+    return [f"{key}={text}" for _, key, text in _recipe_environment(environ)]
+
+
+def _recipe_environment(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(variable, recipe key, value text) of each set variable of RECIPE_ENVIRONMENT."""
+    import yaml
+
+    found = []
+    for variable, key in RECIPE_ENVIRONMENT.items():
+        raw = (environ.get(variable) or "").strip()
+        if not raw:
+            continue
+        try:
+            plain = yaml.safe_load(raw) == raw
+        except yaml.YAMLError:
+            plain = False
+        found.append((variable, key, json.dumps(raw) if not plain and key in _TEXT_RECIPE_KEYS else raw))
+    return found
 
 
 def recipe_overrides(overrides: Mapping[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from grail_sim import config
+from grail_sim.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"# {message}")
     resolved = config.resolve(values, source=str(args.config or "defaults"))
     if args.section is not None:
-        resolved = {args.section: config.resolve_section(args.section, resolved.get(args.section))}
+        if args.section not in resolved:
+            raise ConfigError(f"--section {args.section!r}: no such config section; sections: {sorted(resolved)}")
+        resolved = {args.section: resolved[args.section]}
     print(yaml.safe_dump(resolved, sort_keys=False, width=110), end="")
     return 0

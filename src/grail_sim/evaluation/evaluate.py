@@ -139,10 +139,13 @@ def _adapter_base_sha256(model_dir: Path) -> str | None:
     model_dir = Path(model_dir)
     if not (model_dir / "adapter_config.json").is_file():
         return None
-    from grail_sim.model.loading import adapter_base
+    from grail_sim.model.loading import adapter_base, recorded_base_sha256
 
     base = Path(adapter_base(model_dir))
-    return io.file_sha256(base) if base.exists() else None
+    if not base.exists():
+        return None
+    # adapter_base has just verified a recorded hash against this folder: no need to hash 0.5 GB again.
+    return recorded_base_sha256(model_dir) or io.file_sha256(base)
 
 
 def _git_revision() -> str | None:

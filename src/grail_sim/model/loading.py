@@ -270,6 +270,12 @@ def _parameter_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def recorded_base_sha256(adapter_dir: str | os.PathLike) -> str | None:
+    """The base content hash an adapter folder records, if any (`adapter_base` refuses a base whose
+    content differs from it)."""
+    return _read_json(Path(adapter_dir) / PROVENANCE_FILE).get(BASE_SHA_KEY)
+
+
 def base_model_record(model_dir: str | os.PathLike) -> dict[str, str]:
     """What a trained adapter records of its base so that `adapter_base` finds the same base from
     any working directory: the absolute path and a content hash (nothing for a hub id)."""

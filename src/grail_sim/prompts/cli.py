@@ -18,7 +18,6 @@ from grail_sim import config
 from grail_sim.errors import PromptError
 from grail_sim.issues import issue_name
 from grail_sim.prompts.build import build_issue, write_build
-from grail_sim.prompts.guards import validate_frame
 from grail_sim.prompts.importer import import_jsonl, write_import
 from grail_sim.prompts.settings import (
     PromptSettings,
@@ -76,9 +75,6 @@ def _run_build(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise PromptError(f"interactions file not found: {path}")
     frame = pd.read_parquet(path)
-    validate_frame(frame, args.issue, source=str(path))  # missing columns fail before the tokenizer loads
-    if not Path(args.tokenizer).is_dir():
-        raise PromptError(f"tokenizer folder not found: {args.tokenizer} (a model folder, e.g. results/models/base)")
     LOG.info("building prompts for %s from %s (%d rows), settings %s", args.issue, path, len(frame),
              json.dumps(settings.describe()))
     out, stats = build_issue(frame, args.issue, settings, tokenizer_counter(args.tokenizer), source=str(path))

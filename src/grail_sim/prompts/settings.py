@@ -108,13 +108,23 @@ COUNT_BATCH = 256  # prompts per tokenizer call: the fast tokenizer batches in R
 
 
 def tokenizer_counter(tokenizer_dir: str | Path) -> TokenCounter:
-    """Prompt tokens as the model sees them: chat template plus generation prompt."""
-    from transformers import AutoTokenizer
+    """Prompt tokens as the model sees them: chat template plus generation prompt.
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    has_template = bool(getattr(tokenizer, "chat_template", None))
+    The folder is checked now and the tokenizer loaded at the first count, so that a build's
+    input checks (columns, rows) fail before the seconds a tokenizer takes to load.
+    """
+    if not Path(tokenizer_dir).is_dir():
+        raise PromptError(f"tokenizer folder not found: {tokenizer_dir} (a model folder, e.g. results/models/base)")
+
+    @functools.lru_cache(maxsize=1)
+    def load():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        return tokenizer, bool(getattr(tokenizer, "chat_template", None))
 
     def count(batch: list[list[dict]]) -> list[int]:
+        tokenizer, has_template = load()
         if has_template:
             texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
         else:

@@ -45,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     figures = Path(args.figures) if args.figures else out.parent / "figures"
     eval_dirs = [Path(d) for d in args.eval]
+    # Resolved for both kinds, so a bad key fails the portfolio too instead of being ignored.
+    section = config.from_arguments("report", args, os.environ)["report"]
     if args.kind == "portfolio":
         render_portfolio(eval_dirs, out, template=Path(args.template) if args.template else PORTFOLIO_TEMPLATE,
                          config=args.provenance_config)
         return 0
-    section = config.from_arguments("report", args, os.environ)["report"]
     if not args.model or not args.issue:
         raise ReportError("a model report needs --model and --issue")
     render_model_report(

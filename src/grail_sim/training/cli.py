@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 
 from grail_sim import config
@@ -13,8 +12,6 @@ from grail_sim.training.recipe import (
     load_recipe,
     recipe_help,
 )
-
-LOG = logging.getLogger("grail_sim.train")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,8 +3,8 @@ from YAML with `key=value` overrides; an unknown key fails naming it and the fil
 
 grail-sim's keys are declared once, as dataclass fields with their default and help text (as TRL
 declares `GRPOConfig`); `recipe_help()` renders them for `grail-sim train --help`. Environment
-variables are read in one place only, the caller's: `env_overrides(os.environ)` turns the ones that
-are set into overrides applied before `--set` (so `--set` wins).
+variables are read where the configuration is resolved (`grail_sim.config`), which puts the set
+ones into `train.overrides`, applied before `--set` (so `--set` wins).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from grail_sim.config import RECIPE_ENVIRONMENT
 from grail_sim.errors import RecipeError
 from grail_sim.io import read_yaml_mapping
 from grail_sim.training.settings import (
@@ -38,17 +39,6 @@ LOG = logging.getLogger(__name__)
 TRAINERS = ("grpo", "grail", "maxent")
 DTYPES = ("float32", "bfloat16", "float16")
 SECRET_KEYS = ("hub_token", "push_to_hub_token")
-
-# Environment variable -> the recipe key it overrides (the cluster's knobs, as in the earlier reference).
-ENV_OVERRIDES = {
-    "GAIL_USE": "gail.use",
-    "GAIL_WEIGHT": "gail.weight",
-    "GAIL_ALPHA": "gail.alpha",
-    "GAIL_LR": "gail.lr",
-    "GAIL_DISC_MODEL": "gail.disc_model",
-    "GAIL_DEVICE": "gail.device",
-    "GRAIL_MAX_HISTORY": "gail.max_history",
-}
 
 # Sections that a recipe switches on by having them: a dotted override of an absent one is skipped.
 OPTIONAL_SECTIONS = {"gail": GailSettings}
@@ -128,27 +118,6 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise RecipeError(f"--set {text!r}: the value is not valid YAML: {err}") from None
 
 
-def env_overrides(environ: Mapping[str, str]) -> list[str]:
-    """`key=value` recipe overrides for the variables of ENV_OVERRIDES that are set (and not empty),
-    in ENV_OVERRIDES order. Apply them before `--set` overrides, so that `--set` wins; like any
-    dotted override, one for a section that the recipe does not have (`gail`) is skipped."""
-    found = []
-    for variable, key in ENV_OVERRIDES.items():
-        raw = environ.get(variable)
-        if raw is None or not raw.strip():
-            continue
-        raw = raw.strip()
-        try:
-            plain = yaml.safe_load(raw) == raw
-        except yaml.YAMLError:
-            plain = False
-        # A value that YAML would read as something else than itself (a path with ': ', 'null') is
-        # quoted for string keys; numbers and booleans stay bare for __post_init__ to check.
-        quote = not plain and key in {"gail.disc_model", "gail.device"}
-        found.append(f"{key}={json.dumps(raw) if quote else raw}")
-    return found
-
-
 def _read_yaml(path: Path) -> dict:
     return read_yaml_mapping(path, what="recipe", error=RecipeError)
 
@@ -215,7 +184,7 @@ def recipe_help() -> str:
               "use_vllm, ...) is accepted too; see TRL's GRPOConfig documentation. Any other key fails.",
               "", "environment overrides (applied before --set, which wins; a recipe without a gail: section "
               "ignores the gail ones):"]
-    lines += [f"  {variable:<18} -> {key}" for variable, key in ENV_OVERRIDES.items()]
+    lines += [f"  {variable:<18} -> {key}" for variable, key in RECIPE_ENVIRONMENT.items()]
     return "\n".join(lines)
 
 
