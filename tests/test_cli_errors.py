@@ -40,6 +40,8 @@ def _cases(root: Path, model: Path) -> dict[str, tuple[list[str], str]]:
         "clean/missing-file": (["clean", "--capsule", missing, "--out", f"{out}.parquet", "--stats", f"{out}.json"], missing),
         "prompts/missing-file": (["prompts", "build", "--interactions", missing, "--issue", "gun", "--tokenizer",
                                   str(model), "--out-dir", out], missing),
+        "prompts/missing-tokenizer": (["prompts", "build", "--interactions", str(root / "no_columns.parquet"),
+                                       "--issue", "gun", "--tokenizer", missing, "--out-dir", out], missing),
         "train/missing-file": (["train", "--recipe", missing, "--dataset", str(root / "prompts" / "next_video"),
                                 "--model", str(model), "--out", out], missing),
         "evaluate/missing-file": (["evaluate", "--model", missing, "--prompts", str(root / "prompts"), "--out", out],
