@@ -121,3 +121,38 @@ def test_config_shows_any_section_and_names_an_unknown_one(capsys):
     assert yaml.safe_load(capsys.readouterr().out) == {"issues": ["gun"]}
     assert cli.main(["config", "--section", "nope"]) == 2
     assert "'nope'" in capsys.readouterr().err
+
+
+def _documented_defaults():
+    """(page, dotted key, documented default) of each `| key | default | meaning |` table row."""
+    import re
+
+    rows = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        in_table = False
+        for line in page.read_text().splitlines():
+            if line.startswith("| key | default |"):
+                in_table = True
+                continue
+            if in_table and not line.startswith("|"):
+                in_table = False
+            match = re.match(r"^\| `([\w.]+)` \| ([^|]+) \|", line) if in_table else None
+            if match:
+                key = match.group(1) if "." in match.group(1) else f"{page.stem}.{match.group(1)}"
+                rows.append((page.name, key, match.group(2).strip().strip("`")))
+    return rows
+
+
+def test_documented_defaults_are_the_schema_defaults():
+    """The docs' tables of defaults cannot drift from the one place defaults live."""
+    defaults = grail_config.resolve({})
+    rows = _documented_defaults()
+    assert len(rows) >= 20
+    for page, key, text in rows:
+        value = defaults
+        for part in key.split("."):
+            value = value[part]
+        documented = None if text == "none" else yaml.safe_load(text)
+        if isinstance(value, float) and isinstance(documented, str):
+            documented = float(documented)  # YAML 1.1 reads `1e-6` as text
+        assert documented == value, f"docs/{page}: {key} documented as {text!r}, schema default {value!r}"
