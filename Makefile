@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test dry-run lint clean-results
+.PHONY: run test dry-run lint clean-results benchmarks/default_run.md
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,6 @@ lint: $(BIN)/.installed
 clean-results:
 	rm -rf results reports
 
-# Per-rule times of the last run, the table the README links to.
+# Per-rule times of the last run, the table the README links to (phony: always rebuilt from results/).
 benchmarks/default_run.md: $(BIN)/.installed
 	$(BIN)/python benchmarks/default_run.py --out $@
