@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grail_sim import answers, cli, io, issues
+from grail_sim import answers, cli, io, issues, rows
 
 
 def test_cli_lists_every_command(capsys):
@@ -131,3 +131,42 @@ def test_issue_names():
     assert issues.issue_name("minimum_wage") == "minimum_wage"
     with pytest.raises(ValueError, match="valid: "):
         issues.issue_name("abortion")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("<think>x</think><answer>increase</answer>", "increase"), ("<answer> Decrease </answer>", "decrease"),
+     ("<answer>no_change</answer>", "no_change"), ("<answer>No change</answer>", "no_change"),
+     ("<answer>no-change</answer>", "no_change"), ("<answer>NO_CHANGE</answer>", "no_change"),
+     ("<answer>increase</answer> <answer>decrease</answer>", "decrease"),  # the last answer counts
+     ("<answer>unchanged</answer>", None), ("<answer>increased</answer>", None), ("<answer>increase.</answer>", None),
+     ("<answer>up</answer>", None), ("<answer>nochange</answer>", None), ("<answer>0.4</answer>", None),
+     ("<answer></answer>", None), ("increase", None), ("", None)],
+)
+def test_parse_direction(text, expected):
+    assert answers.parse_direction(text) == expected
+
+
+def test_directions_are_the_labels_opinion_direction_returns():
+    assert answers.DIRECTIONS == ("increase", "decrease", "no_change")
+    assert [rows.opinion_direction(0.5, after, 0.01) for after in (0.7, 0.3, 0.505)] == list(answers.DIRECTIONS)
+    assert rows.opinion_direction(None, 0.5, 0.01) == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("Politics: party: Republican, ideology: somewhat conservative, political interest: high.", "conservative"),
+     ("Politics: party: Democrat, ideology: very liberal.", "liberal"),
+     ("Politics: ideology: moderate. Issue: view of a $15 minimum wage: strongly oppose.", "moderate"),
+     ("Politics: ideology: middle of the road.", "moderate"),
+     ("Politics: ideology: haven't thought much about it, party: Democrat.", "unknown"),
+     ("VIEWER 49-year-old woman; democrat moderate; $20,000-$24,999.\nSURVEY HIGHLIGHTS\n"
+      "party identification is Democrat, ideology is Moderate, political interest is high.", "moderate"),
+     ("VIEWER 34-year-old; republican conservative; watches YouTube weekly.", "conservative"),
+     # a stated ideology wins over the party-ideology pair
+     ("VIEWER 30; independent liberal; x. SURVEY ideology is Conservative.", "conservative"),
+     ("Politics: party: Democrat, political interest: high.", "unknown"),  # party alone is no ideology
+     ("", "unknown")],
+)
+def test_viewer_leaning(text, expected):
+    assert rows.viewer_leaning(text) == expected

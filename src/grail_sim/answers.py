@@ -1,7 +1,8 @@
 """The one parser of model outputs, shared by the rewards and the evaluation.
 
 Next-video answers: `<think>...</think><answer>N</answer>` with N in 1..n_options.
-Opinion answers: `<think>...</think><answer>0.42</answer>`, a post-study index on the 0-1 scale.
+Opinion answers: `<think>...</think><answer>0.42</answer>`, a post-study index on the 0-1 scale,
+or `<answer>increase</answer>` (one of `DIRECTIONS`) when the prompt asks for the direction.
 An answer that is missing, out of range or not a bare number parses to None, never to a fallback.
 """
 
@@ -14,6 +15,11 @@ _ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
 _FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL | re.IGNORECASE)
 _INTEGER = re.compile(r"^[+]?\d+$")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_DIRECTION = re.compile(r"^(increase|decrease|no[ _-]change)$", re.IGNORECASE)
+
+# The one tuple of direction labels: the prompts ask for them, `rows.opinion_direction` returns them
+# and the metrics count them. `no_change` is spelled with an underscore everywhere.
+DIRECTIONS = ("increase", "decrease", "no_change")
 
 
 def answer_text(text: str) -> str | None:
@@ -43,3 +49,22 @@ def parse_opinion(text: str) -> float | None:
         return None
     value = float(answer)
     return value if math.isfinite(value) and 0.0 <= value <= 1.0 else None
+
+
+def parse_direction(text: str) -> str | None:
+    """The direction label in the last `<answer>`: one of `DIRECTIONS`, or None.
+
+    Case is ignored, and "no change" / "no-change" are read as `no_change`: they are spellings of
+    the label the prompt asks for, not other words. Synonyms ("unchanged", "up", "same"), inflections
+    ("increased") and extra text ("increase." or "I think increase") are refused like a malformed
+    number is, so the parse rate measures whether the policy followed the instruction; an unparsed
+    answer is never replaced by a default direction.
+    """
+    answer = answer_text(text)
+    if answer is None:
+        return None
+    found = _DIRECTION.match(answer)
+    if not found:
+        return None
+    label = found.group(1).lower()
+    return "no_change" if label.startswith("no") else label

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Mapping
 
+from grail_sim.answers import DIRECTIONS
 from grail_sim.errors import RowError
 
 SPLITS = ("train", "validation", "test")
@@ -57,8 +59,42 @@ def opinion_direction(before: float | None, after: float | None, tolerance: floa
     before, after = finite(before), finite(after)
     if before is None or after is None:
         return "unknown"
+    increase, decrease, no_change = DIRECTIONS
     if after - before > tolerance:
-        return "increase"
+        return increase
     if before - after > tolerance:
-        return "decrease"
-    return "no_change"
+        return decrease
+    return no_change
+
+
+LEANINGS = ("liberal", "moderate", "conservative", "unknown")
+# "ideology: somewhat conservative" (our rendered profiles) or "ideology is Moderate" (the survey
+# highlights of imported real prompts); the value runs to the next comma, semicolon, period or line end.
+_IDEOLOGY = re.compile(r"\bideology(?:\s*:|\s+is)\s*([^,;.\n]*)", re.IGNORECASE)
+# The imported prompts' first line also says "...; democrat moderate; ...": party, then ideology.
+_PARTY_IDEOLOGY = re.compile(r"\b(?:democrat|republican|independent|other party)\s+(liberal|moderate|conservative)\b",
+                             re.IGNORECASE)
+
+
+def viewer_leaning(profile_text: str) -> str:
+    """`liberal` / `moderate` / `conservative` from the ideology a profile states, else `unknown`.
+
+    Breakdowns by leaning ask whether a simulator serves both sides alike, so only the viewer's own
+    stated ideology counts: party, issue views and watched videos are not read as a leaning. Any
+    "liberal" ("very liberal", "somewhat liberal") is liberal, likewise conservative; "moderate" or
+    "middle of the road" is moderate. An ideology phrase wins over the party-ideology pair; a stated
+    value without a side ("haven't thought much about it") and a profile without either is unknown.
+    """
+    text = profile_text or ""
+    stated = _IDEOLOGY.search(text)
+    if stated:
+        value = stated.group(1).lower()
+    else:
+        pair = _PARTY_IDEOLOGY.search(text)
+        value = pair.group(1).lower() if pair else ""
+    for leaning in ("liberal", "conservative"):
+        if leaning in value:
+            return leaning
+    if "moderate" in value or "middle of the road" in value:
+        return "moderate"
+    return "unknown"
