@@ -188,6 +188,89 @@ def test_opinion_with_nothing_parsed_has_no_mae_and_zero_direction():
     assert o["baselines"]["no_change"]["mae"]["value"] == pytest.approx(0.2)
 
 
+def test_change_correlation_by_hand():
+    # Predicted changes (0.2, 0, -0.1), actual (0.1, 0, -0.2); centred, in 30ths: (5, -1, -4) and (4, 1, -5),
+    # so r = (20 - 1 + 20) / 42 = 13/14. The unparsed row is not in the correlation.
+    records = [op(0.5, 0.6, 0.7, "a"), op(0.5, 0.5, 0.5, "b"), op(0.5, 0.3, 0.4, "c"), op(0.5, 0.9, None, "d")]
+    r = metrics.opinion_metrics(records, samples=0)["overall"]["change_correlation"]
+    assert r["value"] == pytest.approx(13 / 14) and r["n"] == 3
+    many = [op(0.5, 0.5 + 0.01 * i, 0.5 + 0.012 * i + 0.01 * (i % 3), f"p{i}") for i in range(30)]
+    r = metrics.opinion_metrics(many, samples=200)["overall"]["change_correlation"]
+    assert -1.0 <= r["ci_low"] < r["value"] < r["ci_high"] <= 1.0
+
+
+def test_change_correlation_is_none_with_too_few_rows_or_no_variance():
+    two = [op(0.5, 0.6, 0.7, "a"), op(0.5, 0.3, 0.4, "b")]
+    assert metrics.opinion_metrics(two, samples=10)["overall"]["change_correlation"]["value"] is None
+    constant = [op(0.5, 0.6, 0.6, "a"), op(0.4, 0.3, 0.5, "b"), op(0.2, 0.1, 0.3, "c")]  # every prediction +0.1
+    result = metrics.opinion_metrics(constant, samples=10)
+    assert result["overall"]["change_correlation"] == {"value": None, "ci_low": None, "ci_high": None, "n": 3}
+    json.dumps(result, allow_nan=False)
+
+
+def test_train_mean_change_baseline_by_hand():
+    # Train changes +0.1 and +0.3: every prediction is before + 0.2, kept on the 0-1 scale.
+    records = [op(0.2, 0.5, 0.3, "a"),    # predicts 0.4: error 0.1, increase (right)
+               op(0.6, 0.5, 0.3, "b"),    # predicts 0.8: error 0.3, increase (wrong)
+               op(0.5, 0.7, None, "c"),   # predicts 0.7: error 0, increase (right)
+               op(0.9, 1.0, 0.3, "d")]    # predicts 1.0 (not 1.1): error 0, increase (right)
+    result = metrics.opinion_metrics(records, train_before_values=[0.2, 0.4], train_after_values=[0.3, 0.7],
+                                     samples=0)
+    assert result["mean_change"] == pytest.approx(0.2) and result["mean_change_learned_on"] == "train"
+    baseline = result["overall"]["baselines"]["train_mean_change"]
+    assert baseline["mae"]["value"] == pytest.approx(0.4 / 4)
+    assert baseline["rmse"]["value"] == pytest.approx(math.sqrt(0.10 / 4))
+    assert baseline["direction_accuracy"]["value"] == pytest.approx(3 / 4)
+    on_parsed = result["overall"]["baselines_on_parsed_rows"]["train_mean_change"]
+    assert on_parsed["mae"]["value"] == pytest.approx(0.4 / 3)
+    # Without train values the change is learned on the evaluated rows, and says so.
+    own = metrics.opinion_metrics(records, samples=0)
+    assert own["mean_change"] == pytest.approx((0.3 - 0.1 + 0.2 + 0.1) / 4)
+    assert "no train split" in own["mean_change_learned_on"]
+
+
+def test_majority_direction_is_learned_on_train_when_given():
+    # The evaluated rows mostly increase, train mostly decreases: the baseline must not peek.
+    records = [op(0.3, 0.5, 0.5, "a"), op(0.4, 0.6, 0.6, "b"), op(0.5, 0.2, 0.2, "c")]
+    learned = metrics.opinion_metrics(records, train_before_values=[0.6, 0.7, 0.2],
+                                      train_after_values=[0.4, 0.5, 0.3], samples=0)
+    assert learned["majority_direction"] == "decrease" and learned["majority_direction_learned_on"] == "train"
+    majority = learned["overall"]["baselines"]["majority_direction"]["direction_accuracy"]
+    assert majority["value"] == pytest.approx(1 / 3)
+    assert learned["by_study"]["study1"]["majority_direction"] == "decrease"
+    own = metrics.opinion_metrics(records, samples=0)
+    assert own["overall"]["majority_direction"] == "increase"
+    assert "no train split" in own["majority_direction_learned_on"]
+    assert own["overall"]["baselines"]["majority_direction"]["direction_accuracy"]["value"] == pytest.approx(2 / 3)
+    # A train split without a usable pair gives no majority at all, never the evaluated rows' one.
+    empty = metrics.opinion_metrics(records, train_before_values=[None], train_after_values=[0.4], samples=0)
+    assert empty["majority_direction"] is None and empty["mean_change"] is None
+    assert empty["overall"]["baselines"]["majority_direction"]["direction_accuracy"]["value"] is None
+    assert empty["overall"]["baselines"]["train_mean_change"]["mae"]["value"] is None
+    with pytest.raises(ValueError, match="train_before_values has 2 values"):
+        metrics.opinion_metrics(records, train_before_values=[0.1, 0.2], train_after_values=[0.3], samples=0)
+
+
+def test_majority_direction_ties_follow_the_label_order():
+    assert metrics.majority_direction(["decrease", "increase", "no_change", "decrease", "increase"]) == "increase"
+    assert metrics.majority_direction(["no_change", "unknown", "unknown"]) == "no_change"
+    assert metrics.majority_direction([]) is None
+
+
+def test_bootstrap_statistics_of_a_ratio_resamples_participants():
+    groups = ["a", "a", "b", "c"]
+    columns = {"num": [1.0, 1.0, 0.0, 2.0], "den": [1.0, 1.0, 2.0, 2.0], "pair": [[1, 0], [1, 0], [0, 1], [0, 1]]}
+    stats = metrics.bootstrap_statistics(
+        groups, columns, {"ratio": lambda t: t["num"] / t["den"], "share": lambda t: t["pair"][:, 0] / t["pair"].sum(1),
+                          "undefined": lambda t: t["num"] * float("nan")}, samples=300, seed=1)
+    assert stats["ratio"]["value"] == pytest.approx(4 / 6) and stats["share"]["value"] == 0.5
+    assert stats["share"]["ci_low"] == 0.0 and stats["share"]["ci_high"] == 1.0  # {a,a,..} vs {b,c,..} resamples
+    assert stats["undefined"] == {"value": None, "ci_low": None, "ci_high": None, "n": 4}
+    assert metrics.bootstrap_statistics([], {}, {"x": lambda t: t}, samples=5)["x"]["value"] is None
+    with pytest.raises(ValueError, match="column 'num'"):
+        metrics.bootstrap_statistics(groups, {"num": [1.0]}, {}, samples=5)
+
+
 # --------------------------------------------------------------------------- real rows
 @pytest.mark.skipif(not (REAL / "next_video_study2.jsonl").exists(), reason="../shared/real not present")
 def test_real_rows_reproduce_the_published_baselines():
