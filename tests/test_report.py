@@ -1,4 +1,5 @@
-"""`grail-sim report`: every template renders from hand-made metrics, numbers come from the data."""
+"""`grail-sim report`: every template renders from metrics built with the real metric functions,
+numbers come from the data, and the marks and warnings appear exactly when they should."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import pytest
 
 from grail_sim import cli, io
 from grail_sim import errors as errors
-from grail_sim.evaluation import metrics
+from grail_sim.evaluation import choice_metrics, metrics
 from grail_sim.report import model_report as report_model_report
 from grail_sim.report import portfolio as report_portfolio
 
 GOOD = "<think>t</think><answer>{}</answer>"
+PRIOR = {3: [0.5, 0.3, 0.2], 4: [0.4, 0.3, 0.2, 0.1]}
 
 
 def _nv(i, gold, n_options, parsed, study="study1"):
@@ -29,26 +31,86 @@ def _op(i, before, after, parsed, study="study1"):
             "participant_study": study, "participant_id": f"p{i}", "opinion_before": before, "opinion_after": after}
 
 
-def write_eval(folder: Path, model: str, nv_records, op_records, *, samples=200) -> Path:
-    """A Contract-4 metrics.json built with the real metric functions (no model involved)."""
+# --------------------------------------------------------------------------- likelihood fixtures
+def scored_records(n=60, n_options=4, study="study1"):
+    """Scores.jsonl-like next-video records with the breakdown keys choice_metrics groups by."""
+    return [{"id": f"s{i}", "task": "next_video", "gold": 1 + (i * 7) % n_options, "n_options": n_options,
+             "participant_study": study, "participant_id": f"p{i // 2}", "issue": "gun_control",
+             "treatment_arm": "pro_22" if i % 2 else "anti_31", "viewer_leaning": "liberal" if i % 3 else "conservative"}
+            for i in range(n)]
+
+
+def peaked(on_gold):
+    """A policy putting `on_gold` on the participant's choice and the rest evenly elsewhere."""
+    def policy(record):
+        n = record["n_options"]
+        return [on_gold if k == record["gold"] else (1 - on_gold) / (n - 1) for k in range(1, n + 1)]
+    return policy
+
+
+def always_first(share):
+    return lambda r: [share] + [(1 - share) / (r["n_options"] - 1)] * (r["n_options"] - 1)
+
+
+def uniform(record):
+    return [1 / record["n_options"]] * record["n_options"]
+
+
+def likelihood_block(records, policy, *, choice_model=None, valid_mass=0.9, samples=200):
+    """metrics.json's `likelihood.next_video`: choice_metrics.distribution_metrics of the policy and the
+    three baselines (the choice model stands in as a fixed vector function), plus valid mass and fitting."""
+    sources = {"policy": [policy(r) for r in records], "uniform": [uniform(r) for r in records],
+               "position_prior": [PRIOR[r["n_options"]] for r in records],
+               "choice_model": [(choice_model or (lambda r: PRIOR[r["n_options"]]))(r) for r in records]}
+    figures = choice_metrics.distribution_metrics(records, sources, samples=samples)
+    groups = [r["participant_id"] for r in records]
+    figures["valid_mass"] = metrics.bootstrap_means(groups, {"v": [valid_mass] * len(records)}, samples=samples)["v"]
+    figures["baselines"] = {
+        "learned_on": "train",
+        "uniform": {"name": "uniform", "rule": "1/n_options for every option"},
+        "position_prior": {"name": "position_prior", "smoothing": 1.0, "train_rows": 7, "by_n_options": PRIOR},
+        "choice_model": {"name": "choice_model", "features": ["position_1", "sim_profile"], "train_rows": 7,
+                         "coefficients": {"position_1": 0.25, "sim_profile": -1.5}, "settings": {"C": 0.01}},
+    }
+    figures["candidates"] = "option numbers 1..n"
+    return figures
+
+
+def write_eval(folder: Path, model: str, nv_records, op_records, *, likelihood=None, mode=None, samples=200,
+               opinion=None) -> Path:
+    """A Contract-4 metrics.json built with the real metric functions (no model involved).
+
+    `likelihood` is the next-video likelihood block; `opinion` replaces the opinion generation figures
+    (a direction summary). The mode follows from what is given unless `mode` says otherwise.
+    """
     tasks = {}
     if nv_records is not None:
         tasks["next_video"] = metrics.next_video_metrics(nv_records, train_gold_indices=[1, 1, 2], samples=samples)
     if op_records is not None:
-        tasks["opinion"] = metrics.opinion_metrics(op_records, train_after_values=[0.5], samples=samples)
+        tasks["opinion"] = metrics.opinion_metrics(op_records, train_after_values=[0.5, 0.6],
+                                                   train_before_values=[0.4, 0.5], samples=samples)
+    if opinion is not None:
+        tasks["opinion"] = opinion
+    generated = bool(tasks)
+    mode = mode or ("both" if likelihood and generated else "score" if likelihood else "generate")
+    scored = likelihood["n_rows"] if likelihood else 0
     data = {
-        "model": model,
+        "model": model, "mode": mode,
         "provenance": {"model_dir": f"results/models/{model}", "model_sha256": "ab" * 32,
                        "prompts_dir": "results/prompts/gun_control", "prompts_sha256": {"next_video": "cd" * 32},
                        "split": folder.name, "git_revision": "0123abc", "versions": {"torch": "2.13.0"}},
-        "generation": {"backend": "hf", "generated_rows": 10, "seconds": 4.0, "prompts_per_second": 2.5,
+        "generation": {"backend": "hf" if generated else None, "generated_rows": 10 if generated else 0,
+                       "seconds": 4.0, "prompts_per_second": 2.5 if generated else None,
                        "resumed_rows": 0, "max_new_tokens": 64, "temperature": 0.0, "seed": 0, "batch_size": 8},
-        "rows": {"next_video": {"available": 100, "evaluated": len(nv_records or [])}},
+        "scoring": {"backend": "hf", "scored_rows": scored, "seconds": 2.0, "rows_per_second": scored / 2.0,
+                    "resumed_rows": 0, "batch_size": 8, "dtype": "float32", "prefix": "<think></think><answer>"},
+        "rows": {"next_video": {"available": 100, "scored": scored, "generated": len(nv_records or [])}},
+        "likelihood": {"next_video": likelihood} if likelihood else {},
         "tasks": tasks,
         "samples": {"next_video": [{"id": "r0", "prompt": [{"role": "system", "content": "sys ```x```"},
                                                            {"role": "user", "content": "OPTIONS 1. a 2. b"}],
                                     "raw_output": "<think>t</think><answer>1</answer>", "parsed": 1, "gold": 2,
-                                    "format_ok": True}]},
+                                    "format_ok": True}]} if generated else {},
     }
     io.write_json(folder / "metrics.json", data)
     return folder
@@ -124,7 +186,7 @@ def test_empty_study_and_empty_task_render_as_no_rows(tmp_path):
                                       out=tmp_path / "grpo_wage.md", figures=tmp_path / "figures",
                                       train_dir=None)
     assert "| study3 | no rows |" in text and "| study2 | 5 |" in text
-    opinion_part = text.split("### Opinion (post-study index, 0-1 scale)")[1]
+    opinion_part = text.split("### Opinion (post-study index, 0-1 scale): generation on a small sample")[1]
     assert opinion_part.lstrip().startswith("no rows")
     empty = write_eval(tmp_path / "eval" / "base_wage" / "test", "base", [], [])
     text = report_model_report.render_model_report(model="base", issue="wage", eval_dirs=[empty], out=tmp_path / "empty.md",
@@ -150,7 +212,7 @@ def test_portfolio_marks_only_a_model_whose_interval_clears_the_best_baseline(tm
     # Identical to the baseline: no mark anywhere.
     same = write_eval(tmp_path / "grpo_gun" / "test", "grpo", constant_records(60), None)
     text = report_portfolio.render_portfolio([same], tmp_path / "p2.md")
-    assert "★" not in text.split("# Portfolio")[1].split("\n", 3)[3]
+    assert "★" not in text.split("\n## ", 1)[1]  # the tables, past the legend
 
 
 def test_portfolio_lists_an_absent_study_as_no_rows(tmp_path):
@@ -161,6 +223,7 @@ def test_portfolio_lists_an_absent_study_as_no_rows(tmp_path):
     text = report_portfolio.render_portfolio([evaluation], tmp_path / "portfolio.md")
     study3 = text.split("### study3")[1]
     assert study3.split("Opinion")[0].strip().endswith("no rows")
+    assert "Not scored" in study3  # a generation-only evaluation has no likelihood table
 
 
 def test_missing_metrics_and_template_fail_naming_the_file(tmp_path):
@@ -182,3 +245,158 @@ def test_every_packaged_template_renders(tmp_path):
                                           figures=tmp_path / "f", template=report_model_report.MODEL_TEMPLATE)
     assert rendered.startswith("# `base` on gun control")
     assert report_portfolio.render_portfolio([evaluation], tmp_path / "p.md").startswith("# Portfolio")
+
+
+# --------------------------------------------------------------------------- choice likelihood
+def _report(tmp_path, evaluation, model="grail", **options):
+    return report_model_report.render_model_report(model=model, issue="gun", eval_dirs=[evaluation],
+                                                   out=tmp_path / "reports" / f"{model}_gun.md",
+                                                   figures=tmp_path / "reports" / "figures", **options)
+
+
+def _likelihood_part(text):
+    return text.split("### Choice likelihood (every row)")[1].split("generation on a small sample")[0]
+
+
+def test_likelihood_table_leads_and_marks_a_policy_that_clears_every_baseline(tmp_path):
+    records = scored_records()
+    lik = likelihood_block(records, peaked(0.85))
+    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", perfect_records(8), None, likelihood=lik)
+    text = _report(tmp_path, evaluation)
+    assert text.index("### Choice likelihood (every row)") < text.index("### Next-video choice: generation on a small")
+    policy = lik["overall"]["policy"]
+    fmt = report_model_report.fmt_ci
+    assert f"| **grail** | **★ {fmt(policy['nll'])}** |" in text
+    assert f"**★ {fmt(policy['accuracy_at_1'], percent=True)}**" in text
+    # Every baseline's row, with the reference's pseudo-R² read as such.
+    assert f"| fitted choice model | {fmt(lik['overall']['choice_model']['nll'])} |" in text
+    assert f"| position prior (train shares per n) | {fmt(lik['overall']['position_prior']['nll'])} | 0 (reference) |" in text
+    assert "Collapse warning" not in text and "Constant-position warning" not in text
+    # Breakdowns: every arm and leaning of the records; how the baselines were fitted.
+    part = _likelihood_part(text)
+    assert "##### By treatment arm" in part and "| anti_31 | 30 |" in part and "| pro_22 | 30 |" in part
+    assert "##### By viewer leaning" in part and "| conservative | 20 |" in part
+    assert "Learned on: train." in part and "Choice-model features (2): `position_1`, `sim_profile`." in part
+    assert "Generation on a small sample of the same split: 8 of 8 answers parsed (100.0%)" in part
+    assert "generation on a small sample (8 rows)" in text
+
+
+def test_no_star_when_the_fitted_choice_model_is_better(tmp_path):
+    records = scored_records()
+    lik = likelihood_block(records, peaked(0.7), choice_model=peaked(0.95))
+    overall = lik["overall"]
+    # The policy clears uniform and the position prior, but not the best baseline: no ★.
+    assert choice_metrics.clears_best_baseline(overall, "policy", ["uniform", "position_prior"], "nll")
+    assert not choice_metrics.clears_best_baseline(overall, "policy", ["uniform", "position_prior", "choice_model"], "nll")
+    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", None, None, likelihood=lik)
+    text = _report(tmp_path, evaluation)
+    assert "**★" not in _likelihood_part(text)
+    assert "NLL does not clear, accuracy@1 does not clear" in text
+
+
+def test_collapsed_policy_gets_the_valid_mass_warning(tmp_path):
+    records = scored_records(40)
+    collapsed = write_eval(tmp_path / "eval" / "c" / "test", "grail", None, None,
+                           likelihood=likelihood_block(records, peaked(0.5), valid_mass=3e-9))
+    text = _report(tmp_path, collapsed)
+    assert "**Collapse warning:** most of the policy's probability after `<think></think><answer>` is on no valid" in text
+    assert "3.0e-09 [3.0e-09, 3.0e-09]" in text  # tiny masses never round to 0.000
+    healthy = write_eval(tmp_path / "eval" / "h" / "test", "grail", None, None,
+                         likelihood=likelihood_block(records, peaked(0.5), valid_mass=0.9))
+    text = _report(tmp_path, healthy)
+    assert "Collapse warning" not in text and "0.900 [0.900, 0.900]" in text
+
+
+def test_constant_position_warning_reads_the_policys_mean_distribution(tmp_path):
+    records = scored_records(40)
+    constant = write_eval(tmp_path / "eval" / "k" / "test", "grail", None, None,
+                          likelihood=likelihood_block(records, always_first(0.9)))
+    text = _report(tmp_path, constant)
+    assert "**Constant-position warning:** the policy's mean distribution puts 90.0% on 1." in _likelihood_part(text)
+    assert "Constant-position warning" not in _report(tmp_path, constant, constant_share=0.95)
+
+
+def test_reliability_and_mean_position_figures_are_written_and_linked(tmp_path):
+    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", None, None,
+                            likelihood=likelihood_block(scored_records(30), peaked(0.6)))
+    text = _report(tmp_path, evaluation)
+    figures = tmp_path / "reports" / "figures"
+    for name in ("grail_gun_test_next_video_reliability.png", "grail_gun_test_next_video_mean_positions.png"):
+        assert (figures / name).read_bytes()[:4] == b"\x89PNG"
+        assert f"](figures/{name})" in text
+
+
+def test_score_mode_renders_without_generation_sections(tmp_path):
+    evaluation = write_eval(tmp_path / "eval" / "base_gun" / "test", "base", None, None,
+                            likelihood=likelihood_block(scored_records(20), uniform))
+    text = _report(tmp_path, evaluation, model="base")
+    assert "### Choice likelihood (every row)" in text
+    assert "generation on a small sample" not in text and "Sample responses" not in text
+    assert "No generation in this run (`evaluate.mode: score`)" in text
+    assert "| generation (test) |" not in text and "| scoring (test) | backend hf, dtype float32" in text
+    assert "- next_video: 100 rows; scored 20 (seeded sample, capped by `evaluate.score_rows`); generated 0." in text
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    portfolio = report_portfolio.render_portfolio([evaluation], tmp_path / "p.md")
+    assert "Not generated (no evaluation here ran" in portfolio
+
+
+def test_generate_mode_has_no_likelihood_section(tmp_path):
+    evaluation = write_eval(tmp_path / "eval" / "base_gun" / "test", "base", constant_records(8), None)
+    text = _report(tmp_path, evaluation, model="base")
+    assert "Choice likelihood" not in text and "generation on a small sample (8 rows)" in text
+
+
+def test_direction_opinion_summary_renders_in_both_reports(tmp_path):
+    direction_metrics = pytest.importorskip("grail_sim.evaluation.direction_metrics")
+    golds = ["increase", "decrease", "no_change", "increase"]
+    records = [{"id": f"d{i}", "task": "opinion", "target": "direction", "gold": golds[i % 4],
+                "parsed": "increase" if i % 3 else None, "raw_output": GOOD.format("increase") if i % 3 else "x",
+                "participant_study": "study1", "participant_id": f"p{i}"} for i in range(24)]
+    summary = direction_metrics.direction_metrics(records, train_directions=["increase", "increase", "decrease"],
+                                                  samples=200)
+    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", None, None, opinion=summary)
+    text = _report(tmp_path, evaluation)
+    assert "### Opinion direction: generation on a small sample (24 rows)" in text
+    assert "Parsed 16 of 24 answers (66.7%)" in text
+    fmt = report_model_report.fmt_ci
+    assert f"| majority direction (increase, learned on train) | 24 | " \
+           f"{fmt(summary['overall']['baselines']['majority_direction'], percent=True)} |" in text
+    assert f"| **grail** | 24 | {fmt(summary['overall']['direction_accuracy'], percent=True)} |" in text
+    portfolio = report_portfolio.render_portfolio([evaluation], tmp_path / "p.md")
+    assert "Opinion direction, generation on a small sample" in portfolio
+    assert "baseline: majority direction (increase, learned on train)" in portfolio
+
+
+def test_index_opinion_shows_change_correlation_and_train_mean_change(tmp_path):
+    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", None,
+                            opinion_records(30, parsed=lambda i: 0.45 if i % 2 else 0.2))
+    op = json.loads((evaluation / "metrics.json").read_text())["tasks"]["opinion"]
+    text = _report(tmp_path, evaluation)
+    fmt = report_model_report.fmt_ci
+    assert fmt(op["overall"]["change_correlation"]) in text and "change correlation [95% CI]" in text
+    assert "| train-mean change (before +0.100, learned on train) | 30 | " \
+           f"{fmt(op['overall']['baselines']['train_mean_change']['mae'])} |" in text
+    assert "majority direction of these rows" not in text
+    assert "| majority direction (increase, learned on train) |" in text
+    portfolio = report_portfolio.render_portfolio([evaluation], tmp_path / "p.md")
+    assert "baseline: train-mean change (learned on train)" in portfolio
+
+
+def test_portfolio_leads_with_likelihood_and_stars_only_a_clearing_model(tmp_path):
+    records = scored_records()
+    dirs = [
+        write_eval(tmp_path / "base_gun" / "test", "base", constant_records(60), None,
+                   likelihood=likelihood_block(records, uniform, valid_mass=1e-6)),
+        write_eval(tmp_path / "grail_gun" / "test", "grail", perfect_records(60), None,
+                   likelihood=likelihood_block(records, peaked(0.85))),
+    ]
+    text = report_portfolio.render_portfolio(dirs, tmp_path / "p.md")
+    study = text.split("### all studies")[1].split("### study1")[0]
+    assert study.index("Next-video choice likelihood") < study.index("Next-video choice, generation on a small sample")
+    grail = json.loads((dirs[1] / "metrics.json").read_text())["likelihood"]["next_video"]["overall"]["policy"]
+    base = json.loads((dirs[0] / "metrics.json").read_text())["likelihood"]["next_video"]["overall"]["policy"]
+    fmt = report_model_report.fmt_ci
+    assert f"| grail (test) | 60 | **★ {fmt(grail['nll'])}** | **★ {fmt(grail['accuracy_at_1'], percent=True)}** |" in study
+    assert f"| base (test) | 60 | {fmt(base['nll'])} | {fmt(base['accuracy_at_1'], percent=True)} |" in study
+    assert "1.0e-06 **collapsed**" in study and "0.900 |" in study
+    assert "| baseline: fitted choice model" in study and "| baseline: uniform 1/n" in study

@@ -1,12 +1,14 @@
-"""Report figures (matplotlib, Agg backend: no display needed): training curves and the
-distribution of answered vs chosen positions. PNG bytes are identical across reruns.
+"""Report figures (matplotlib, Agg backend: no display needed): training curves, the
+distribution of answered vs chosen positions, and for scored rows the reliability diagram and the
+mean predicted position distribution of the policy and every baseline. PNG bytes are identical
+across reruns.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from grail_sim import io
 from grail_sim.evaluation import metrics
@@ -68,6 +70,82 @@ def plot_positions(distribution: dict[str, Any], title: str, path: Path) -> Path
     axis.set_ylabel("rows")
     axis.set_title(title)
     axis.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _source_order(figures: Mapping[str, Any], order: Sequence[str] | None) -> list[str]:
+    """`order` when the caller gives its table's order, else the policy first, then the rest as recorded."""
+    return list(order) if order is not None else sorted(figures, key=lambda name: name != "policy")
+
+
+def plot_reliability(figures: Mapping[str, Mapping[str, Any]], path: Path, title: str = "", *,
+                     order: Sequence[str] | None = None, names: Mapping[str, str] | None = None) -> Path:
+    """One panel per source: accuracy against mean confidence of each non-empty bin, each point
+    labelled with its row count, over the diagonal of perfect calibration.
+
+    `figures` maps a source to its choice_metrics group figures (the `overall` entry). Counts are
+    printed because a bin of 2 rows far off the diagonal says little; the faint bars show where the
+    rows are. `order` and `names` give the panels' order and titles (default: source keys).
+    """
+    plt = _pyplot()
+    sources = _source_order(figures, order)
+    fig, axes = plt.subplots(1, max(len(sources), 1), figsize=(3.2 * max(len(sources), 1), 3.4), squeeze=False)
+    for axis, name in zip(axes[0], sources):
+        points = figures[name].get("reliability") or []
+        total = sum(p["count"] for p in points) or 1
+        lows = [p["bin"][0] for p in points]
+        widths = [p["bin"][1] - p["bin"][0] for p in points]
+        axis.bar(lows, [p["count"] / total for p in points], width=widths, align="edge", color="0.85",
+                 label="share of rows")
+        axis.plot([0, 1], [0, 1], linestyle="--", color="0.4", linewidth=1)
+        filled = [p for p in points if p["count"]]
+        axis.plot([p["confidence"] for p in filled], [p["accuracy"] for p in filled], marker="o", label="accuracy")
+        for p in filled:
+            axis.annotate(str(p["count"]), (p["confidence"], p["accuracy"]), textcoords="offset points",
+                          xytext=(3, 4), fontsize=7)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1.05)
+        axis.set_title((names or {}).get(name, name), fontsize=9)
+        axis.set_xlabel("confidence of the top option")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(loc="upper left", fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_mean_distribution(figures: Mapping[str, Mapping[str, Any]], path: Path, title: str = "", *,
+                           position_labels: Sequence[str] | None = None, order: Sequence[str] | None = None,
+                           names: Mapping[str, str] | None = None) -> Path:
+    """Participants' chosen positions beside each source's mean predicted distribution (shares).
+
+    `position_labels` names the positions (direction words for an opinion direction); `order` and
+    `names` give the sources' order and legend labels.
+    """
+    plt = _pyplot()
+    sources = _source_order(figures, order)
+    gold = next(iter(figures.values()))["gold_distribution"] if figures else {}
+    positions = list(gold)
+    width = 0.8 / (len(sources) + 1)
+    fig, axis = plt.subplots(figsize=(min(12.0, max(6.0, 0.35 * len(positions) * (len(sources) + 1))), 3.4))
+    series = [("participants' choices", gold)] + [((names or {}).get(name, name), figures[name]["mean_distribution"])
+                                                  for name in sources]
+    for k, (label, shares) in enumerate(series):
+        axis.bar([i + (k - len(sources) / 2) * width for i in range(len(positions))],
+                 [shares.get(p, 0.0) for p in positions], width=width, label=label,
+                 color="black" if k == 0 else None)
+    axis.set_xticks(range(len(positions)), list(position_labels) if position_labels else positions)
+    axis.set_xlabel("answer" if position_labels else "option position")
+    axis.set_ylabel("share of rows")
+    if title:
+        axis.set_title(title)
+    axis.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -1,39 +1,60 @@
 """The portfolio report: every evaluated model beside every baseline, per issue, study and task.
 
-`portfolio_context` decides the marks a template only displays: a model's cell is marked best
-only when it is the best model and its confidence interval clears the best baseline's on the same
-rows. Formatting and the template environment come from model_report.py.
+Each study leads with the next-video choice likelihood on every scored row (NLL and accuracy@1 of
+each model beside uniform 1/n, the position prior and the fitted choice model on the same rows);
+the generation tables of the small sample follow. `portfolio_context` decides the marks a template
+only displays, all through `choice_metrics.clears_best_baseline`: in the likelihood table a model's
+cell is marked when its interval clears the best baseline's; in a generation table only the best
+model's, and only when it clears. Formatting and the template environment come from model_report.py.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 from grail_sim import io, issues
-from grail_sim.evaluation import metrics
+from grail_sim.evaluation.choice_metrics import HIGHER_IS_BETTER, clears_best_baseline
 from grail_sim.report.model_report import (
+    POLICY,
     PORTFOLIO_TEMPLATE,
+    SOURCE_LABELS,
+    VALID_MASS_WARNING,
     _missing,
+    _sources,
     environment,
     issue_studies,
     load_metrics,
 )
 
 log = logging.getLogger(__name__)
+# The model's key among a generation summary's baselines (no baseline is named so).
+_MODEL = "__model__"
+LIKELIHOOD_FIGURES = ("nll", "accuracy_at_1")
 
 
 # --------------------------------------------------------------------------- portfolio
-def _best_baseline(baselines: dict[str, dict], higher_is_better: bool) -> tuple[str | None, dict | None]:
-    """The name and figure of the strongest baseline with a value; (None, None) when none has one."""
-    candidates = [(name, stat) for name, stat in baselines.items() if stat and not _missing(stat.get("value"))]
-    if not candidates:
-        return None, None
-    # Among tied baselines the one with the wider reach wins: a model must clear the hardest one.
-    if higher_is_better:
-        return max(candidates, key=lambda item: (item[1]["value"], item[1].get("ci_high") or 0.0))
-    return min(candidates, key=lambda item: (item[1]["value"], -(item[1].get("ci_low") or 0.0)))
+def _best_baseline(baselines: dict[str, dict], higher_is_better: bool) -> str | None:
+    """The name of the baseline a model must clear, for the "(best)" label; None when none has a value.
+
+    Chosen as `clears_best_baseline` chooses (best value, a tie going to the interval that reaches
+    further), which alone decides the ★.
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    candidates = []
+    for name, stat in baselines.items():
+        if stat and not _missing(stat.get("value")):
+            far = stat.get("ci_high") if higher_is_better else stat.get("ci_low")
+            candidates.append((sign * stat["value"], -math.inf if _missing(far) else sign * far, name))
+    return max(candidates)[2] if candidates else None
+
+
+def _clears(model: dict | None, baselines: dict[str, dict], higher_is_better: bool) -> bool:
+    """`clears_best_baseline` for one figure of a generation summary (its baselines keyed by name)."""
+    figures = {_MODEL: {"figure": model}, **{name: {"figure": stat} for name, stat in baselines.items()}}
+    return clears_best_baseline(figures, _MODEL, list(baselines), "figure", higher_is_better=higher_is_better)
 
 
 def _study_groups(task_metrics: dict) -> dict[str, dict]:
@@ -50,7 +71,7 @@ def portfolio_context(evaluations: Sequence[dict]) -> dict[str, Any]:
     by_issue: dict[str, list[dict]] = {}
     for data in evaluations:
         found = set()
-        for task_metrics in data["tasks"].values():
+        for task_metrics in _task_blocks(data).values():
             found |= set(task_metrics.get("by_issue", {}).keys())
             for study in (task_metrics.get("by_study") or {}):
                 found.add(issues.STUDIES.get(study, "unknown"))
@@ -59,44 +80,102 @@ def portfolio_context(evaluations: Sequence[dict]) -> dict[str, Any]:
 
     sections = []
     for issue, group in sorted(by_issue.items()):
-        studies = sorted({s for d in group for s in issue_studies(issue, d["tasks"])
+        studies = sorted({s for d in group for s in issue_studies(issue, _task_blocks(d))
                           if issues.STUDIES.get(s, issue) == issue})
         tables = []
         for study in ["all", *studies]:
-            tables.append({"study": study, "next_video": _next_video_table(group, study),
-                           "opinion": _opinion_table(group, study)})
+            tables.append({"study": study, "likelihood": _likelihood_table(group, study),
+                           "next_video": _next_video_table(group, study),
+                           "opinion": _opinion_table(group, study), "direction": _direction_table(group, study)})
         sections.append({"issue": issue, "label": issues.ISSUE_LABELS.get(issue, issue), "tables": tables,
                          "models": [{"model": d["model"], "split": d["split"], "rows": d.get("rows", {})}
                                     for d in group]})
     return {"sections": sections}
 
 
-def _study_entries(group: Sequence[dict], study: str, task_name: str) -> list[tuple[dict, dict]]:
-    """(evaluation, that study's summary) for every evaluation of `group` that has the task."""
+def _task_blocks(data: dict) -> dict[str, dict]:
+    """Every figure block of an evaluation with by_study groups: generation tasks and likelihoods."""
+    return {**data["tasks"], **{f"likelihood/{k}": v for k, v in (data.get("likelihood") or {}).items()}}
+
+
+def _study_entries(group: Sequence[dict], study: str, task_name: str,
+                   target: str | None = None) -> list[tuple[dict, dict]]:
+    """(evaluation, that study's summary) for every evaluation of `group` that has the task
+    (for opinion, with the `target` given: "direction" or None for the index)."""
     entries = []
     for data in group:
         task = data["tasks"].get(task_name)
+        if task and task_name == "opinion" and task.get("target") != target:
+            continue
         summary = _study_groups(task).get(study) if task else None
         if summary is not None:
             entries.append((data, summary))
     return entries
 
 
+def _empty(group: Sequence[dict], task_name: str, table: dict[str, Any], target: str | None = None) -> dict | None:
+    """`table` (no rows) when some evaluation of `group` has the task but not this study; None when none has it."""
+    for data in group:
+        task = data["tasks"].get(task_name)
+        if task and (task_name != "opinion" or task.get("target") == target):
+            return table
+    return None
+
+
+def _likelihood_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
+    """One study's next-video likelihood: each model's NLL and accuracy@1 beside every baseline's.
+
+    Baseline rows come from the first evaluation; each model's ★ is decided against its own
+    evaluation's baselines, which were scored on its rows with the same participant resamples.
+    """
+    entries = []
+    for data in group:
+        lik = (data.get("likelihood") or {}).get("next_video")
+        figures = _study_groups(lik).get(study) if lik else None
+        if figures and POLICY in figures:
+            entries.append((data, lik, figures))
+    if not entries:
+        # Scored, but not this study: its rows are absent, not unscored.
+        scored = any((data.get("likelihood") or {}).get("next_video") for data in group)
+        return {"rows": [], "baselines": [], "n": 0} if scored else None
+    reference = entries[0][2]
+    n = reference[POLICY]["n"]
+    if not n:
+        return {"rows": [], "baselines": [], "n": 0}
+    names = [name for name in _sources(reference) if name != POLICY]
+    rows = []
+    for data, lik, figures in entries:
+        own = [name for name in figures if name != POLICY]
+        mass = lik.get("valid_mass") if study == "all" else None
+        rows.append({"model": data["model"], "split": data["split"], "n": figures[POLICY]["n"],
+                     "same_rows": figures[POLICY]["n"] == n, "valid_mass": mass,
+                     "collapsed": bool(mass) and not _missing(mass.get("value")) and mass["value"] < VALID_MASS_WARNING,
+                     **{f: figures[POLICY][f] for f in (*LIKELIHOOD_FIGURES, "pseudo_r2")},
+                     "star": {f: clears_best_baseline(figures, POLICY, own, f) for f in LIKELIHOOD_FIGURES}})
+    best = {f: _best_baseline({name: reference[name][f] for name in names}, HIGHER_IS_BETTER[f])
+            for f in LIKELIHOOD_FIGURES}
+    baselines = [{"name": name, "label": SOURCE_LABELS.get(name, name), "n": reference[name]["n"],
+                  **{f: reference[name][f] for f in (*LIKELIHOOD_FIGURES, "pseudo_r2")},
+                  "best": [f for f in LIKELIHOOD_FIGURES if best[f] == name]} for name in names]
+    return {"rows": rows, "baselines": baselines, "n": n, "reference": entries[0][1].get("reference"),
+            "learned_on": (entries[0][1].get("baselines") or {}).get("learned_on", "not recorded")}
+
+
 def _next_video_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
     """One study's next-video rows (accuracy, parse and format rates) and baselines; None without the task."""
     entries = _study_entries(group, study, "next_video")
     if not entries:
-        return None
+        return _empty(group, "next_video", {"rows": [], "baselines": {}, "best_baseline": None, "n": 0})
     reference = entries[0][1]
     if not reference["n"]:
         return {"rows": [], "baselines": {}, "best_baseline": None, "n": 0}
-    best_name, best_baseline = _best_baseline(reference["baselines"], higher_is_better=True)
+    best_name = _best_baseline(reference["baselines"], higher_is_better=True)
     scored = [(d, s) for d, s in entries if not _missing(s["accuracy"]["value"])]
     top = max(scored, key=lambda item: item[1]["accuracy"]["value"])[0]["model"] if scored else None
     rows = [{
         "model": data["model"], "split": data["split"], "n": summary["n"],
         "accuracy": summary["accuracy"], "parsed_rate": summary["parsed_rate"], "format_rate": summary["format_rate"],
-        "best": data["model"] == top and metrics.clears(summary["accuracy"], best_baseline),
+        "best": data["model"] == top and _clears(summary["accuracy"], summary["baselines"], True),
         "same_rows": summary["n"] == reference["n"],
     } for data, summary in entries]
     return {"rows": rows, "baselines": reference["baselines"], "best_baseline": best_name, "n": reference["n"]}
@@ -106,13 +185,12 @@ def _opinion_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
     """One study's opinion rows (MAE, RMSE, direction accuracy) and baselines; None without the task."""
     entries = _study_entries(group, study, "opinion")
     if not entries:
-        return None
+        return _empty(group, "opinion", {"rows": [], "baselines": {}, "n": 0})
     reference = entries[0][1]
     if not reference["n"]:
         return {"rows": [], "baselines": {}, "best_mae_baseline": None, "best_direction_baseline": None, "n": 0}
-    mae_name, mae_baseline = _best_baseline({k: v["mae"] for k, v in reference["baselines"].items()}, False)
-    dir_name, dir_baseline = _best_baseline(
-        {k: v["direction_accuracy"] for k, v in reference["baselines"].items()}, True)
+    mae_name = _best_baseline({k: v["mae"] for k, v in reference["baselines"].items()}, False)
+    dir_name = _best_baseline({k: v["direction_accuracy"] for k, v in reference["baselines"].items()}, True)
     complete = [(d, s) for d, s in entries if s["n"] and s["n_parsed"] == s["n"]]
     top_mae = min(complete, key=lambda e: e[1]["mae"]["value"])[0]["model"] if complete else None
     scored = [(d, s) for d, s in entries if not _missing(s["direction_accuracy"]["value"])]
@@ -120,15 +198,40 @@ def _opinion_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
     rows = [{
         "model": data["model"], "split": data["split"], "n": summary["n"], "n_parsed": summary["n_parsed"],
         "mae": summary["mae"], "rmse": summary["rmse"], "direction_accuracy": summary["direction_accuracy"],
-        "parsed_rate": summary["parsed_rate"],
+        "parsed_rate": summary["parsed_rate"], "change_correlation": summary.get("change_correlation"),
         # MAE is over parsed rows; only a model that parsed every row is comparable to the baselines.
         "best_mae": data["model"] == top_mae and summary["n_parsed"] == summary["n"]
-        and metrics.clears(summary["mae"], mae_baseline, higher_is_better=False),
-        "best_direction": data["model"] == top_dir
-        and metrics.clears(summary["direction_accuracy"], dir_baseline),
+        and _clears(summary["mae"], {k: v["mae"] for k, v in summary["baselines"].items()}, False),
+        "best_direction": data["model"] == top_dir and _clears(
+            summary["direction_accuracy"], {k: v["direction_accuracy"] for k, v in summary["baselines"].items()}, True),
     } for data, summary in entries]
+    learned = {key: entries[0][0]["tasks"]["opinion"].get(key) for key in
+               ("global_mean_learned_on", "mean_change_learned_on", "majority_direction_learned_on")}
     return {"rows": rows, "baselines": reference["baselines"], "best_mae_baseline": mae_name,
-            "best_direction_baseline": dir_name, "n": reference["n"]}
+            "best_direction_baseline": dir_name, "n": reference["n"], "learned_on": learned,
+            "majority_direction": reference.get("majority_direction")}
+
+
+def _direction_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
+    """One study's opinion-direction generation rows (direction_metrics summaries); None without any."""
+    entries = _study_entries(group, study, "opinion", target="direction")
+    if not entries:
+        return _empty(group, "opinion", {"rows": [], "baselines": {}, "n": 0}, target="direction")
+    reference = entries[0][1]
+    if not reference["n"]:
+        return {"rows": [], "baselines": {}, "best_baseline": None, "n": 0}
+    scored = [(d, s) for d, s in entries if not _missing(s["direction_accuracy"]["value"])]
+    top = max(scored, key=lambda e: e[1]["direction_accuracy"]["value"])[0]["model"] if scored else None
+    rows = [{"model": data["model"], "split": data["split"], "n": summary["n"],
+             "direction_accuracy": summary["direction_accuracy"], "parsed_rate": summary["parsed_rate"],
+             "format_rate": summary["format_rate"],
+             "best": data["model"] == top and _clears(summary["direction_accuracy"], summary["baselines"], True)}
+            for data, summary in entries]
+    task = entries[0][0]["tasks"]["opinion"]
+    return {"rows": rows, "baselines": reference["baselines"], "n": reference["n"],
+            "best_baseline": _best_baseline(reference["baselines"], True),
+            "majority_direction": task.get("majority_direction"),
+            "learned_on": task.get("majority_direction_learned_on", "not recorded")}
 
 
 def render_portfolio(eval_dirs: Sequence[Path], out: Path, *, template: Path = PORTFOLIO_TEMPLATE,
