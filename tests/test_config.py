@@ -33,7 +33,7 @@ def test_snakemake_and_the_cli_fill_the_same_defaults(config):
     by_snakemake = copy.deepcopy(config)
     validate(by_snakemake, SCHEMA)  # set_default=True: Snakemake fills the schema's defaults
     assert by_snakemake == grail_config.resolve(config)
-    assert by_snakemake["evaluate"]["max_rows"] == 16 and by_snakemake["prompts"]["max_history"] == 12
+    assert by_snakemake["evaluate"]["generate_rows"] == 4 and by_snakemake["prompts"]["max_history"] == 12
 
 
 def _leaves(schema: dict, path: str = ""):

@@ -35,11 +35,11 @@ def _rows(task: str, split: str, n: int) -> list[dict]:
     rows = []
     for i in range(n):
         n_options = 3 + i % 2
-        options = " ".join(f"{k}. video {k}" for k in range(1, n_options + 1))
+        options = "\n".join(f"{k}. video {k} (Channel {k})" for k in range(1, n_options + 1))
         rows.append({
             "id": f"{task}-{split}-{i}",
             "prompt": [{"role": "system", "content": SYSTEM[task]},
-                       {"role": "user", "content": f"Viewer {i}. OPTIONS {options}"}],
+                       {"role": "user", "content": f"PROFILE: Viewer {i}.\nOPTIONS\n{options}"}],
             "gold_index": (1 + i % n_options) if task == "next_video" else 0,
             "n_options": n_options if task == "next_video" else 0,
             "slate_items": "[]", "viewer_profile": "", "history": "[]", "issue": "gun_control",
@@ -120,19 +120,21 @@ def test_bad_inputs_fail_naming_folder_split_or_column(tmp_path):
         evaluation_evaluate.load_task_split(tmp_path / "missing", "opinion", "test")
     with pytest.raises(errors.EvaluationError, match="nowhere"):
         evaluation_evaluate.evaluate(model_dir=tmp_path / "nowhere", prompts_dir=good, tasks=["opinion"], split="test",
-                          out_dir=tmp_path / "out", settings=_settings())
+                          out_dir=tmp_path / "out", settings=_settings(), mode="generate")
 
 
-def test_direction_worded_opinion_dataset_is_refused_not_scored_as_failures(tmp_path):
+def test_opinion_dataset_must_ask_for_an_index_or_a_direction(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    rows = [dict(row, answer=row["opinion_direction"]) for row in _rows("opinion", "test", 3)]
-    DatasetDict({"test": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "opinion"))
-    with pytest.raises(errors.EvaluationError, match="opinion_target: index"):
-        evaluation_evaluate.load_task_split(tmp_path, "opinion", "test")
-    rows = [dict(row, answer=f"{row['opinion_after']:.3f}") for row in _rows("opinion", "test", 3)]
-    DatasetDict({"test": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "index" / "opinion"))
+    for target, answer in (("direction", lambda row: row["opinion_direction"]),
+                           ("index", lambda row: f"{row['opinion_after']:.3f}"),
+                           ("words", lambda row: "somewhat more")):
+        rows = [dict(row, answer=answer(row)) for row in _rows("opinion", "test", 3)]
+        DatasetDict({"test": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / target / "opinion"))
+    assert len(evaluation_evaluate.load_task_split(tmp_path / "direction", "opinion", "test")) == 3
     assert len(evaluation_evaluate.load_task_split(tmp_path / "index", "opinion", "test")) == 3
+    with pytest.raises(errors.EvaluationError, match="'somewhat more'.*increase, decrease, no_change"):
+        evaluation_evaluate.load_task_split(tmp_path / "words", "opinion", "test")
 
 
 def test_model_folder_that_does_not_load_is_named(tmp_path):
@@ -151,13 +153,12 @@ def test_corrupt_partial_predictions_fail_with_file_and_line(tmp_path, monkeypat
     generator = ConstantGenerator({"next_video": "<answer>1</answer>", "opinion": "<answer>0.4</answer>"})
     monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: generator)
     kwargs = dict(model_dir=fake_model_dir(tmp_path / "model"), prompts_dir=prompts, tasks=["next_video"],
-                  split="test", out_dir=out,
-                  settings=_settings())
+                  split="test", out_dir=out, settings=_settings(), mode="generate")
     # Interrupt after the first batch: the partial file holds valid lines, then add a torn one.
     monkeypatch.setattr(io, "write_jsonl", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         evaluation_evaluate.evaluate(**kwargs)
-    partial = out / evaluation_evaluate.PARTIAL
+    partial = out / "predictions.partial.jsonl"
     lines = partial.read_text().splitlines()
     partial.write_text("\n".join(lines) + '\n{"id": "torn', encoding="utf-8")
     monkeypatch.undo()
@@ -174,7 +175,8 @@ def test_partial_predictions_are_resumed_not_recomputed(tmp_path, monkeypatch):
     first = ConstantGenerator(answers)
     monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: first)
     kwargs = dict(model_dir=fake_model_dir(tmp_path / "model"), prompts_dir=prompts, tasks=["next_video", "opinion"],
-                  split="validation", out_dir=out, settings=_settings(), bootstrap_samples=20)
+                  split="validation", out_dir=out, settings=_settings(), bootstrap_samples=20,
+                  mode="generate")
     # A run that dies while writing the final file leaves its generations in the partial file.
     real_write = io.write_jsonl
     monkeypatch.setattr(io, "write_jsonl", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
@@ -182,7 +184,7 @@ def test_partial_predictions_are_resumed_not_recomputed(tmp_path, monkeypatch):
         evaluation_evaluate.evaluate(**kwargs)
     assert first.calls == 12 and not (out / "predictions.jsonl").exists()
     # Keep only 5 of the 12 lines, as if the run had been killed mid-way.
-    partial = out / evaluation_evaluate.PARTIAL
+    partial = out / "predictions.partial.jsonl"
     partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:5]))
     monkeypatch.setattr(io, "write_jsonl", real_write)
     second = ConstantGenerator(answers)
@@ -192,7 +194,7 @@ def test_partial_predictions_are_resumed_not_recomputed(tmp_path, monkeypatch):
     assert result["generation"]["resumed_rows"] == 5 and result["generation"]["generated_rows"] == 7
     rows = list(io.read_jsonl(out / "predictions.jsonl"))
     assert len(rows) == 12 and len({(r["task"], r["id"]) for r in rows}) == 12
-    assert not partial.exists() and not (out / evaluation_evaluate.PARTIAL_META).exists()
+    assert not partial.exists() and not (out / "predictions.partial.json").exists()
     # Other generation settings: the partial file is not reused.
     partial.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
     third = ConstantGenerator(answers)
@@ -206,8 +208,8 @@ def test_cli_evaluates_a_tiny_model_end_to_end(tmp_path, tiny_model_dir):
     prompts = make_prompts(tmp_path / "prompts")
     out = tmp_path / "eval" / "base_gun" / "validation"
     # Settings as the workflow's rule passes them: the `evaluate` section (other keys take the schema's defaults).
-    settings = {"evaluate": {"tasks": ["next_video", "opinion"], "max_rows": 4, "batch_size": 3, "max_new_tokens": 5,
-                             "bootstrap_samples": 50, "backend": "hf"}}
+    settings = {"evaluate": {"tasks": ["next_video", "opinion"], "generate_rows": 4, "batch_size": 3,
+                             "max_new_tokens": 5, "bootstrap_samples": 50, "backend": "hf", "score_batch_size": 4}}
     code = cli.main(["evaluate", "--model", str(tiny_model_dir), "--model-name", "base", "--prompts", str(prompts),
                      "--split", "validation", "--out", str(out), "--config-json", json.dumps(settings)])
     assert code == 0
@@ -218,7 +220,16 @@ def test_cli_evaluates_a_tiny_model_end_to_end(tmp_path, tiny_model_dir):
     result = json.loads((out / "metrics.json").read_text())
     assert result["model"] == "base" and result["generation"]["backend"] == "hf"
     assert result["generation"]["generated_rows"] == 8 and result["generation"]["prompts_per_second"] > 0
-    assert result["rows"]["next_video"] == {"available": 6, "evaluated": 4}
+    assert result["rows"]["next_video"] == {"available": 6, "scored": 6, "generated": 4}
+    # Opinion rows of an index dataset are generated only; every next-video row is scored.
+    assert result["rows"]["opinion"] == {"available": 6, "scored": 0, "generated": 4}
+    scores = list(io.read_jsonl(out / "scores.jsonl"))
+    assert len(scores) == 6 and {r["task"] for r in scores} == {"next_video"}
+    assert all(len(r["probabilities"]) == r["n_options"] == len(r["baseline_probabilities"]["choice_model"])
+               and sum(r["probabilities"]) == pytest.approx(1.0) for r in scores)
+    figures = result["likelihood"]["next_video"]
+    assert set(figures["overall"]) == {"policy", "uniform", "position_prior", "choice_model"}
+    assert figures["baselines"]["learned_on"] == "train" and result["scoring"]["scored_rows"] == 6
     assert result["provenance"]["model_sha256"] == io.file_sha256(tiny_model_dir)
     nv = result["tasks"]["next_video"]
     assert nv["most_frequent_learned_on"] == "train" and nv["overall"]["n"] == 4
@@ -249,7 +260,8 @@ def test_external_real_rows_constant_answer_one_equals_most_frequent_baseline(tm
                                    "opinion": "<think>t</think><answer>0.5</answer>"})
     monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: generator)
     result = evaluation_evaluate.evaluate(model_dir=fake_model_dir(tmp_path / "model"), prompts_dir=root, tasks=["next_video", "opinion"], split="test",
-                               out_dir=tmp_path / "eval", settings=_settings(), bootstrap_samples=100)
+                               out_dir=tmp_path / "eval", settings=_settings(), bootstrap_samples=100,
+                               mode="generate")
     nv = result["tasks"]["next_video"]
     assert nv["n_eligible"] == 364 and "no train split" in nv["most_frequent_learned_on"]
     assert round(nv["overall"]["accuracy"]["value"], 3) == 0.385
@@ -280,7 +292,7 @@ def test_embedded_model_generates_real_text(tmp_path, embedded_model_dir):
     prompts = make_prompts(tmp_path / "prompts", sizes=(("test", 2),))
     result = evaluation_evaluate.evaluate(model_dir=Path(embedded_model_dir), prompts_dir=prompts, tasks=["next_video"],
                                split="test", out_dir=tmp_path / "out", settings=_settings(max_new_tokens=8),
-                               bootstrap_samples=10)
+                               bootstrap_samples=10, mode="generate")
     rows = list(io.read_jsonl(tmp_path / "out" / "predictions.jsonl"))
     assert len(rows) == 2 and all(r["raw_output"].strip() for r in rows)
     assert result["generation"]["generated_rows"] == 2 and result["generation"]["backend"] == "hf"

@@ -10,7 +10,7 @@ import pytest
 
 from grail_sim import config as grail_config
 from grail_sim import errors as errors
-from grail_sim.evaluation import evaluate as evaluation_evaluate
+from grail_sim.evaluation import provenance as evaluation_provenance
 from grail_sim.training import data as training_data
 from grail_sim.training import recipe as training_recipe
 from grail_sim.training import resume as training_resume
@@ -411,7 +411,7 @@ def test_evaluation_of_an_adapter_depends_on_its_base(tmp_path):
     adapter.mkdir()
     (base / "config.json").write_text("{}")
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
-    before = evaluation_evaluate._adapter_base_sha256(adapter)
+    before = evaluation_provenance.adapter_base_sha256(adapter)
     (base / "config.json").write_text('{"changed": true}')
-    assert before and evaluation_evaluate._adapter_base_sha256(adapter) != before
-    assert evaluation_evaluate._adapter_base_sha256(base) is None  # a full model folder has no base
+    assert before and evaluation_provenance.adapter_base_sha256(adapter) != before
+    assert evaluation_provenance.adapter_base_sha256(base) is None  # a full model folder has no base

@@ -1,6 +1,6 @@
-# Generate and score predictions (Contract 4) for the untrained base model and each trained model,
-# per issue and split, plus an external chat-prompt dataset when `evaluate.external` names one.
-# On CPU `evaluate.max_rows` caps the rows per task and split (a seeded sample); 0 evaluates all.
+# Score and generate (Contract 4) for the untrained base model and each trained model, per issue
+# and split, plus an external chat-prompt dataset when `evaluate.external` names one. Scoring covers
+# every row by default (`evaluate.score_rows: 0`); generation a seeded sample (`evaluate.generate_rows`).
 EVALUATE = config["evaluate"]
 EXTERNAL = EVALUATE["external"]
 
@@ -11,6 +11,7 @@ rule evaluate:
         next_video=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
         opinion=lambda w: f"results/prompts/{ISSUES[w.short]}/opinion",
     output:
+        scores="results/eval/{model}_{short}/{split}/scores.jsonl",
         predictions="results/eval/{model}_{short}/{split}/predictions.jsonl",
         metrics="results/eval/{model}_{short}/{split}/metrics.json",
     wildcard_constraints:
@@ -68,14 +69,15 @@ if EXTERNAL["next_video"] and EXTERNAL["opinion"]:
             next_video="results/prompts/external/next_video",
             opinion="results/prompts/external/opinion",
         output:
+            scores="results/eval/{model}_external/test/scores.jsonl",
             predictions="results/eval/{model}_external/test/predictions.jsonl",
             metrics="results/eval/{model}_external/test/metrics.json",
         wildcard_constraints:
             model="[A-Za-z0-9_-]+",
         params:
             out="results/eval/{model}_external/test",
-            # No train split in an external dataset: the position and global-mean baselines are
-            # learned on the evaluated rows (metrics.json records this).
+            # No train split in an external dataset: the likelihood baselines are cross-fitted on
+            # the evaluated rows, the generation baselines learned on them (metrics.json records both).
             grail=GRAIL,
             config=stage_json("evaluate", exclude=["evaluate.splits"]),
             code=code_version("evaluate"),

@@ -1,9 +1,9 @@
-"""`grail-sim evaluate`: generate answers for a prompt dataset and score them (Contract 4).
+"""`grail-sim evaluate`: score and/or generate answers for a prompt dataset (Contract 4).
 
     grail-sim evaluate --model results/models/base --prompts results/prompts/gun_control \
         --split validation --out results/eval/base_gun/validation [--config config/config.yaml]
 
-Settings come from the `evaluate:` section (rows, decoding, bootstrap) and
+Settings come from the `evaluate:` section (mode, rows, dtype, decoding, bootstrap) and
 `prompts.direction_tolerance` (the one definition of "no change" in opinion); see
 grail_sim.evaluation.evaluate.
 """
@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Contract-2 issue folder whose `train` split teaches the most-frequent and global-mean "
                              "baselines (default: --prompts when it has a train split; otherwise the evaluated rows)")
     parser.add_argument("--external", action="store_true",
-                        help="an external dataset: cap rows with evaluate.external.max_rows instead of evaluate.max_rows")
+                        help="an external dataset: cap rows with evaluate.external.{score,generate}_rows "
+                             "instead of evaluate.{score,generate}_rows")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (HF backend)")
-    parser.add_argument("--dtype", default="float32", help="HF backend weights dtype")
     config.add_arguments(parser, "evaluate")
 
 
@@ -42,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
     settings = GenerationSettings(
         max_new_tokens=section["max_new_tokens"], temperature=section["temperature"],
         batch_size=section["batch_size"], seed=section["seed"], backend=section["backend"],
-        device=args.device, dtype=args.dtype,
+        device=args.device, dtype=section["dtype"],
     )
+    rows = section["external"] if args.external else section
     evaluate(
         model_dir=Path(args.model), prompts_dir=Path(args.prompts), tasks=section["tasks"], split=args.split,
         out_dir=Path(args.out), settings=settings,
-        max_rows=section["external"]["max_rows"] if args.external else section["max_rows"],
+        mode=section["mode"], generate_rows=rows["generate_rows"], score_rows=rows["score_rows"],
+        score_batch_size=section["score_batch_size"],
         train_split_dir=Path(args.train_split_dir) if args.train_split_dir else None,
         model_name=args.model_name, bootstrap_samples=section["bootstrap_samples"],
         confidence=section["confidence"], direction_tolerance=sections["prompts"]["direction_tolerance"],

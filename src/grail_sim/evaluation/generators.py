@@ -29,7 +29,7 @@ class GenerationSettings:
     def __init__(self, *, max_new_tokens: int = _DEFAULTS["max_new_tokens"],
                  temperature: float = _DEFAULTS["temperature"], batch_size: int = _DEFAULTS["batch_size"],
                  seed: int = _DEFAULTS["seed"], backend: str = _DEFAULTS["backend"], device: str = "auto",
-                 dtype: str = "float32"):
+                 dtype: str = _DEFAULTS["dtype"]):
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.batch_size = batch_size
