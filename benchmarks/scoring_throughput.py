@@ -6,7 +6,8 @@
 Measures, on one machine in one process:
 - the dense matmul rate of this CPU (or GPU) in fp32 and bf16 (2048 x 2048, the threads torch uses),
   the ceiling the prefill rate is read against;
-- likelihood scoring (evaluation/scorers.py, HF backend) in fp32 and bf16: rows/s, prompt tokens/s
+- likelihood scoring (evaluation/scorers.py, HF backend) at each batch size in fp32, and in bf16
+  where this CPU has native bf16: rows/s, prompt tokens/s
   and the achieved prefill rate, 2 x (non-embedding parameters) x tokens per second, as a share of
   the same dtype's matmul rate (attention's own FLOPs are left out, so the share is a lower bound);
 - greedy generation of the evaluate defaults (max_new_tokens, batch size) on the same rows;
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--prompts", required=True, help="Contract-2 issue folder")
     parser.add_argument("--split", default="test")
     parser.add_argument("--rows", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-sizes", default="1,8", help="scoring batch sizes to compare (fp32)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/scoring_throughput.md")
     args = parser.parse_args()
@@ -112,28 +113,29 @@ def main() -> None:
     probe = {dtype: matmul_rate(dtype, args.device, size=512, repeats=3) for dtype in (torch.float32, torch.bfloat16)}
     bf16_native = probe[torch.bfloat16] >= probe[torch.float32]
     peak["bfloat16"] = matmul_rate(torch.bfloat16, args.device) if bf16_native else probe[torch.bfloat16]
-    dtypes = ("float32", "bfloat16") if bf16_native else ("float32",)
-    scored = {dtype: score_rows(model, rows, dtype, args.device, args.batch_size) for dtype in dtypes}
+    sizes = [int(size) for size in args.batch_sizes.split(",")]
+    runs = [("float32", size) for size in sizes] + ([("bfloat16", sizes[0])] if bf16_native else [])
+    scored = {run: score_rows(model, rows, run[0], args.device, run[1]) for run in runs}
     generation_seconds = generate_rows(model, rows, args.device)
 
     lines = [f"# Scoring vs generation, {len(rows)} `{args.split}` rows of `{args.prompts}`", "",
              f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_description()}, "
              f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-             f"device {args.device}, model `{model}`; scoring batch {args.batch_size}; generation with the "
-             "evaluate defaults. Produced by `benchmarks/scoring_throughput.py`.", "",
+             f"device {args.device}, model `{model}`; generation with the evaluate defaults. Produced by "
+             "`benchmarks/scoring_throughput.py`.", "",
              "| run | seconds | rows/s | vs generation | prompt tokens/s | prefill GFLOP/s | share of matmul rate |",
              "|---|---|---|---|---|---|---|"]
     generation_rate = len(rows) / generation_seconds
     lines.append(f"| generation (greedy, fp32) | {generation_seconds:.1f} | {generation_rate:.2f} | 1.0× | | | |")
-    for dtype, (_, seconds, tokens, non_embedding) in scored.items():
+    for (dtype, size), (_, seconds, tokens, non_embedding) in scored.items():
         gflops = 2 * non_embedding * tokens / seconds / 1e9
-        lines.append(f"| scoring {dtype} | {seconds:.1f} | {len(rows) / seconds:.2f} | "
+        lines.append(f"| scoring {dtype}, batch {size} | {seconds:.1f} | {len(rows) / seconds:.2f} | "
                      f"{len(rows) / seconds / generation_rate:.1f}× | {tokens / seconds:.0f} | {gflops:.0f} | "
                      f"{gflops / peak[dtype]:.0%} of {peak[dtype]:.0f} |")
     lines += ["", f"Matmul rate here: fp32 {peak['float32']:.0f} GFLOP/s, bf16 {peak['bfloat16']:.0f} GFLOP/s"
               f"{'' if bf16_native else ' (512 x 512 probe: not native on this CPU, so bf16 scoring was skipped)'}."]
     if bf16_native:
-        lines += ["", agreement(scored["float32"][0], scored["bfloat16"][0], rows)]
+        lines += ["", agreement(scored[("float32", sizes[0])][0], scored[("bfloat16", sizes[0])][0], rows)]
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text, encoding="utf-8")

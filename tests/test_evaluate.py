@@ -176,7 +176,7 @@ def test_partial_predictions_are_resumed_not_recomputed(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: first)
     kwargs = dict(model_dir=fake_model_dir(tmp_path / "model"), prompts_dir=prompts, tasks=["next_video", "opinion"],
                   split="validation", out_dir=out, settings=_settings(), bootstrap_samples=20,
-                  mode="generate")
+                  mode="generate", generate_rows=0)
     # A run that dies while writing the final file leaves its generations in the partial file.
     real_write = io.write_jsonl
     monkeypatch.setattr(io, "write_jsonl", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
@@ -261,7 +261,7 @@ def test_external_real_rows_constant_answer_one_equals_most_frequent_baseline(tm
     monkeypatch.setattr(evaluation_evaluate, "make_generator", lambda *a, **k: generator)
     result = evaluation_evaluate.evaluate(model_dir=fake_model_dir(tmp_path / "model"), prompts_dir=root, tasks=["next_video", "opinion"], split="test",
                                out_dir=tmp_path / "eval", settings=_settings(), bootstrap_samples=100,
-                               mode="generate")
+                               mode="generate", generate_rows=0)
     nv = result["tasks"]["next_video"]
     assert nv["n_eligible"] == 364 and "no train split" in nv["most_frequent_learned_on"]
     assert round(nv["overall"]["accuracy"]["value"], 3) == 0.385

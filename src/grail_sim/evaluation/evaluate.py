@@ -23,7 +23,8 @@ from grail_sim import answers, io
 from grail_sim.errors import EvaluationError
 from grail_sim.evaluation import likelihood, metrics, scorers
 from grail_sim.evaluation.direction_metrics import direction_metrics
-from grail_sim.evaluation.generators import GenerationSettings, make_generator
+from grail_sim.config import resolve_section
+from grail_sim.evaluation.generators import DEFAULTS, GenerationSettings, make_generator
 from grail_sim.evaluation.provenance import provenance as provenance_of
 from grail_sim.evaluation.streaming import RecordStream, progress_bar, run_batches
 from grail_sim.rows import finite, opinion_direction
@@ -36,6 +37,9 @@ REQUIRED_COLUMNS = (
     "id", "prompt", "gold_index", "n_options", "issue", "participant_study", "participant_id",
     "opinion_before", "opinion_after",
 )
+
+# Library callers get the schema's defaults (written once, there), as the CLI and workflow do.
+PROMPT_DEFAULTS = resolve_section("prompts", {})
 
 # Record files (`{name}.jsonl`, streamed through `{name}.partial.jsonl`).
 SCORES = "scores"
@@ -130,16 +134,16 @@ def evaluate(
     split: str,
     out_dir: Path,
     settings: GenerationSettings,
-    mode: str = "both",
-    generate_rows: int = 0,
-    score_rows: int = 0,
-    score_batch_size: int = 8,
+    mode: str = DEFAULTS["mode"],
+    generate_rows: int = DEFAULTS["generate_rows"],
+    score_rows: int = DEFAULTS["score_rows"],
+    score_batch_size: int = DEFAULTS["score_batch_size"],
     train_split_dir: Path | None = None,
     model_name: str | None = None,
-    bootstrap_samples: int = 1000,
-    confidence: float = 0.95,
-    direction_tolerance: float = 1e-6,
-    report_samples: int = 3,
+    bootstrap_samples: int = DEFAULTS["bootstrap_samples"],
+    confidence: float = DEFAULTS["confidence"],
+    direction_tolerance: float = PROMPT_DEFAULTS["direction_tolerance"],
+    report_samples: int = DEFAULTS["report_samples"],
 ) -> dict[str, Any]:
     """Score and/or generate (resuming), then write scores.jsonl, predictions.jsonl and metrics.json.
 

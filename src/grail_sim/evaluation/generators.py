@@ -22,14 +22,14 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- generation
 # Library callers (tests, benchmarks) that pass no value get the schema's `evaluate:` defaults,
 # the same ones the workflow and the CLI use: the defaults are written once, in the schema.
-_DEFAULTS = resolve_section("evaluate", {})
+DEFAULTS = resolve_section("evaluate", {})
 
 
 class GenerationSettings:
-    def __init__(self, *, max_new_tokens: int = _DEFAULTS["max_new_tokens"],
-                 temperature: float = _DEFAULTS["temperature"], batch_size: int = _DEFAULTS["batch_size"],
-                 seed: int = _DEFAULTS["seed"], backend: str = _DEFAULTS["backend"], device: str = "auto",
-                 dtype: str = _DEFAULTS["dtype"]):
+    def __init__(self, *, max_new_tokens: int = DEFAULTS["max_new_tokens"],
+                 temperature: float = DEFAULTS["temperature"], batch_size: int = DEFAULTS["batch_size"],
+                 seed: int = DEFAULTS["seed"], backend: str = DEFAULTS["backend"], device: str = "auto",
+                 dtype: str = DEFAULTS["dtype"]):
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.batch_size = batch_size

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 from grail_sim.answers import DIRECTIONS
 from grail_sim.errors import EvaluationError
+from grail_sim.evaluation.generators import DEFAULTS, vllm_usable
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class HFScorer:
 
     backend = "hf"
 
-    def __init__(self, model_dir: Path, *, batch_size: int = 8, device: str = "auto", dtype: str = "float32"):
+    def __init__(self, model_dir: Path, *, batch_size: int = DEFAULTS["score_batch_size"], device: str = "auto",
+                 dtype: str = DEFAULTS["dtype"]):
         from grail_sim.model.loading import load_policy
 
         self.model, self.tokenizer = load_policy(model_dir, dtype=dtype, device=device)
@@ -176,7 +178,8 @@ class VLLMScorer:
 
     backend = "vllm"
 
-    def __init__(self, model_dir: Path, *, batch_size: int = 8, seed: int = 0, engine: Any = None,
+    def __init__(self, model_dir: Path, *, batch_size: int = DEFAULTS["score_batch_size"],
+                 seed: int = DEFAULTS["seed"], engine: Any = None,
                  tokenizer: Any = None):
         if engine is None:
             from transformers import AutoTokenizer
@@ -224,11 +227,9 @@ def _candidate_logprob(prompt_logprobs: Sequence[Any], token_ids: Sequence[int],
     return total
 
 
-def make_scorer(model_dir: Path, *, backend: str = "auto", batch_size: int = 8, device: str = "auto",
-                dtype: str = "float32", seed: int = 0):
+def make_scorer(model_dir: Path, *, backend: str = DEFAULTS["backend"], batch_size: int = DEFAULTS["score_batch_size"],
+                device: str = "auto", dtype: str = DEFAULTS["dtype"], seed: int = DEFAULTS["seed"]):
     """The scorer `backend` asks for (`auto`: vLLM when usable and the model is not an adapter, else HF)."""
-    from grail_sim.evaluation.generators import vllm_usable
-
     model_dir = Path(model_dir)
     use_vllm = backend == "vllm" or (backend == "auto" and vllm_usable())
     if backend == "vllm" and not vllm_usable():
