@@ -228,59 +228,61 @@ def _pending(stream: RecordStream, task: str, dataset, indices: list[int]) -> li
 
 def _run_scoring(model_dir: Path, split: str, settings: GenerationSettings, batch_size: int,
                  datasets_by_task: dict[str, Any], jobs: dict[str, list[int]], stream: RecordStream) -> dict[str, Any]:
-    """Score the rows not yet in `stream` (the model is loaded only when some are left); returns
-    the run's throughput record."""
-    pending = {task: _pending(stream, task, datasets_by_task[task], jobs[task]) for task in jobs}
-    total = sum(len(v) for v in pending.values())
-    record = {"backend": None, "scored_rows": 0, "seconds": 0.0, "rows_per_second": None,
-              "resumed_rows": sum(len(v) for v in jobs.values()) - total, "batch_size": batch_size,
-              "dtype": settings.dtype, "prefix": scorers.ANSWER_PREFIX}
-    if total:
+    """Score the rows not yet in `stream`; returns the run's throughput record."""
+    def load():
         scorer = scorers.make_scorer(model_dir, backend=settings.backend, batch_size=batch_size,
                                      device=settings.device, dtype=settings.dtype, seed=settings.seed)
-        record["backend"] = scorer.backend
-        progress = progress_bar(total, f"score {model_dir.name} [{split}]")
-        for task, indices in pending.items():
-            seconds, count = run_batches(
-                datasets_by_task[task], indices, length=lambda row: scorer.prompt_length(row["prompt"]),
-                chunk_size=scorer.chunk_size, work=lambda batch, task=task: likelihood.score_batch(scorer, task, batch),
-                stream=stream, progress=progress, label=f"score {task}")
-            record["seconds"] += seconds
-            record["scored_rows"] += count
-        if progress is not None:
-            progress.close()
-        record["rows_per_second"] = record["scored_rows"] / record["seconds"] if record["seconds"] else None
-        log.info("scored %d rows in %.1f s", record["scored_rows"], record["seconds"])
-    return record
+        return scorer, lambda task, batch: likelihood.score_batch(scorer, task, batch)
+
+    record = _run_pending(load, f"score {model_dir.name} [{split}]", datasets_by_task, jobs, stream,
+                          count_key="scored_rows", rate_key="rows_per_second")
+    return {**record, "batch_size": batch_size, "dtype": settings.dtype, "prefix": scorers.ANSWER_PREFIX}
 
 
 def _run_generation(model_dir: Path, split: str, settings: GenerationSettings, datasets_by_task: dict[str, Any],
                     jobs: dict[str, list[int]], stream: RecordStream, tolerance: float) -> dict[str, Any]:
-    """Generate the rows not yet in `stream` (the model is loaded only when some are left); returns
-    the run's throughput record."""
+    """Generate the rows not yet in `stream`; returns the run's throughput record."""
+    def load():
+        generator = make_generator(model_dir, settings)
+
+        def work(task: str, batch: list[dict]) -> list[dict]:
+            outputs = generator.generate([row["prompt"] for row in batch])
+            return [score_row(task, row, text, tolerance) for row, text in zip(batch, outputs)]
+        return generator, work
+
+    record = _run_pending(load, f"generate {model_dir.name} [{split}]", datasets_by_task, jobs, stream,
+                          count_key="generated_rows", rate_key="prompts_per_second")
+    return {**record, **settings.fingerprint(), "batch_size": settings.batch_size}
+
+
+def _run_pending(load, label: str, datasets_by_task: dict[str, Any], jobs: dict[str, list[int]],
+                 stream: RecordStream, *, count_key: str, rate_key: str) -> dict[str, Any]:
+    """Run the worker `load()` returns over the rows of `jobs` not yet in `stream`.
+
+    `load` gives (engine, work): the engine (scorer or generator) has `backend`, `chunk_size` and
+    `prompt_length`, and `work(task, batch)` turns rows into records. The model is loaded only
+    when rows are left, so a finished run re-scores its records for free.
+    """
     pending = {task: _pending(stream, task, datasets_by_task[task], jobs[task]) for task in jobs}
     total = sum(len(v) for v in pending.values())
-    record = {"backend": None, "generated_rows": 0, "seconds": 0.0, "prompts_per_second": None,
-              "resumed_rows": sum(len(v) for v in jobs.values()) - total, **settings.fingerprint(),
-              "batch_size": settings.batch_size}
-    if total:
-        generator = make_generator(model_dir, settings)
-        record["backend"] = generator.backend
-        progress = progress_bar(total, f"generate {model_dir.name} [{split}]")
-        for task, indices in pending.items():
-            def work(batch, task=task):
-                outputs = generator.generate([row["prompt"] for row in batch])
-                return [score_row(task, row, text, tolerance) for row, text in zip(batch, outputs)]
-            seconds, count = run_batches(
-                datasets_by_task[task], indices, length=lambda row: generator.prompt_length(row["prompt"]),
-                chunk_size=generator.chunk_size, work=work, stream=stream, progress=progress,
-                label=f"generate {task}")
-            record["seconds"] += seconds
-            record["generated_rows"] += count
-        if progress is not None:
-            progress.close()
-        record["prompts_per_second"] = record["generated_rows"] / record["seconds"] if record["seconds"] else None
-        log.info("generated %d rows in %.1f s", record["generated_rows"], record["seconds"])
+    record = {"backend": None, count_key: 0, "seconds": 0.0, rate_key: None,
+              "resumed_rows": sum(len(v) for v in jobs.values()) - total}
+    if not total:
+        return record
+    engine, work = load()
+    record["backend"] = engine.backend
+    progress = progress_bar(total, label)
+    for task, indices in pending.items():
+        seconds, count = run_batches(
+            datasets_by_task[task], indices, length=lambda row: engine.prompt_length(row["prompt"]),
+            chunk_size=engine.chunk_size, work=lambda batch, task=task: work(task, batch), stream=stream,
+            progress=progress, label=f"{label} {task}")
+        record["seconds"] += seconds
+        record[count_key] += count
+    if progress is not None:
+        progress.close()
+    record[rate_key] = record[count_key] / record["seconds"] if record["seconds"] else None
+    log.info("%s: %d rows in %.1f s", label, record[count_key], record["seconds"])
     return record
 
 
