@@ -47,11 +47,13 @@ def test_every_figure_on_three_rows_by_hand():
     assert len(figures["reliability"]) == 10 and figures["n"] == 3 and figures["n_participants"] == 3
 
 
-def test_ties_go_to_the_smaller_option_and_zero_is_clipped():
+def test_tied_options_share_a_hit_and_zero_is_clipped():
     records = [row(2, 3, "a", "1"), row(3, 3, "b", "2")]
     figures = overall(records, {"p": [[0.4, 0.4, 0.2], [1.0, 0.0, 0.0]]}, reference=None)["p"]
-    assert figures["accuracy_at_1"]["value"] == 0.0  # row 1: the tie picks option 1
-    assert figures["accuracy_at_2"]["value"] == 0.5  # row 1: options 1 and 2; row 2: options 1 and 2
+    # Row 1: options 1 and 2 tie at the top, so gold (2) is the top pick half the time; row 2 misses.
+    assert figures["accuracy_at_1"]["value"] == 0.25
+    # Row 1: both tied options fit in the top 2; row 2: gold (3) ties with option 2 for the second slot.
+    assert figures["accuracy_at_2"]["value"] == 0.75
     assert figures["nll"]["value"] == pytest.approx((-math.log(0.4) - math.log(1e-12)) / 2)
     assert figures["pseudo_r2"]["value"] is None  # no reference given
 
@@ -105,7 +107,7 @@ def test_breakdowns_have_the_right_keys_and_counts():
     assert set(result["overall"]) == set(result["by_study"]["study2"]) == {"position_prior", "uniform"}
     two = result["by_n_options"]["2"]["uniform"]
     assert two["mean_distribution"] == {"1": 0.5, "2": 0.5}  # positions beyond the group's slates drop
-    assert two["accuracy_at_1"]["value"] == 1.0  # the tie goes to option 1, which is gold
+    assert two["accuracy_at_1"]["value"] == 0.5  # a 50/50 tie: half a hit, the random 1/n rule
     json.dumps(result, allow_nan=False)
 
 

@@ -10,8 +10,11 @@ and is scored here on the same rows with the same participant resamples, so inte
 - multi-class Brier, Σ_k (p_k - 1[k = gold])², mean over rows;
 - ECE of the top-1 choice over `bins` equal-width confidence bins, Σ_b |Σ_{rows in b}(correct - conf)| / N,
   with the reliability diagram's points beside it;
-- accuracy@1 and accuracy@2 of the distribution (ties go to the smaller option number);
-- total variation ½Σ|·| between the mean predicted position distribution and the humans' gold shares.
+- accuracy@1 and accuracy@2 of the distribution (tied options share a hit, as a random tie-break would);
+- total variation ½Σ|·| between the mean predicted position distribution and the humans' gold shares;
+- with an `oracle` source (the demo's Bayes-optimal predictor, demo_oracle.py), each source's
+  recovered share of the oracle's gain over the reference, (NLL_ref - NLL) / (NLL_ref - NLL_oracle),
+  a ratio of totals resampled jointly with the rest (1 = the ceiling, 0 = the reference, < 0 worse).
 
 Pure functions over records and vectors; no model, no files. A group with no rows yields None values.
 """
@@ -31,6 +34,8 @@ SUM_TOLERANCE = 1e-4
 # Each figure's direction, for stars and for reading a table: lower NLL, Brier, ECE and TV are better.
 HIGHER_IS_BETTER = {"nll": False, "pseudo_r2": True, "brier": False, "ece": False,
                     "accuracy_at_1": True, "accuracy_at_2": True, "total_variation": False}
+# The ceiling source: scored like the others, but never a baseline a model is starred against.
+ORACLE = "oracle"
 BREAKDOWNS = {"by_study": "participant_study", "by_treatment_arm": "treatment_arm",
               "by_viewer_leaning": "viewer_leaning", "by_n_options": "n_options"}
 
@@ -57,22 +62,29 @@ def _matrix(vectors: Sequence[Sequence[float]], n_options: Sequence[int], name: 
     return out / np.where(totals > 0, totals, 1.0)[:, None]
 
 
-def _source_columns(probs: np.ndarray, gold: np.ndarray, bins: int) -> dict[str, np.ndarray]:
-    """Per-row quantities whose totals give every figure of one source."""
+def _source_columns(probs: np.ndarray, gold: np.ndarray, n_options: np.ndarray, bins: int) -> dict[str, np.ndarray]:
+    """Per-row quantities whose totals give every figure of one source.
+
+    Accuracy@k is the expected hit rate of a random tie-break: with `a` options strictly more likely
+    than the gold one and `t` as likely (gold included), gold is in the top k with probability
+    clip((k - a) / t, 0, 1). So uniform 1/n scores the random 1/n rule, not the share of option 1.
+    """
     rows = np.arange(len(gold))
     onehot = np.zeros_like(probs)
     onehot[rows, gold] = 1.0
-    order = np.argsort(-probs, axis=1, kind="stable")  # stable: ties go to the smaller option number
-    top = order[:, 0]
-    confidence = probs[rows, top]
-    correct = (top == gold).astype(float)
+    inside = np.arange(probs.shape[1])[None, :] < n_options[:, None]
+    gold_p = probs[rows, gold][:, None]
+    above = ((probs > gold_p) & inside).sum(axis=1)
+    level = ((probs == gold_p) & inside).sum(axis=1)
+    confidence = probs.max(axis=1)
+    correct = np.clip((1 - above) / level, 0.0, 1.0)
     in_bin = np.zeros((len(gold), bins))
     in_bin[rows, np.minimum((confidence * bins).astype(int), bins - 1)] = 1.0
     return {
         "nll": -np.log(np.clip(probs[rows, gold], CLIP, None)),
         "brier": ((probs - onehot) ** 2).sum(axis=1),
         "acc1": correct,
-        "acc2": (order[:, :2] == gold[:, None]).any(axis=1).astype(float),
+        "acc2": np.clip((2 - above) / level, 0.0, 1.0),
         "gap": in_bin * (correct - confidence)[:, None],
         "position": probs,
         "bin": in_bin,
@@ -81,8 +93,9 @@ def _source_columns(probs: np.ndarray, gold: np.ndarray, bins: int) -> dict[str,
     }
 
 
-def _statistics(name: str, reference: str | None) -> dict[str, Any]:
-    """Each figure of source `name` as a function of bootstrap totals (leading axis: replicates)."""
+def _statistics(name: str, reference: str | None, oracle: bool = False) -> dict[str, Any]:
+    """Each figure of source `name` as a function of bootstrap totals (leading axis: replicates);
+    with `oracle` (and a reference) also the recovered share of the oracle's gain."""
     def col(key: str):
         return f"{name}.{key}"
 
@@ -94,6 +107,11 @@ def _statistics(name: str, reference: str | None) -> dict[str, Any]:
             return np.full(t["rows"].shape, np.nan)
         return 1.0 - t[col("nll")] / t[f"{reference}.nll"]
 
+    def recovered_share(t):
+        # One ratio of totals per replicate, so the three NLLs share that replicate's participants.
+        return (t[f"{reference}.nll"] - t[col("nll")]) / (t[f"{reference}.nll"] - t[f"{ORACLE}.nll"])
+
+    extra = {"recovered_share": recovered_share} if oracle and reference is not None else {}
     return {
         "nll": ratio("nll"),
         "pseudo_r2": pseudo_r2,
@@ -102,6 +120,7 @@ def _statistics(name: str, reference: str | None) -> dict[str, Any]:
         "accuracy_at_1": ratio("acc1"),
         "accuracy_at_2": ratio("acc2"),
         "total_variation": lambda t: 0.5 * np.abs(t[col("position")] - t["gold"]).sum(axis=1) / t["rows"],
+        **extra,
     }
 
 
@@ -127,7 +146,7 @@ def _row_columns(records: Sequence[dict], sources: Mapping[str, Sequence], bins:
     columns: dict[str, np.ndarray] = {"rows": np.ones(len(records)), "gold": gold_matrix,
                                       "n_options": np.asarray(n_options, dtype=int)}
     for name, vectors in sources.items():
-        for key, values in _source_columns(_matrix(vectors, n_options, name), gold, bins).items():
+        for key, values in _source_columns(_matrix(vectors, n_options, name), gold, np.asarray(n_options), bins).items():
             columns[f"{name}.{key}"] = values
     return columns
 
@@ -141,13 +160,15 @@ def _group_figures(rows: dict[str, np.ndarray], groups: Sequence[str], sources: 
     columns = {"rows": rows["rows"], "gold": rows["gold"][:, :width],
                **{f"{name}.{key}": rows[f"{name}.{key}"] for name in sources for key in keys},
                **{f"{name}.position": rows[f"{name}.position"][:, :width] for name in sources}}
+    oracle = ORACLE in sources
     statistics = {f"{name}/{figure}": statistic
-                  for name in sources for figure, statistic in _statistics(name, reference).items()}
+                  for name in sources for figure, statistic in _statistics(name, reference, oracle).items()}
     stats = bootstrap_statistics(groups, columns, statistics, **options)
     gold_distribution = _shares(rows["gold"][:, :width].sum(axis=0), n_rows)
     binned = ("bin", "confidence", "correct")
+    figures = (*HIGHER_IS_BETTER, "recovered_share") if oracle and reference is not None else tuple(HIGHER_IS_BETTER)
     return {
-        name: {**{figure: stats[f"{name}/{figure}"] for figure in HIGHER_IS_BETTER},
+        name: {**{figure: stats[f"{name}/{figure}"] for figure in figures},
                "reliability": _reliability({key: rows[f"{name}.{key}"] for key in binned}, bins),
                "mean_distribution": _shares(rows[f"{name}.position"][:, :width].sum(axis=0), n_rows),
                "gold_distribution": gold_distribution, "n": n_rows, "n_participants": len(set(groups))}
@@ -170,7 +191,9 @@ def distribution_metrics(
     `sources[name][i]` is the probability vector of `records[i]`, of length `n_options`. Rows whose
     gold lies outside the slate are dropped from every source alike and counted. Every group uses
     the same seed, so within a group all sources see the same participant resamples. `reference`
-    (None: no pseudo-R²) must be one of the sources; its own pseudo-R² is 0 by construction.
+    (None: no pseudo-R²) must be one of the sources; its own pseudo-R² is 0 by construction. With a
+    source named `oracle`, every source also gets `recovered_share` (the reference's is 0, the
+    oracle's 1), its interval from the same participant resamples as the NLLs it is made of.
     """
     if reference is not None and reference not in sources:
         raise ValueError(f"reference {reference!r} is not among the sources {sorted(sources)}")
@@ -219,7 +242,8 @@ def clears_best_baseline(
 
     "Best" is by point value (`higher_is_better` defaults to `HIGHER_IS_BETTER[metric]`); a tie in
     value goes to the baseline whose interval reaches further, the harder one to clear. Baselines
-    absent or without a value are skipped; with none left there is nothing to clear: False.
+    absent or without a value are skipped; with none left there is nothing to clear: False. Callers
+    leave the `oracle` out of `baselines`: it is the ceiling, which no model is expected to clear.
     """
     if higher_is_better is None:
         higher_is_better = HIGHER_IS_BETTER[metric]
