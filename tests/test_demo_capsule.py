@@ -117,3 +117,18 @@ def test_too_few_participants_fails_clearly(tmp_path, capsys):
     assert main(["demo-capsule", "--out", str(tmp_path / "x"), "--config-json", _demo_config(participants=2, seed=1)]) == 2
     err = capsys.readouterr().err.strip()
     assert "data.demo.participants" in err and "\n" not in err and not (tmp_path / "x").exists()
+
+
+def test_signal_and_position_weights_are_config_knobs_recorded_in_the_truth(tmp_path, capsys):
+    weights = [2.0, 1.0, 1.0, 1.0, 1.0]
+    out = tmp_path / "zero"
+    assert main(["demo-capsule", "--out", str(out), "--config-json",
+                 _demo_config(participants=30, seed=3, stance_match_prob=0.0, position_weights=weights)]) == 0
+    truth = json.loads((out / GROUND_TRUTH_FILE).read_text())
+    assert truth["behaviour_model"]["stance_match_prob"] == 0.0 and truth["behaviour_model"]["position_weights"] == weights
+    assert set(truth["oracle"]["leaning_by_participant"].values()) == {"conservative", "liberal"}
+    assert len(truth["oracle"]["stance_by_video"]) == 4 * 60
+    for bad in ({"stance_match_prob": 1.5}, {"position_weights": [1.0, 0.0, 1.0, 1.0, 1.0]}):
+        assert main(["demo-capsule", "--out", str(tmp_path / "bad"), "--config-json",
+                     _demo_config(participants=30, seed=3, **bad)]) == 2
+        assert next(iter(bad)) in capsys.readouterr().err and not (tmp_path / "bad").exists()

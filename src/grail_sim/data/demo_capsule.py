@@ -5,20 +5,24 @@ real data, and so that a small model trained on it can visibly learn something o
 Its figures are properties of the generator below, never findings about people: README.md
 documents the behaviour model.
 
-Behaviour model (all probabilities are module constants, echoed into the ground truth file):
+Behaviour model (module constants, echoed into the ground truth file; the signal strength and the
+position weights are knobs, `data.demo.stance_match_prob` and `data.demo.position_weights`):
 - Every video has a stance on its issue ("conservative": pro-gun / against raising the wage, or
   "liberal": for stricter gun laws / for raising the wage) that its title and channel state plainly.
 - Every participant leans one way; their wave-1 profile (ideology, party, issue attitude, pre-study
   index) states that leaning most of the time.
 - Each step shows 2-5 options drawn from the current video's recommendation-tree row, always mixing
-  both stances. The viewer picks, with probability STANCE_MATCH_PROB, among the options matching
-  their leaning and otherwise among all options; within the candidates, by POSITION_WEIGHTS.
+  both stances. The viewer picks, with probability `stance_match_prob` (STANCE_MATCH_PROB by
+  default; 0 = no signal), among the options matching their leaning and otherwise among all options;
+  within the candidates, by the position weights (POSITION_WEIGHTS by default).
 - The wave-2 index moves a little toward the stance of what was watched, plus noise.
 
 The capsule also carries the faults the clean stage must handle (attention-check failures, short
 surveys, out-of-range indices, control-arm rows, duplicate survey rows, missing values, sessions with
 no logged slate for a step, choices outside the displayed slate, too-short and duplicate sessions).
-`demo_ground_truth.json` beside the data records what was generated, for the round-trip test.
+`demo_ground_truth.json` beside the data records what was generated, for the round-trip test, and
+what an oracle needs (each video's stance, each participant's leaning under the hashed id the clean
+stage writes): `demo_oracle.py` turns it into each row's Bayes-optimal choice probabilities.
 
 This module holds the behaviour model and the generator; the stance-bearing vocabulary is in
 `demo_vocabulary.py` and the capsule's paths and file writers in `demo_layout.py`.
@@ -32,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from grail_sim.data.contract import participant_hash
 
 # GROUND_TRUTH_FILE is re-exported: readers of the ground truth import it from the generator.
 from grail_sim.data.demo_layout import GROUND_TRUTH_FILE, write_capsule_files  # noqa: F401
@@ -101,11 +107,16 @@ def _make_videos(rng: np.random.Generator, ids: _Ids) -> dict[str, dict]:
     return videos
 
 
-def _choose(rng: np.random.Generator, slate_stances: list[str], leaning: str) -> int:
-    """0-based index of the chosen option under the behaviour model."""
-    weights = np.array(POSITION_WEIGHTS[: len(slate_stances)])
+def _choose(rng: np.random.Generator, slate_stances: list[str], leaning: str,
+            match_prob: float = STANCE_MATCH_PROB, position_weights: tuple = POSITION_WEIGHTS) -> int:
+    """0-based index of the chosen option under the behaviour model.
+
+    The uniform draw is made whenever an option matches, whatever `match_prob` is, so a different
+    signal strength changes the choices but never shifts the rest of the random stream.
+    """
+    weights = np.array(position_weights[: len(slate_stances)], dtype=float)
     matching = np.array([s == leaning for s in slate_stances], dtype=float)
-    if matching.any() and rng.random() < STANCE_MATCH_PROB:
+    if matching.any() and rng.random() < match_prob:
         weights = weights * matching
     return int(rng.choice(len(slate_stances), p=weights / weights.sum()))
 
@@ -184,6 +195,8 @@ class _World:
     ids: _Ids
     videos: dict[str, dict]
     by_issue_stance: dict[tuple[str, str], list[str]]
+    match_prob: float = STANCE_MATCH_PROB
+    position_weights: tuple = POSITION_WEIGHTS
 
 
 @dataclass
@@ -230,17 +243,28 @@ class _Tally:
     faults: Counter = field(default_factory=Counter)
     expected_rows: int = 0
     expected_participants: Counter = field(default_factory=Counter)
+    leanings: dict[str, str] = field(default_factory=dict)  # hashed participant id -> true leaning
 
 
-def write_demo_capsule(out: str | Path, *, participants: int, seed: int) -> dict:
-    """Write the capsule to `out` (atomically, replacing it) and return the ground truth."""
+def write_demo_capsule(out: str | Path, *, participants: int, seed: int, stance_match_prob: float = STANCE_MATCH_PROB,
+                       position_weights: tuple | list = POSITION_WEIGHTS) -> dict:
+    """Write the capsule to `out` (atomically, replacing it) and return the ground truth.
+
+    `stance_match_prob` is the signal strength (0: choices depend on position only) and
+    `position_weights` the weights of display slots 1..5; both are recorded in the ground truth.
+    """
+    position_weights = tuple(float(w) for w in position_weights)
+    if not 0.0 <= stance_match_prob <= 1.0:
+        raise ValueError(f"stance_match_prob must lie in [0, 1] (got {stance_match_prob})")
+    if len(position_weights) < max(SLATE_SIZES) or min(position_weights) <= 0:
+        raise ValueError(f"position_weights needs {max(SLATE_SIZES)} positive weights (got {list(position_weights)})")
     rng = np.random.default_rng(seed)
     ids = _Ids(rng)
     videos = _make_videos(rng, ids)
     by_issue_stance: dict[tuple[str, str], list[str]] = {}
     for vid, video in videos.items():
         by_issue_stance.setdefault((video["issue"], video["stance"]), []).append(vid)
-    world = _World(rng, ids, videos, by_issue_stance)
+    world = _World(rng, ids, videos, by_issue_stance, float(stance_match_prob), position_weights)
 
     total_share = sum(STUDY_SHARES.values())
     counts = {s: max(1, round(participants * n / total_share)) for s, n in STUDY_SHARES.items()}
@@ -250,7 +274,7 @@ def write_demo_capsule(out: str | Path, *, participants: int, seed: int) -> dict
     for study, n_people in counts.items():
         for _ in range(n_people):
             _simulate_participant(world, study, sessions, surveys, tally)
-    truth = _ground_truth(counts, seed, len(sessions), tally)
+    truth = _ground_truth(counts, seed, len(sessions), tally, world)
     write_capsule_files(out, videos, sessions, surveys, truth, n_recs=TREE_RECS)
     return truth
 
@@ -263,6 +287,8 @@ def _simulate_participant(world: _World, study: str, sessions: list[dict], surve
     _add_survey_rows(world, person, index_w2, after_missing, surveys, tally.faults)
     _add_session(world, person, walk, sessions, tally.faults)
     _count_expected(person, walk, tally)
+    # The key clean hashes is the study's participant key: worker_id (studies 1-2) or caseid (3).
+    tally.leanings[participant_hash(study, person.worker)] = person.leaning
 
 
 def _draw_person(world: _World, study: str) -> _Person:
@@ -296,7 +322,8 @@ def _walk_session(world: _World, person: _Person, faults: Counter) -> _Walk:
     for step in range(n_choices):
         current = walk.vids[-1]
         slate = _display_slate(rng, videos, current, person.mix)
-        choice = _choose(rng, [videos[v]["stance"] for v in slate], person.leaning)
+        choice = _choose(rng, [videos[v]["stance"] for v in slate], person.leaning, world.match_prob,
+                         world.position_weights)
         chosen = slate[choice]
         off_slate = rng.random() < OFF_SLATE_CHOICE_PROB
         if off_slate:  # e.g. the participant used the back button: a video not on offer
@@ -404,7 +431,7 @@ def _count_expected(person: _Person, walk: _Walk, tally: _Tally) -> None:
         tally.faults["too_short_sessions"] += 1
 
 
-def _ground_truth(counts: dict[str, int], seed: int, sessions_written: int, tally: _Tally) -> dict:
+def _ground_truth(counts: dict[str, int], seed: int, sessions_written: int, tally: _Tally, world: _World) -> dict:
     expected_rows = tally.expected_rows
     truth = {
         "participants": sum(counts.values()), "participants_by_study": counts, "seed": seed,
@@ -417,10 +444,14 @@ def _ground_truth(counts: dict[str, int], seed: int, sessions_written: int, tall
         "stance_rule_hits_displayed": tally.stance_rule_hits,
         "displayed_rows": tally.displayed_rows,
         "faults": dict(tally.faults),
-        "behaviour_model": {"stance_match_prob": STANCE_MATCH_PROB, "position_weights": list(POSITION_WEIGHTS),
+        "behaviour_model": {"stance_match_prob": world.match_prob, "position_weights": list(world.position_weights),
                             "slate_sizes": list(SLATE_SIZES), "unlogged_slate_prob": UNLOGGED_SLATE_PROB,
                             "off_slate_choice_prob": OFF_SLATE_CHOICE_PROB, "opinion_shift": OPINION_SHIFT,
                             "opinion_noise": OPINION_NOISE, "control_share": CONTROL_SHARE},
+        # What demo_oracle.py needs for each row's Bayes-optimal choice probabilities.
+        "oracle": {"participant_id": "sha256('{study}:{participant key}')[:16], as the clean stage writes it",
+                   "leaning_by_participant": dict(sorted(tally.leanings.items())),
+                   "stance_by_video": {vid: video["stance"] for vid, video in sorted(world.videos.items())}},
     }
     if expected_rows:
         truth["most_frequent_position_share"] = max(tally.positions.values()) / expected_rows

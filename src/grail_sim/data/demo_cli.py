@@ -2,7 +2,8 @@
 
     grail-sim demo-capsule --out results/demo_capsule [--config config/config.yaml]
 
-Its size and seed are `data.demo.participants` and `data.demo.seed`.
+Its size and seed are `data.demo.participants` and `data.demo.seed`; its signal strength and position
+bias `data.demo.stance_match_prob` and `data.demo.position_weights`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     demo = config.from_arguments("demo-capsule", args, os.environ)["data"]["demo"]
-    truth = write_demo_capsule(args.out, participants=demo["participants"], seed=demo["seed"])
-    log.info("wrote demo capsule %s: %d participants, %d sessions, %d expected rows",
-             args.out, truth["participants"], truth["sessions_written"], truth["expected_rows"])
+    truth = write_demo_capsule(args.out, participants=demo["participants"], seed=demo["seed"],
+                               stance_match_prob=demo["stance_match_prob"], position_weights=demo["position_weights"])
+    log.info("wrote demo capsule %s: %d participants, %d sessions, %d expected rows (stance_match_prob %.2f)",
+             args.out, truth["participants"], truth["sessions_written"], truth["expected_rows"],
+             demo["stance_match_prob"])
     return 0
