@@ -3,6 +3,9 @@
 # every row by default (`evaluate.score_rows: 0`); generation a seeded sample (`evaluate.generate_rows`).
 EVALUATE = config["evaluate"]
 EXTERNAL = EVALUATE["external"]
+# On the demo the generator's ground truth gives each row's Bayes-optimal choice probabilities:
+# the oracle, the ceiling the reports measure every model's recovered share against.
+DEMO_TRUTH = "results/demo_capsule/demo_ground_truth.json" if config["data"]["source"] == "demo" else None
 
 
 rule evaluate:
@@ -10,6 +13,7 @@ rule evaluate:
         model=lambda w: evaluated_model(w.model, w.short),
         next_video=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
         opinion=lambda w: f"results/prompts/{ISSUES[w.short]}/opinion",
+        demo_capsule=rules.demo_capsule.output if DEMO_TRUTH else [],
     output:
         scores="results/eval/{model}_{short}/{split}/scores.jsonl",
         predictions="results/eval/{model}_{short}/{split}/predictions.jsonl",
@@ -22,6 +26,7 @@ rule evaluate:
         prompts=lambda w: f"results/prompts/{ISSUES[w.short]}",
         out="results/eval/{model}_{short}/{split}",
         grail=GRAIL,
+        demo_truth=f"--demo-truth {DEMO_TRUTH}" if DEMO_TRUTH else "",
         # `splits` (which splits reports show) and `external` do not change these predictions.
         config=stage_json("evaluate", exclude=["evaluate.splits", "evaluate.external"]),
         code=code_version("evaluate"),
@@ -36,7 +41,8 @@ rule evaluate:
         "../../envs/grail.yaml"
     shell:
         "{params.grail} evaluate --model {input.model:q} --model-name {wildcards.model} --prompts {params.prompts:q} "
-        "--split {wildcards.split} --out {params.out:q} --config-json {params.config} > {log:q} 2>&1"
+        "--split {wildcards.split} --out {params.out:q} {params.demo_truth} --config-json {params.config} "
+        "> {log:q} 2>&1"
 
 
 # An external dataset is the user's own file; its rules exist only when both tasks are configured.

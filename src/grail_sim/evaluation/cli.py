@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--external", action="store_true",
                         help="an external dataset: cap rows with evaluate.external.{score,generate}_rows "
                              "instead of evaluate.{score,generate}_rows")
+    parser.add_argument("--demo-truth",
+                        help="a demo capsule's demo_ground_truth.json (or the capsule folder): adds the demo's "
+                             "oracle, the Bayes-optimal ceiling, and each source's recovered share of its gain")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (HF backend)")
     config.add_arguments(parser, "evaluate")
 
@@ -54,5 +57,6 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model_name, bootstrap_samples=section["bootstrap_samples"],
         confidence=section["confidence"], direction_tolerance=sections["prompts"]["direction_tolerance"],
         report_samples=section["report_samples"],
+        demo_truth=Path(args.demo_truth) if args.demo_truth else None,
     )
     return 0

@@ -24,6 +24,7 @@ from grail_sim.errors import EvaluationError
 from grail_sim.evaluation import likelihood, metrics, scorers
 from grail_sim.evaluation.direction_metrics import direction_metrics
 from grail_sim.config import resolve_section
+from grail_sim.data.demo_oracle import Oracle, load_truth
 from grail_sim.evaluation.generators import DEFAULTS, GenerationSettings, make_generator
 from grail_sim.evaluation.provenance import provenance as provenance_of
 from grail_sim.evaluation.streaming import RecordStream, progress_bar, run_batches
@@ -144,12 +145,14 @@ def evaluate(
     confidence: float = DEFAULTS["confidence"],
     direction_tolerance: float = PROMPT_DEFAULTS["direction_tolerance"],
     report_samples: int = DEFAULTS["report_samples"],
+    demo_truth: Path | None = None,
 ) -> dict[str, Any]:
     """Score and/or generate (resuming), then write scores.jsonl, predictions.jsonl and metrics.json.
 
     `score_rows` and `generate_rows` cap the rows scored and generated per task (0 = all; a seeded
     sample in dataset order otherwise). Both files are always written (empty for a mode not run),
-    so a workflow's outputs do not depend on the mode. Returns the metrics.
+    so a workflow's outputs do not depend on the mode. `demo_truth` (a demo capsule's ground truth)
+    adds the demo's oracle to the likelihood figures as the ceiling. Returns the metrics.
     """
     if mode not in MODES:
         raise EvaluationError(f"evaluate.mode must be one of {', '.join(MODES)} (got {mode!r})")
@@ -163,6 +166,7 @@ def evaluate(
     jobs = _plan(datasets_by_task, mode, generate_rows, score_rows, settings.seed)
     train = {task: _train_split(train_split_dir, prompts_dir, task) for task in tasks}
     options = {"samples": bootstrap_samples, "seed": settings.seed, "confidence": confidence}
+    oracle = Oracle(load_truth(demo_truth)) if demo_truth is not None else None
     result: dict[str, Any] = {
         "model": model_name or _infer_model_name(model_dir), "mode": mode, "provenance": provenance,
         "rows": {task: {"available": len(ds), "scored": len(jobs["score"][task]),
@@ -175,7 +179,7 @@ def evaluate(
     scores = score_stream.records(tasks)
     result["likelihood"] = {
         task: likelihood.likelihood_metrics(task, scores[task], _rows_for(scores[task], datasets_by_task[task]),
-                                            _rows_of(train[task]), options)
+                                            _rows_of(train[task]), options, oracle=oracle)
         for task in tasks if scores[task]}
 
     generation_stream = RecordStream(out_dir, PREDICTIONS, {

@@ -12,6 +12,11 @@ a choice among a few answers: its opinion rows are evaluated by generation only.
 Without a train split (an external dataset) the baselines are cross-fitted: fitted on the other
 folds of the evaluated rows (participants never straddle folds) and scored on the held-out fold,
 so no baseline ever sees the row it is scored on.
+
+On demo data the generator's oracle (data/demo_oracle.py) joins as the source `oracle`: the
+ceiling, with each source's recovered share of its gain. The figures then cover the rows the oracle
+resolves, for every source alike (the others are counted under `oracle.dropped`), since the share
+compares NLLs on the same rows.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 from grail_sim.answers import DIRECTIONS
 from grail_sim.errors import EvaluationError
 from grail_sim.evaluation import baselines
-from grail_sim.evaluation.choice_metrics import distribution_metrics
+from grail_sim.evaluation.choice_metrics import ORACLE, distribution_metrics
 from grail_sim.evaluation.metrics import bootstrap_means
 from grail_sim.evaluation.scorers import candidate_answers
 from grail_sim.rows import viewer_leaning
@@ -138,25 +143,51 @@ def _cross_fitted(task: str, rows: Sequence[dict], seed: int) -> tuple[dict[str,
 
 
 # --------------------------------------------------------------------------- metrics
+def _with_oracle(oracle, records: list[dict], rows: list[dict]) -> tuple[list[dict], list[dict], list, dict]:
+    """The records and rows the oracle resolves, its vectors for them and how many it dropped.
+
+    Each resolved record gains `oracle_probabilities`, so scores.jsonl keeps the ceiling's vectors.
+    """
+    vectors, dropped = oracle.probabilities(rows)
+    keep = [i for i, vector in enumerate(vectors) if vector is not None]
+    if rows and not keep:  # a truth of another capsule would silently empty every figure
+        raise EvaluationError(f"the demo truth resolves none of the {len(rows)} scored rows ({dict(dropped)}): "
+                              "is it the ground truth of the capsule these prompts were built from?")
+    for i in keep:
+        records[i]["oracle_probabilities"] = list(map(float, vectors[i]))
+    info = {**oracle.describe(), "resolved_rows": len(keep), "dropped": dict(sorted(dropped.items()))}
+    if dropped:
+        log.info("oracle: %d of %d rows resolved, dropped %s", len(keep), len(rows), dict(dropped))
+    return [records[i] for i in keep], [rows[i] for i in keep], [records[i]["oracle_probabilities"] for i in keep], info
+
+
 def likelihood_metrics(task: str, records: Sequence[dict], rows: Sequence[dict], train_rows: Sequence[dict] | None,
-                       options: dict[str, Any]) -> dict[str, Any]:
+                       options: dict[str, Any], oracle=None) -> dict[str, Any]:
     """choice_metrics' figures for the policy and every baseline on the scored rows, plus the
     policy's mass on valid answers (a collapsed policy shows a low one).
 
     Each record gains `baseline_probabilities` (name -> vector), so scores.jsonl holds every
     source's distribution for re-analysis; rows of unknown gold are left out of the figures.
+    `oracle` (a demo_oracle.Oracle, next-video rows only) adds the ceiling and the recovered shares,
+    on the rows it resolves.
     """
     keep = [i for i, r in enumerate(records) if r["gold"] is not None]
     records, rows = [records[i] for i in keep], [rows[i] for i in keep]
+    ceiling: dict[str, list] = {}
+    oracle_info = None
+    if oracle is not None and task == "next_video":
+        records, rows, ceiling[ORACLE], oracle_info = _with_oracle(oracle, records, rows)
     vectors, fitted = baseline_probabilities(task, rows, train_rows, options["seed"])
     for i, record in enumerate(records):
         record["baseline_probabilities"] = {name: column[i] for name, column in vectors.items()}
-    sources = {POLICY: [r["probabilities"] for r in records], **vectors}
+    sources = {POLICY: [r["probabilities"] for r in records], **vectors, **ceiling}
     reference = "position_prior" if task == "next_video" else "direction_prior"
     figures = distribution_metrics(records, sources, reference=reference, **options)
     groups = [str(r.get("participant_id") or r["id"]) for r in records]
     figures["valid_mass"] = bootstrap_means(groups, {"valid_mass": [r["valid_mass"] for r in records]},
                                             **options)["valid_mass"]
     figures["baselines"] = fitted
+    if oracle_info is not None:
+        figures["oracle"] = oracle_info
     figures["candidates"] = list(DIRECTIONS) if task == "opinion" else "option numbers 1..n"
     return figures
