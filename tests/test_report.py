@@ -56,13 +56,20 @@ def uniform(record):
     return [1 / record["n_options"]] * record["n_options"]
 
 
-def likelihood_block(records, policy, *, choice_model=None, valid_mass=0.9, samples=200):
+def likelihood_block(records, policy, *, choice_model=None, valid_mass=0.9, samples=200, oracle=None):
     """metrics.json's `likelihood.next_video`: choice_metrics.distribution_metrics of the policy and the
-    three baselines (the choice model stands in as a fixed vector function), plus valid mass and fitting."""
+    three baselines (the choice model stands in as a fixed vector function), plus valid mass and fitting;
+    `oracle` (a vector function) adds the demo's ceiling as evaluate does on demo data."""
     sources = {"policy": [policy(r) for r in records], "uniform": [uniform(r) for r in records],
                "position_prior": [PRIOR[r["n_options"]] for r in records],
                "choice_model": [(choice_model or (lambda r: PRIOR[r["n_options"]]))(r) for r in records]}
+    if oracle is not None:
+        sources["oracle"] = [oracle(r) for r in records]
     figures = choice_metrics.distribution_metrics(records, sources, samples=samples)
+    if oracle is not None:
+        figures["oracle"] = {"stance_match_prob": 0.7, "position_weights": [1.0, 0.8, 0.6, 0.45, 0.35],
+                             "participants": 30, "videos": 240, "resolved_rows": len(records),
+                             "dropped": {"slate_not_displayed": 2}}
     groups = [r["participant_id"] for r in records]
     figures["valid_mass"] = metrics.bootstrap_means(groups, {"v": [valid_mass] * len(records)}, samples=samples)["v"]
     figures["baselines"] = {
@@ -400,3 +407,37 @@ def test_portfolio_leads_with_likelihood_and_stars_only_a_clearing_model(tmp_pat
     assert f"| base (test) | 60 | {fmt(base['nll'])} | {fmt(base['accuracy_at_1'], percent=True)} |" in study
     assert "1.0e-06 **collapsed**" in study and "0.900 |" in study
     assert "| baseline: fitted choice model" in study and "| baseline: uniform 1/n" in study
+
+
+def test_the_oracle_is_shown_as_the_ceiling_never_as_a_baseline_to_clear(tmp_path):
+    records = scored_records()
+    lik = likelihood_block(records, peaked(0.7), oracle=peaked(0.95))
+    overall = lik["overall"]
+    # Counted as a baseline, the oracle would take the policy's ★ away; it is the ceiling instead.
+    assert not choice_metrics.clears_best_baseline(overall, "policy", [*overall.keys()], "nll")
+    assert report_model_report.baselines_of(overall) == ["uniform", "position_prior", "choice_model"]
+    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", None, None, likelihood=lik)
+    text = _likelihood_part(_report(tmp_path, evaluation))
+    fmt = report_model_report.fmt_ci
+    share = overall["policy"]["recovered_share"]
+    assert 0 < share["value"] < 1
+    assert f"| **grail** | **★ {fmt(overall['policy']['nll'])}** |" in text
+    assert f"**{fmt(share)}** |" in text and "recovered share of the oracle's gain |" in text
+    assert f"| oracle (the demo's ceiling) | {fmt(overall['oracle']['nll'])} |" in text
+    assert text.rstrip().count("1 (ceiling)") == 1 and "2 dropped: slate not displayed" in text
+    assert "NLL oracle (the demo's ceiling)" in text  # the breakdowns carry the ceiling too
+
+    portfolio = report_portfolio.render_portfolio([evaluation], tmp_path / "p.md")
+    study = portfolio.split("### all studies")[1].split("### study1")[0]
+    assert f"| grail (test) | 60 | **★ {fmt(overall['policy']['nll'])}** |" in study
+    assert f"| {fmt(share)} |" in study
+    assert f"| ceiling: oracle (the demo's ceiling) | 60 | {fmt(overall['oracle']['nll'])} |" in study
+    assert "baseline: oracle" not in study and "stance-match probability 0.70" in study
+
+
+def test_without_an_oracle_no_recovered_share_is_shown(tmp_path):
+    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", None, None,
+                            likelihood=likelihood_block(scored_records(), peaked(0.7)))
+    assert "recovered share" not in _report(tmp_path, evaluation)
+    portfolio = report_portfolio.render_portfolio([evaluation], tmp_path / "p.md")
+    assert "recovered share of the oracle's gain" not in portfolio and "ceiling:" not in portfolio

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from grail_sim import io, issues
 from grail_sim.config import resolve_section
 from grail_sim.errors import ReportError
-from grail_sim.evaluation.choice_metrics import clears_best_baseline
+from grail_sim.evaluation.choice_metrics import ORACLE, clears_best_baseline
 from grail_sim.report.plots import curve, plot_mean_distribution, plot_positions, plot_reliability, plot_training_curves
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,8 @@ def _relative(path: Path, start: Path) -> str:
 POLICY = "policy"
 # How each source reads in a table; a source not listed shows its own name.
 SOURCE_LABELS = {"uniform": "uniform 1/n", "position_prior": "position prior (train shares per n)",
-                 "choice_model": "fitted choice model", "direction_prior": "direction prior (train shares)"}
+                 "choice_model": "fitted choice model", "direction_prior": "direction prior (train shares)",
+                 ORACLE: "oracle (the demo's ceiling)"}
 TASK_TITLES = {"next_video": "Next-video choice", "opinion": "Opinion direction"}
 # Below this total probability on valid answers the policy's own generation would mostly not answer.
 VALID_MASS_WARNING = 0.5
@@ -150,12 +151,19 @@ BASELINE_ORDER = ("uniform", "position_prior", "direction_prior", "choice_model"
 
 
 def _sources(group: dict[str, Any]) -> list[str]:
-    """The policy first, then the baselines in BASELINE_ORDER, then any other source by name."""
+    """The policy first, then the baselines in BASELINE_ORDER, any other source by name, the oracle last."""
     def rank(name: str) -> tuple[int, str]:
         if name == POLICY:
             return -1, name
+        if name == ORACLE:  # the ceiling closes the ladder
+            return len(BASELINE_ORDER) + 1, name
         return (BASELINE_ORDER.index(name) if name in BASELINE_ORDER else len(BASELINE_ORDER)), name
     return sorted(group, key=rank)
+
+
+def baselines_of(names: Sequence[str]) -> list[str]:
+    """The sources a model's ★ is decided against: all but the policy and the oracle (the ceiling)."""
+    return [name for name in names if name not in (POLICY, ORACLE)]
 
 
 def _describe(describe: Any) -> str:
@@ -218,12 +226,15 @@ def likelihood_section(task: str, lik: dict[str, Any], *, model: str, generation
     if not section["n"] or POLICY not in overall:
         return section
     names = _sources(overall)
-    baselines = [n for n in names if n != POLICY]
-    section["header"] = [SOURCE_LABELS.get(n, n) for n in baselines]
+    baselines = baselines_of(names)
+    section["header"] = [SOURCE_LABELS.get(n, n) for n in names if n != POLICY]  # the breakdowns' columns
     reference = lik.get("reference")
     section["reference_label"] = SOURCE_LABELS.get(reference, reference) if reference else "no reference"
-    section["rows"] = [{"name": n, "label": SOURCE_LABELS.get(n, n), "policy": n == POLICY,
+    section["rows"] = [{"name": n, "label": SOURCE_LABELS.get(n, n), "policy": n == POLICY, "oracle": n == ORACLE,
                         "reference": n == lik.get("reference"), **overall[n]} for n in names]
+    # The recovered share exists only beside an oracle (demo data): a column, and the oracle's notes.
+    section["recovered"] = "recovered_share" in overall[POLICY]
+    section["oracle"] = lik.get("oracle")
     section["star"] = {metric: clears_best_baseline(overall, POLICY, baselines, metric)
                        for metric in ("nll", "accuracy_at_1")}
     mass = lik.get("valid_mass") or {}

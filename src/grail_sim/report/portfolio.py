@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from grail_sim import io, issues
-from grail_sim.evaluation.choice_metrics import HIGHER_IS_BETTER, clears_best_baseline
+from grail_sim.evaluation.choice_metrics import HIGHER_IS_BETTER, ORACLE, clears_best_baseline
 from grail_sim.report.model_report import (
     POLICY,
     PORTFOLIO_TEMPLATE,
@@ -24,6 +24,7 @@ from grail_sim.report.model_report import (
     VALID_MASS_WARNING,
     _missing,
     _sources,
+    baselines_of,
     environment,
     issue_studies,
     load_metrics,
@@ -126,7 +127,9 @@ def _likelihood_table(group: Sequence[dict], study: str) -> dict[str, Any] | Non
     """One study's next-video likelihood: each model's NLL and accuracy@1 beside every baseline's.
 
     Baseline rows come from the first evaluation; each model's ★ is decided against its own
-    evaluation's baselines, which were scored on its rows with the same participant resamples.
+    evaluation's baselines, which were scored on its rows with the same participant resamples. On
+    demo data the oracle's row (the ceiling, never starred against) and each model's recovered
+    share of its gain follow.
     """
     entries = []
     for data in group:
@@ -142,23 +145,30 @@ def _likelihood_table(group: Sequence[dict], study: str) -> dict[str, Any] | Non
     n = reference[POLICY]["n"]
     if not n:
         return {"rows": [], "baselines": [], "n": 0}
-    names = [name for name in _sources(reference) if name != POLICY]
+    names = baselines_of(_sources(reference))
     rows = []
     for data, lik, figures in entries:
-        own = [name for name in figures if name != POLICY]
+        own = baselines_of(figures)
         mass = lik.get("valid_mass") if study == "all" else None
         rows.append({"model": data["model"], "split": data["split"], "n": figures[POLICY]["n"],
                      "same_rows": figures[POLICY]["n"] == n, "valid_mass": mass,
                      "collapsed": bool(mass) and not _missing(mass.get("value")) and mass["value"] < VALID_MASS_WARNING,
                      **{f: figures[POLICY][f] for f in (*LIKELIHOOD_FIGURES, "pseudo_r2")},
+                     "recovered_share": figures[POLICY].get("recovered_share"),
                      "star": {f: clears_best_baseline(figures, POLICY, own, f) for f in LIKELIHOOD_FIGURES}})
     best = {f: _best_baseline({name: reference[name][f] for name in names}, HIGHER_IS_BETTER[f])
             for f in LIKELIHOOD_FIGURES}
     baselines = [{"name": name, "label": SOURCE_LABELS.get(name, name), "n": reference[name]["n"],
                   **{f: reference[name][f] for f in (*LIKELIHOOD_FIGURES, "pseudo_r2")},
+                  "recovered_share": reference[name].get("recovered_share"),
                   "best": [f for f in LIKELIHOOD_FIGURES if best[f] == name]} for name in names]
+    oracle = reference.get(ORACLE)
+    ceiling = None if oracle is None else {
+        "label": SOURCE_LABELS[ORACLE], "n": oracle["n"], **{f: oracle[f] for f in (*LIKELIHOOD_FIGURES, "pseudo_r2")},
+        **(entries[0][1].get("oracle") or {})}
     return {"rows": rows, "baselines": baselines, "n": n, "reference": entries[0][1].get("reference"),
-            "learned_on": (entries[0][1].get("baselines") or {}).get("learned_on", "not recorded")}
+            "learned_on": (entries[0][1].get("baselines") or {}).get("learned_on", "not recorded"),
+            "oracle": ceiling, "recovered": any(row["recovered_share"] for row in rows)}
 
 
 def _next_video_table(group: Sequence[dict], study: str) -> dict[str, Any] | None:
