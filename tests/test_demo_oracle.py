@@ -138,6 +138,7 @@ def test_evaluate_cli_adds_the_oracle_when_given_the_demo_truth(demo, tmp_path, 
     assert with_oracle["n_eligible"] + sum(with_oracle["oracle"]["dropped"].values()) == without["n_eligible"]
     scored = [json.loads(line) for line in (tmp_path / "with" / "scores.jsonl").read_text().splitlines()]
     assert sum("oracle_probabilities" in r for r in scored) == with_oracle["n_eligible"]
+    assert all("baseline_probabilities" in r for r in scored)  # dropped rows keep the baselines' vectors
     assert main([*args, "--out", str(tmp_path / "bad"), "--demo-truth", str(tmp_path / "nowhere.json")]) != 0
 
 

@@ -143,8 +143,8 @@ def _cross_fitted(task: str, rows: Sequence[dict], seed: int) -> tuple[dict[str,
 
 
 # --------------------------------------------------------------------------- metrics
-def _with_oracle(oracle, records: list[dict], rows: list[dict]) -> tuple[list[dict], list[dict], list, dict]:
-    """The records and rows the oracle resolves, its vectors for them and how many it dropped.
+def _with_oracle(oracle, records: list[dict], rows: list[dict]) -> tuple[list[int], dict]:
+    """The indices of the rows the oracle resolves, and what it is and dropped.
 
     Each resolved record gains `oracle_probabilities`, so scores.jsonl keeps the ceiling's vectors.
     """
@@ -158,7 +158,7 @@ def _with_oracle(oracle, records: list[dict], rows: list[dict]) -> tuple[list[di
     info = {**oracle.describe(), "resolved_rows": len(keep), "dropped": dict(sorted(dropped.items()))}
     if dropped:
         log.info("oracle: %d of %d rows resolved, dropped %s", len(keep), len(rows), dict(dropped))
-    return [records[i] for i in keep], [rows[i] for i in keep], [records[i]["oracle_probabilities"] for i in keep], info
+    return keep, info
 
 
 def likelihood_metrics(task: str, records: Sequence[dict], rows: Sequence[dict], train_rows: Sequence[dict] | None,
@@ -173,14 +173,18 @@ def likelihood_metrics(task: str, records: Sequence[dict], rows: Sequence[dict],
     """
     keep = [i for i, r in enumerate(records) if r["gold"] is not None]
     records, rows = [records[i] for i in keep], [rows[i] for i in keep]
-    ceiling: dict[str, list] = {}
-    oracle_info = None
-    if oracle is not None and task == "next_video":
-        records, rows, ceiling[ORACLE], oracle_info = _with_oracle(oracle, records, rows)
     vectors, fitted = baseline_probabilities(task, rows, train_rows, options["seed"])
     for i, record in enumerate(records):
         record["baseline_probabilities"] = {name: column[i] for name, column in vectors.items()}
-    sources = {POLICY: [r["probabilities"] for r in records], **vectors, **ceiling}
+    oracle_info = None
+    if oracle is not None and task == "next_video":
+        # After the baselines, so every record keeps their vectors; the figures then use only the
+        # rows the oracle resolves, for every source alike.
+        resolved, oracle_info = _with_oracle(oracle, records, rows)
+        records = [records[i] for i in resolved]
+        vectors = {name: [column[i] for i in resolved] for name, column in vectors.items()}
+        vectors[ORACLE] = [r["oracle_probabilities"] for r in records]
+    sources = {POLICY: [r["probabilities"] for r in records], **vectors}
     reference = "position_prior" if task == "next_video" else "direction_prior"
     figures = distribution_metrics(records, sources, reference=reference, **options)
     groups = [str(r.get("participant_id") or r["id"]) for r in records]
