@@ -131,6 +131,18 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def read_json_file(path: str | os.PathLike, *, what: str, error: type[Exception], hint: str = "") -> Any:
+    """A JSON file's content; a missing or corrupt file raises `error` naming `what`, the file and
+    the line (plus `hint`, for example the command that writes the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist{hint}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise error(f"{path}:{err.lineno}: corrupt JSON in {what} ({err.msg})") from None
+
+
 def read_yaml_mapping(path: str | os.PathLike, *, what: str, error: type[Exception]) -> dict:
     """A YAML file that must hold a mapping (a config file, a recipe); `error` names `what` and the file."""
     import yaml

@@ -20,13 +20,13 @@ reason, never guessed:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from grail_sim import io
 from grail_sim.data.demo_layout import GROUND_TRUTH_FILE
 from grail_sim.errors import EvaluationError
 from grail_sim.rows import json_list
@@ -41,12 +41,8 @@ def load_truth(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / GROUND_TRUTH_FILE
-    if not path.is_file():
-        raise EvaluationError(f"demo ground truth {path} does not exist (written by `grail-sim demo-capsule`)")
-    try:
-        truth = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise EvaluationError(f"{path}:{err.lineno}: corrupt JSON ({err.msg})") from None
+    truth = io.read_json_file(path, what="demo ground truth", error=EvaluationError,
+                              hint=" (written by `grail-sim demo-capsule`)")
     if "oracle" not in truth or "behaviour_model" not in truth:
         raise EvaluationError(f"{path} holds no oracle truth: rebuild the capsule with this grail-sim version")
     return truth

@@ -94,14 +94,8 @@ METRICS_KEYS = ("model", "tasks")
 def load_metrics(eval_dir: Path) -> dict[str, Any]:
     """An evaluation's metrics.json, with `split` set from its folder name (results/eval/{model}/{split})."""
     path = eval_dir / "metrics.json"
-    if not path.is_file():
-        raise ReportError(f"{path} does not exist: run `grail-sim evaluate --out {eval_dir}` first")
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ReportError(f"{path}:{err.lineno}: corrupt JSON ({err.msg})") from None
+    data = io.read_json_file(path, what="evaluation metrics", error=ReportError,
+                             hint=f": run `grail-sim evaluate --out {eval_dir}` first")
     missing = [key for key in METRICS_KEYS if key not in data]
     if missing:
         raise ReportError(f"{path} lacks key(s) {missing} (Contract 4 in docs/DESIGN.md); rerun `grail-sim evaluate`")
