@@ -64,8 +64,9 @@ def make_prompt_dataset(out_dir, rows: int = 16, seed: int = 0) -> Path:
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "config" / "recipes"
-# Keeps a tiny-model run to a few seconds per step: 2 prompts x 2 completions, 8 new tokens.
-TINY = ["warmup_sft.steps=2", "warmup_sft.batch_size=2", "per_device_train_batch_size=4", "num_generations=2",
+# Keeps a tiny-model run to a few seconds per step: 2 prompts x 2 completions, 8 new tokens. These runs
+# start from the bare tiny model, so the in-train warm-up (off in the recipes, which start from sft) is on.
+TINY = ["warmup_sft.enabled=true", "warmup_sft.steps=2", "warmup_sft.batch_size=2", "per_device_train_batch_size=4", "num_generations=2",
         "max_completion_length=8", "save_steps=1", "report_to=none", "gail.batch_size=4"]
 
 

@@ -17,9 +17,10 @@ from grail_sim.training.recipe import (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = recipe_help()
-    parser.add_argument("--recipe", required=True, help="recipe YAML (config/recipes/{grpo,grail,maxent}.yaml)")
+    parser.add_argument("--recipe", required=True, help="recipe YAML (config/recipes/{sft,grpo,grail,maxent}.yaml)")
     parser.add_argument("--dataset", required=True, help="prompts folder, e.g. results/prompts/gun_control/next_video")
-    parser.add_argument("--model", required=True, help="base model folder, e.g. results/models/base")
+    parser.add_argument("--model", required=True, help="starting model folder: the base (results/models/base) or a "
+                                                       "trained one, e.g. sft's adapter results/train/sft_gun/final")
     parser.add_argument("--out", required=True, help="output folder, e.g. results/train/grail_gun")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="override the recipe's max_steps (wins over train.max_steps)")
@@ -49,7 +50,20 @@ def run(args: argparse.Namespace) -> int:
             argv += ["--max-steps", str(max_steps)]
         for override in overrides:
             argv += ["--set", override]
-        return vllm_server.orchestrate(argv, model=args.model, out_dir=args.out, settings=script.vllm_server,
+        return vllm_server.orchestrate(argv, model=served_model(args.model), out_dir=args.out,
+                                       settings=script.vllm_server,
                                        grpo=grpo, accelerate_config=script.accelerate_config)
     train(args.recipe, args.dataset, args.model, args.out, overrides=overrides, max_steps=max_steps, threads=threads)
     return 0
+
+
+def served_model(model: str) -> str:
+    """The folder vLLM serves: an adapter's base (TRL syncs the merged adapter's weights into vLLM
+    every step, so the server needs the base architecture and weights, not the adapter folder)."""
+    from pathlib import Path
+
+    if (Path(model) / "adapter_config.json").is_file():
+        from grail_sim.model.loading import adapter_base
+
+        return adapter_base(model)
+    return model

@@ -1,4 +1,5 @@
-"""`grail-sim train`: GRPO, GRAIL (GRPO + online discriminator) and MaxEnt-GRPO with TRL's GRPOTrainer.
+"""`grail-sim train`: GRPO, GRAIL (GRPO + online discriminator) and MaxEnt-GRPO with TRL's GRPOTrainer;
+an `sft` recipe runs the behaviour-cloning stage instead (grail_sim.training.sft).
 
     grail-sim train --recipe config/recipes/grail.yaml --dataset results/prompts/gun_control/next_video \
         --model results/models/base --out results/train/grail_gun [--max-steps N] [--set key=value ...]
@@ -16,6 +17,11 @@ A recipe is YAML whose keys are TRL 1.16 `GRPOConfig` fields plus this script's 
     OUT/warmup/              the LoRA adapter after the supervised format warm-up (reused on rerun)
 
 Rerunning with the same OUT resumes from the last complete checkpoint.
+
+--model may be a peft adapter folder (the sft stage's final/): the run starts from the base that the
+adapter records (content-checked by `adapter_base`) with that adapter loaded as the trainable one,
+so the RL output is still one adapter on the original base and `load_policy` loads it unchanged
+(with `lora.enabled: false` the adapter is merged into the base and every weight trains).
 
 `train` reads as the run's steps in order (as open-r1's grpo.py does): recipe, rewards, run
 settings, dataset, model, resume, held-out check, LoRA, warm-up, reward functions, trainer, train,
@@ -37,10 +43,10 @@ import yaml
 
 from grail_sim import io
 from grail_sim.errors import RecipeError, TrainingDataError
-from grail_sim.model.loading import PROVENANCE_FILE, base_model_record
+from grail_sim.model.loading import PROVENANCE_FILE, adapter_base, base_model_record
 from grail_sim.training.callbacks import get_callbacks
 from grail_sim.training.data import load_training_data
-from grail_sim.training.recipe import TRAINERS, ScriptArguments, load_recipe, redact
+from grail_sim.training.recipe import TRAINERS, ScriptArguments, SftArguments, load_recipe, redact
 from grail_sim.training.resume import (
     METRICS_FILE,
     METRICS_LIVE_FILE,
@@ -62,16 +68,19 @@ class Run:
     dataset_dir: str
     model_dir: str
     out: Path
-    script: ScriptArguments
-    grpo: dict
+    script: ScriptArguments | SftArguments
+    trl: dict  # TRL config keyword arguments (GRPOConfig, or SFTConfig for sft)
     is_main: bool  # under `accelerate launch` every process runs `train`; only rank 0 writes shared files
     device: str = "cpu"
     seed: int = 42
     resume_from: Path | None = None
+    start_adapter: Path | None = None  # --model was an adapter folder (the sft stage's output)
+    base_dir: str = ""  # the folder whose weights the run trains on (the adapter's base, or --model)
 
     @property
     def use_gail(self) -> bool:
-        return self.script.gail is not None and self.script.gail.use
+        gail = getattr(self.script, "gail", None)
+        return gail is not None and gail.use
 
     @property
     def warmup_dir(self) -> Path:
@@ -89,19 +98,23 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
     set_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    script, grpo = load_recipe(recipe_path, overrides, max_steps)
-    run = Run(str(recipe_path), str(dataset_dir), str(model_dir), out, script, grpo,
+    script, trl_args = load_recipe(recipe_path, overrides, max_steps)
+    run = Run(str(recipe_path), str(dataset_dir), str(model_dir), out, script, trl_args,
               is_main=int(os.environ.get("RANK", "0")) == 0)
+    if isinstance(script, SftArguments):
+        from grail_sim.training.sft import train_sft
+
+        return train_sft(run, started)
     reward_names, weights = get_reward_weights(run)
     configure_run(run, reward_names, weights)
     data = get_dataset(run)
     tokenizer, model = get_model(run)
     prepare_resume(run)
     summary: dict[str, Any] = {"trainer": script.trainer, "rewards": reward_names, "reward_weights": weights}
-    heldout = get_heldout(run)
-    if heldout is not None:
-        summary["heldout_before"] = heldout_accuracy(run, model, tokenizer, heldout, "before")
     model = get_peft_model(run, model)
+    heldout = get_heldout(run)
+    if heldout is not None:  # after the adapter is on: "before" is the starting policy (sft's, when it starts there)
+        summary["heldout_before"] = heldout_accuracy(run, model, tokenizer, heldout, "before")
     summary.update(run_warmup(run, model, tokenizer, data))
     model.train()
     reward_funcs, discriminator, gail_reward = get_reward_funcs(run, reward_names)
@@ -131,7 +144,7 @@ def get_reward_weights(run: Run) -> tuple[list[str], list[float]]:
     """The reward names (`gail` appended under GRAIL) and their normalised weights, set in the config."""
     from grail_sim.training import rewards as reward_lib
 
-    script, grpo = run.script, run.grpo
+    script, grpo = run.script, run.trl
     if script.trainer not in TRAINERS:
         LOG.info("trainer label %r (known: %s)", script.trainer, ", ".join(TRAINERS))
     if script.gail is not None and not script.gail.use:
@@ -151,18 +164,24 @@ def get_reward_weights(run: Run) -> tuple[list[str], list[float]]:
 
 def configure_run(run: Run, reward_names: list[str], weights: list[float]) -> None:
     """Logging backends, device defaults, step defaults and seed; OUT/resolved_recipe.yaml."""
-    _configure_logging_backends(run.grpo, run.out)
-    run.device = _device_defaults(run.grpo, run.script)
-    run.grpo.setdefault("logging_steps", 1)
-    run.grpo.setdefault("save_strategy", "steps")
-    run.seed = int(run.grpo.get("seed", 42))
-    run.grpo["seed"] = run.seed
+    configure_common(run, "grpo_config")
+    LOG.info("recipe %s -> %s: trainer %s, rewards %s, weights %s", run.recipe_path, run.out, run.script.trainer,
+             reward_names, [round(w, 3) for w in weights])
+
+
+def configure_common(run: Run, config_key: str) -> None:
+    """What every trainer sets up: logging backends, device defaults, step defaults, seed, and
+    OUT/resolved_recipe.yaml (the TRL keys under `config_key`)."""
+    _configure_logging_backends(run.trl, run.out)
+    run.device = _device_defaults(run.trl, run.script)
+    run.trl.setdefault("logging_steps", 1)
+    run.trl.setdefault("save_strategy", "steps")
+    run.seed = int(run.trl.get("seed", 42))
+    run.trl["seed"] = run.seed
     if run.is_main:
         io.write_text(run.out / "resolved_recipe.yaml", yaml.safe_dump(
             {"recipe": run.recipe_path, "dataset": run.dataset_dir, "model": run.model_dir,
-             "script": run.script.as_dict(), "grpo_config": redact(run.grpo)}, sort_keys=True))
-    LOG.info("recipe %s -> %s: trainer %s, rewards %s, weights %s", run.recipe_path, run.out, run.script.trainer,
-             reward_names, [round(w, 3) for w in weights])
+             "script": run.script.as_dict(), config_key: redact(run.trl)}, sort_keys=True))
 
 
 def _configure_logging_backends(grpo: dict, out_dir: Path) -> None:
@@ -178,7 +197,7 @@ def _configure_logging_backends(grpo: dict, out_dir: Path) -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
 
 
-def _device_defaults(grpo: dict, script: ScriptArguments) -> str:
+def _device_defaults(grpo: dict, script: ScriptArguments | SftArguments) -> str:
     import torch
 
     has_cuda = torch.cuda.is_available()
@@ -204,15 +223,32 @@ def get_dataset(run: Run):
 
 
 def get_model(run: Run):
-    """The base model's tokenizer (left padding) and policy, on the run's device."""
+    """The starting model's tokenizer (left padding) and weights, on the run's device.
+
+    An adapter folder as --model (the sft stage's LoRA output) starts the run from the base it
+    records, found and content-checked by `adapter_base` as evaluation does. The adapter is kept
+    aside (run.start_adapter) for `get_peft_model` to load as the trainable adapter; with LoRA off
+    it is merged into the base here, so that every weight trains from the sft policy.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if (Path(run.model_dir) / "adapter_config.json").is_file():
+        run.start_adapter = Path(run.model_dir)
+        run.base_dir = adapter_base(run.model_dir)
+        LOG.info("starting from the adapter %s on its base %s", run.model_dir, run.base_dir)
+    else:
+        run.base_dir = run.model_dir
     try:
-        tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
-        model = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=getattr(torch, run.script.dtype))
+        has_tokenizer = (Path(run.model_dir) / "tokenizer_config.json").is_file()
+        tokenizer = AutoTokenizer.from_pretrained(run.model_dir if has_tokenizer else run.base_dir)
+        model = AutoModelForCausalLM.from_pretrained(run.base_dir, dtype=getattr(torch, run.script.dtype))
     except (OSError, ValueError) as err:
-        raise TrainingDataError(f"base model folder {run.model_dir} does not load: {err}") from None
+        raise TrainingDataError(f"model folder {run.model_dir} does not load: {err}") from None
+    if run.start_adapter is not None and not run.script.lora.enabled:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(run.start_adapter)).merge_and_unload()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -223,7 +259,7 @@ def get_model(run: Run):
 def prepare_resume(run: Run) -> None:
     """Drop what another recipe, model or dataset left in OUT; pick the last complete checkpoint."""
     if run.is_main:
-        prepare_output(run.out, run_fingerprint(run.script.as_dict(), run.grpo, run.dataset_dir, run.model_dir))
+        prepare_output(run.out, run_fingerprint(run.script.as_dict(), run.trl, run.dataset_dir, run.model_dir))
     checkpoints = complete_checkpoints(run.out, need_discriminator=run.use_gail)
     run.resume_from = checkpoints[-1] if checkpoints else None
     if run.resume_from is None and run.is_main:
@@ -242,13 +278,18 @@ def get_heldout(run: Run):
 
 def heldout_accuracy(run: Run, model, tokenizer, heldout, when: str) -> dict:
     accuracy = quick_accuracy(model, tokenizer, heldout, rows=run.script.heldout_rows,
-                              max_new_tokens=int(run.grpo.get("max_completion_length", 32)), device=run.device)
+                              max_new_tokens=int(run.trl.get("max_completion_length", 32)), device=run.device)
     LOG.info("held-out %s training: %s", when, accuracy)
     return accuracy
 
 
 def get_peft_model(run: Run, model):
-    """The LoRA-wrapped policy (the warm-up's adapter when one was saved), or the model itself."""
+    """The LoRA-wrapped policy, or the model itself (full fine-tuning).
+
+    The adapter trained is, in order: the warm-up's when one was saved (it continued the start
+    adapter, if any), the start adapter (--model was the sft stage's adapter: RL continues it, so
+    that the output stays one adapter on the original base), or a fresh one from the `lora` section.
+    """
     if not run.script.lora.enabled:
         return model
     from peft import PeftModel
@@ -257,6 +298,10 @@ def get_peft_model(run: Run, model):
     if (run.warmup_dir / "adapter_config.json").is_file():
         LOG.info("reusing the warm-up adapter in %s", run.warmup_dir)
         return PeftModel.from_pretrained(model, str(run.warmup_dir), is_trainable=True)
+    if run.start_adapter is not None:
+        LOG.info("training the start adapter %s further (its own LoRA settings; the recipe's lora r, alpha and "
+                 "target_modules apply to fresh adapters only)", run.start_adapter)
+        return PeftModel.from_pretrained(model, str(run.start_adapter), is_trainable=True)
     return wrap(model, run.script.lora.to_peft())
 
 
@@ -294,7 +339,8 @@ def get_reward_funcs(run: Run, reward_names: list[str]):
 
         PartialState()  # join the process group now, so that D's copies start from rank 0's weights
     settings = run.script.gail
-    discriminator = Discriminator(settings, settings.disc_model or run.model_dir)
+    # D's backbone is the base model (the policy's start adapter, if any, is the policy's own).
+    discriminator = Discriminator(settings, settings.disc_model or run.base_dir or run.model_dir)
     if run.resume_from is not None:
         discriminator.load(run.resume_from / "discriminator")
     gail_reward = GailReward(discriminator)
@@ -304,7 +350,7 @@ def get_reward_funcs(run: Run, reward_names: list[str]):
 def build_trainer(run: Run, model, tokenizer, data, reward_funcs, discriminator, gail_reward):
     from trl import GRPOConfig, GRPOTrainer
 
-    config = GRPOConfig(output_dir=str(run.out), **run.grpo)
+    config = GRPOConfig(output_dir=str(run.out), **run.trl)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=data,
                           processing_class=tokenizer, callbacks=get_callbacks(run.out, discriminator))
     if gail_reward is not None:
@@ -337,9 +383,11 @@ def save_final(run: Run, trainer, tokenizer, summary: dict, result, train_second
             shutil.move(str(item), tmp / item.name)
         shutil.rmtree(staging, ignore_errors=True)
         tokenizer.save_pretrained(str(tmp))
+        # The base is what the saved weights sit on: for a run that started from the sft adapter,
+        # that adapter's base (the output adapter contains the sft training), so load_policy finds it.
         summary.update({
-            "base_model": run.model_dir, **base_model_record(run.model_dir),
-            "adapter": bool(run.script.lora.enabled), "dataset": run.dataset_dir,
+            "base_model": run.base_dir or run.model_dir, **base_model_record(run.base_dir or run.model_dir),
+            "start_model": run.model_dir, "adapter": bool(run.script.lora.enabled), "dataset": run.dataset_dir,
             "recipe": run.recipe_path, "global_step": trainer.state.global_step,
             "resumed_from": str(run.resume_from) if run.resume_from else None, "train_seconds": train_seconds,
             "seconds_per_step": train_seconds / max(1, trainer.state.global_step - run.resumed_step),

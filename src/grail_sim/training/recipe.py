@@ -1,5 +1,7 @@
 """Training recipes: TRL `GRPOConfig` fields plus grail-sim's own keys (`ScriptArguments`), loaded
-from YAML with `key=value` overrides; an unknown key fails naming it and the file.
+from YAML with `key=value` overrides; an unknown key fails naming it and the file. An `sft` recipe
+(`trainer: sft`, or a file named sft.yaml without a trainer key) is TRL `SFTConfig` fields plus
+`SftArguments` instead.
 
 grail-sim's keys are declared once, as dataclass fields with their default and help text (as TRL
 declares `GRPOConfig`); `recipe_help()` renders them for `grail-sim train --help`. Environment
@@ -36,7 +38,8 @@ from grail_sim.training.settings import (
 
 LOG = logging.getLogger(__name__)
 
-TRAINERS = ("grpo", "grail", "maxent")
+SFT = "sft"
+TRAINERS = (SFT, "grpo", "grail", "maxent")
 DTYPES = ("float32", "bfloat16", "float16")
 SECRET_KEYS = ("hub_token", "push_to_hub_token")
 
@@ -98,10 +101,56 @@ SECTIONS: dict[str, type[Section]] = {"lora": LoraSettings, "warmup_sft": Warmup
 SCRIPT_KEYS = tuple(f.name for f in dataclasses.fields(ScriptArguments))
 
 
-def _grpo_fields() -> dict[str, dataclasses.Field]:
-    from trl import GRPOConfig
+# The fields a think template may use (grail_sim.training.warmup.warmup_target fills them).
+THINK_FIELDS = {"index": 1, "title": "", "short_title": "", "channel": ""}
 
-    return {f.name: f for f in dataclasses.fields(GRPOConfig) if f.init}
+
+@dataclass
+class SftArguments(Section):
+    """grail-sim's own keys of an `sft` recipe; every other key must be a TRL `SFTConfig` field."""
+
+    NAME = "recipe"
+
+    trainer: str = helped(SFT, help="sft: behaviour cloning of the human choice with TRL's SFTTrainer (this "
+                                    "key selects the sft recipe keys)")
+    dtype: str = helped("float32", help="policy weight dtype: float32 (CPU), bfloat16 or float16 (GPU)")
+    train_split: str = helped("train", help="split of the prompt dataset to train on")
+    max_train_rows: int | None = helped(None, help="cap on training rows after a seeded shuffle (null or 0: all)")
+    lora: LoraSettings = helped(factory=LoraSettings, help="LoRA adapter, passed to SFTTrainer as peft_config "
+                                                           "(section; enabled: false = full fine-tuning)")
+    think_template: str = helped("Next: {short_title}",
+                                 help="text inside <think> of the target completion; fields {index} {title} "
+                                      "{short_title} (first 5 words) {channel} of the human's choice")
+
+    def __post_init__(self) -> None:
+        self.trainer = as_text("trainer", self.trainer, choices=(SFT,))
+        self.dtype = as_text("dtype", self.dtype, choices=DTYPES)
+        self.train_split = as_text("train_split", self.train_split)
+        self.max_train_rows = as_int("max_train_rows", self.max_train_rows, minimum=0, optional=True)
+        if not isinstance(self.lora, LoraSettings):
+            if self.lora is not None and not isinstance(self.lora, Mapping):
+                raise RecipeError(f"'lora' must be a mapping, got {self.lora!r}")
+            self.lora = LoraSettings.from_mapping(self.lora)
+        self.think_template = as_text("think_template", self.think_template)
+        try:
+            self.think_template.format(**THINK_FIELDS)
+        except (KeyError, IndexError, ValueError) as err:
+            raise RecipeError(f"think_template {self.think_template!r} uses an unknown field or bad braces ({err}); "
+                              f"fields: {', '.join(THINK_FIELDS)}") from None
+
+
+SFT_KEYS = tuple(f.name for f in dataclasses.fields(SftArguments))
+
+
+def _trl_fields(config_name: str) -> dict[str, dataclasses.Field]:
+    import trl
+
+    return {f.name: f for f in dataclasses.fields(getattr(trl, config_name)) if f.init}
+
+
+def recipe_trainer(recipe: Mapping[str, Any], path: Path) -> str:
+    """The trainer a recipe names: its `trainer` key, else the file's stem (which selects its keys)."""
+    return str(recipe.get("trainer") or path.stem)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -139,8 +188,9 @@ def _apply_overrides(recipe: dict, overrides: list[str], path: Path) -> None:
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
-                max_steps: int | None = None) -> tuple[ScriptArguments, dict]:
-    """Recipe file + overrides -> (ScriptArguments, GRPOConfig keyword arguments).
+                max_steps: int | None = None) -> tuple[ScriptArguments | SftArguments, dict]:
+    """Recipe file + overrides -> (ScriptArguments, GRPOConfig keyword arguments), or for an `sft`
+    recipe (SftArguments, SFTConfig keyword arguments).
 
     Unknown keys and bad values fail naming the key and the file; sections are merged over their
     defaults. Overrides apply in order (environment ones first, then --set), then `max_steps`.
@@ -150,23 +200,26 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
     _apply_overrides(recipe, list(overrides or []), path)
     if max_steps is not None:
         recipe["max_steps"] = int(max_steps)
-    grpo_fields = _grpo_fields()
-    unknown = sorted(key for key in recipe if key not in SCRIPT_KEYS and key not in grpo_fields)
+    is_sft = recipe_trainer(recipe, path) == SFT
+    kind, keys, config_name = (SftArguments, SFT_KEYS, "SFTConfig") if is_sft else \
+        (ScriptArguments, SCRIPT_KEYS, "GRPOConfig")
+    trl_fields = _trl_fields(config_name)
+    unknown = sorted(key for key in recipe if key not in keys and key not in trl_fields)
     if unknown:
         raise RecipeError(
             f"unknown key(s) {unknown} in recipe {path}: a key must be one of this script's "
-            f"({', '.join(SCRIPT_KEYS)}) or a TRL GRPOConfig field"
+            f"({', '.join(keys)}) or a TRL {config_name} field"
         )
     try:
-        script = ScriptArguments(**{key: value for key, value in recipe.items() if key in SCRIPT_KEYS})
+        script = kind(**{key: value for key, value in recipe.items() if key in keys})
     except RecipeError as err:
         raise RecipeError(f"recipe {path}: {err}") from None
     if script.trainer is None:
         script.trainer = path.stem
-    grpo = {key: value for key, value in recipe.items() if key in grpo_fields}
-    if "output_dir" in grpo:
+    trl_args = {key: value for key, value in recipe.items() if key in trl_fields}
+    if "output_dir" in trl_args:
         raise RecipeError(f"recipe {path}: output_dir comes from --out, remove it from the recipe")
-    return script, grpo
+    return script, trl_args
 
 
 def recipe_help() -> str:
@@ -182,7 +235,11 @@ def recipe_help() -> str:
             lines.append(_help_line(f"{item.name}.{sub.name}", _default(sub), sub.metadata["help"], indent=4))
     lines += ["", "Any TRL GRPOConfig field (learning_rate, max_steps, num_generations, reward_weights, "
               "use_vllm, ...) is accepted too; see TRL's GRPOConfig documentation. Any other key fails.",
-              "", "environment overrides (applied before --set, which wins; a recipe without a gail: section "
+              "", f"an sft recipe (trainer: {SFT}) has these keys instead, plus any TRL SFTConfig field "
+              "(learning_rate, max_steps, max_length, completion_only_loss, ...):"]
+    for item in dataclasses.fields(SftArguments):
+        lines.append(_help_line(item.name, _default(item), item.metadata["help"]))
+    lines += ["", "environment overrides (applied before --set, which wins; a recipe without a gail: section "
               "ignores the gail ones):"]
     lines += [f"  {variable:<18} -> {key}" for variable, key in RECIPE_ENVIRONMENT.items()]
     return "\n".join(lines)
