@@ -1,4 +1,5 @@
-"""The real `train` rule through snakemake on the tiny model (one GRPO step), in a scratch workdir."""
+"""The real `sft` and `train` rules through snakemake on the tiny model (one sft step, then one GRPO
+step from sft's adapter), in a scratch workdir."""
 
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ def test_snakemake_train_rule_runs_the_cli_on_the_tiny_model(tiny_model_dir, tmp
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     recipe = yaml.safe_load((ROOT / "config" / "recipes" / "grpo.yaml").read_text())
     recipe.update(per_device_train_batch_size=2, num_generations=2, max_completion_length=8)
-    recipe["warmup_sft"].update(steps=1, batch_size=2)
     (work / "config" / "recipes" / "grpo.yaml").write_text(yaml.safe_dump(recipe))
+    sft = yaml.safe_load((ROOT / "config" / "recipes" / "sft.yaml").read_text())
+    sft.update(per_device_train_batch_size=2)
+    (work / "config" / "recipes" / "sft.yaml").write_text(yaml.safe_dump(sft))
     shutil.copytree(tiny_model_dir, work / "results" / "models" / "base")
     make_prompt_dataset(work / "results" / "prompts" / "gun_control" / "next_video", rows=6)
 
@@ -41,6 +44,10 @@ def test_snakemake_train_rule_runs_the_cli_on_the_tiny_model(tiny_model_dir, tmp
     assert result.returncode == 0, result.stderr[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
     out = work / "results" / "train" / "grpo_gun"
     assert (out / "final" / "adapter_config.json").is_file()
+    sft_state = json.loads((work / "results" / "train" / "sft_gun" / "trainer_state.json").read_text())
+    assert sft_state["global_step"] == 1  # the DAG trained sft first
+    provenance = json.loads((out / "final" / "grail_sim.json").read_text())
+    assert provenance["start_model"] == "results/train/sft_gun/final"
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

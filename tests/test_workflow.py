@@ -37,10 +37,10 @@ def _dry_run_jobs(output: str) -> dict[str, int]:
     return jobs
 
 
-# Every stage from the demo capsule to the portfolio, for the default config (issue gun;
-# trainers grpo and grail; base as the zero-shot reference; validation and test splits).
-DEFAULT_DAG = {"model": 1, "model_smoke": 1, "demo_capsule": 1, "clean": 1, "prompts": 1, "train": 2,
-               "evaluate": 6, "report": 3, "portfolio": 1, "all": 1}
+# Every stage from the demo capsule to the portfolio, for the default config (issue gun; sft, then
+# grpo and grail from sft's model; base as the zero-shot reference; validation and test splits).
+DEFAULT_DAG = {"model": 1, "model_smoke": 1, "demo_capsule": 1, "clean": 1, "prompts": 1, "sft": 1, "train": 2,
+               "evaluate": 8, "report": 4, "portfolio": 1, "all": 1}
 
 
 def test_local_profile_dry_run_plans_the_whole_default_dag():
@@ -49,6 +49,20 @@ def test_local_profile_dry_run_plans_the_whole_default_dag():
     jobs = _dry_run_jobs(result.stdout + result.stderr)
     jobs.pop("total", None)
     assert jobs == DEFAULT_DAG
+
+
+def test_rl_trainers_start_from_sft_unless_configured_otherwise():
+    """model -> sft -> grpo: the RL rule's starting model is sft's final model (train.start_from)."""
+    target = "results/train/grpo_gun/final"
+    planned = _snakemake("--profile", "profiles/local", "-n", "--forceall", "-p", target)
+    assert planned.returncode == 0, planned.stderr + planned.stdout
+    assert {"sft", "train"} <= _planned(planned.stdout + planned.stderr)
+    assert "--model results/train/sft_gun/final" in planned.stdout
+    from_base = _snakemake("--profile", "profiles/local", "-n", "--forceall", "-p", target,
+                           "--config", "train={start_from: base}")
+    assert from_base.returncode == 0, from_base.stderr + from_base.stdout
+    assert "sft" not in _planned(from_base.stdout + from_base.stderr)
+    assert "--model results/models/base" in from_base.stdout
 
 
 def test_slurm_profile_dry_run_without_slurm():

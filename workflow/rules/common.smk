@@ -69,13 +69,24 @@ def code_version(stage):
     return f"{GRAIL_VERSION}+{digest.hexdigest()[:12]}"
 
 
+def start_model(trainer, short):
+    """The model a trainer starts from, the input `model` of training: the base model for the start stage itself
+    (sft) or when `train.start_from` is `base`, else that stage's final model."""
+    start = config["train"]["start_from"]
+    if start == "base" or trainer == start:
+        return "results/models/base"
+    return f"results/train/{start}_{short}/final"
+
+
 def evaluated_model(model, short):
     """`base` is the untrained reference; any other name is a trainer's final model (Contract 3)."""
     return "results/models/base" if model == "base" else f"results/train/{model}_{short}/final"
 
 
 def final_outputs():
-    """The default target: reports of the base model and each trainer on every issue, and the portfolio."""
+    """The default target: reports of the base model and each trainer (`train.trainers`: sft, grpo,
+    grail) on every issue, and the portfolio (`report.models`). The RL trainers start from sft's
+    model (`train.start_from`), which is trained even when it is not listed."""
     return [
         "results/models/base_smoke.json",
         *expand("reports/{model}_{short}.md", model=["base", *config["train"]["trainers"]], short=config["issues"]),

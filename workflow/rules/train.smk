@@ -1,28 +1,64 @@
-# Train a policy per trainer recipe (config/recipes/{trainer}.yaml: grpo, grail, maxent) and issue
-# (gun, wage) into results/train/{trainer}_{short}/ (Contract 3). Checkpoints live beside the declared
+# Train a policy per trainer recipe (config/recipes/{trainer}.yaml) and issue (gun, wage) into
+# results/train/{trainer}_{short}/ (Contract 3). The DAG reads model -> sft -> grpo / grail / maxent:
+# rule `sft` clones the human choices with TRL's SFTTrainer from the base model, and rule `train`
+# starts every RL trainer from sft's final model (`train.start_from`; `base` = the untrained model),
+# whose LoRA adapter it trains further (docs/train.md). Checkpoints live beside the declared
 # outputs, so a rerun after an interruption resumes from the last one. With a recipe that sets
 # `use_vllm: true` and `vllm_mode: server` (config/recipes/grail-gpu.yaml), `grail-sim train` starts
 # `vllm serve` on the first allotted GPU, waits for /health and runs `accelerate launch` on the
 # others, and always stops the server (grail_sim.training.vllm_server; docs/train.md).
 TRAIN = config["train"]
+# Keys of the train section that only shape the DAG: changing them must not rerun a finished job.
+TRAIN_DAG_KEYS = ["train.trainers", "train.mem_mb", "train.start_from"]
+
+
+rule sft:
+    input:
+        prompts=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
+        model=rules.model.output,
+        recipe="config/recipes/sft.yaml",
+    output:
+        final=directory("results/train/sft_{short}/final"),
+        state="results/train/sft_{short}/trainer_state.json",
+        metrics="results/train/sft_{short}/metrics.jsonl",
+    wildcard_constraints:
+        short="|".join(ISSUES),
+    params:
+        out="results/train/sft_{short}",
+        grail=GRAIL,
+        config=stage_json("train", exclude=TRAIN_DAG_KEYS),
+        code=code_version("train"),
+    log:
+        "results/logs/train_sft_{short}.log",
+    benchmark:
+        "results/benchmarks/train_sft_{short}.tsv"
+    threads: TRAIN["threads"]
+    resources:
+        mem_mb=TRAIN["mem_mb"],
+    conda:
+        "../../envs/grail.yaml"
+    shell:
+        "{params.grail} train --recipe {input.recipe:q} --dataset {input.prompts:q} --model {input.model:q} "
+        "--out {params.out:q} --threads {threads} --config-json {params.config} > {log:q} 2>&1"
 
 
 rule train:
     input:
         prompts=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
-        model=rules.model.output,
+        model=lambda w: start_model(w.trainer, w.short),
         recipe="config/recipes/{trainer}.yaml",
     output:
         final=directory("results/train/{trainer}_{short}/final"),
         state="results/train/{trainer}_{short}/trainer_state.json",
         metrics="results/train/{trainer}_{short}/metrics.jsonl",
     wildcard_constraints:
-        trainer="[A-Za-z0-9-]+",
+        # sft_{short} belongs to rule sft (the lookahead keeps the two rules' outputs apart).
+        trainer="(?!sft_)[A-Za-z0-9-]+",
         short="|".join(ISSUES),
     params:
         out="results/train/{trainer}_{short}",
         grail=GRAIL,
-        config=stage_json("train", exclude=["train.trainers", "train.mem_mb"]),
+        config=stage_json("train", exclude=TRAIN_DAG_KEYS),
         code=code_version("train"),
     log:
         "results/logs/train_{trainer}_{short}.log",
