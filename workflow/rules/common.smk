@@ -1,6 +1,5 @@
 # Shared by every rule: configuration (validated once, defaults from the package's schema),
 # environment overrides, the issue map, the JSON each stage's CLI reads, and code versions.
-import hashlib
 import json
 import os
 import shlex
@@ -14,6 +13,7 @@ SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
 from grail_sim import __version__ as GRAIL_VERSION  # noqa: E402
 from grail_sim import config as grail_config  # noqa: E402
+from grail_sim.code_version import code_version as stage_code_version  # noqa: E402
 from grail_sim.issues import SHORT_TO_ISSUE  # noqa: E402
 
 # Environment variables of the earlier reference become ordinary config values here, before
@@ -42,31 +42,11 @@ def stage_json(stage, exclude=()):
     return shlex.quote(json.dumps(sections, sort_keys=True))
 
 
-# The modules whose code decides each stage's outputs (paths under src/grail_sim). A rule's
-# `code` param hashes them with the package version, so upgrading grail-sim reruns exactly the
-# stages whose code changed and the stages below them.
-SHARED_CODE = ["__init__.py", "cli.py", "config.py", "errors.py", "io.py", "rows.py", "issues.py",
-               "resources/config.schema.yaml"]
-STAGE_CODE = {
-    "model": ["model"],
-    "demo-capsule": ["data/demo_capsule.py", "data/demo_cli.py"],
-    "clean": ["data"],
-    "prompts": ["prompts"],
-    "train": ["training", "model/loading.py", "answers.py"],
-    "evaluate": ["evaluation", "model/loading.py", "answers.py"],
-    "report": ["report", "evaluation/metrics.py"],
-}
-
-
 def code_version(stage):
-    digest = hashlib.sha256(GRAIL_VERSION.encode())
-    for name in sorted(SHARED_CODE + STAGE_CODE[stage]):
-        path = SRC / "grail_sim" / name
-        files = sorted(path.rglob("*.py")) + sorted(path.rglob("*.j2")) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(SRC)).encode())
-            digest.update(file.read_bytes())
-    return f"{GRAIL_VERSION}+{digest.hexdigest()[:12]}"
+    """The package version plus a hash of every file the stage's CLI runs (its import closure, the
+    schema, report templates): a rule's `code` param, so upgrading grail-sim reruns exactly the
+    stages whose code changed and the stages below them (grail_sim.code_version)."""
+    return stage_code_version(stage, GRAIL_VERSION)
 
 
 def start_model(trainer, short):
