@@ -60,3 +60,15 @@ def embedded_model_dir():
     from grail_sim.model.embedded import embedded_model_dir as build
 
     return build()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a training module: the CI machine's cores are shared, and
+    several threads spin-waiting on them slow tiny-model training down (README.md)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

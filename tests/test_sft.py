@@ -19,15 +19,8 @@ TINY_GRPO = ["per_device_train_batch_size=4", "num_generations=2", "max_completi
              "report_to=none"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The CI machine's cores are shared: one intra-op thread avoids spin-wait slowdowns."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# One intra-op torch thread for every test here (conftest.one_torch_thread says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

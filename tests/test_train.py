@@ -82,15 +82,8 @@ def _train_cli(recipe: str, dataset: Path, model: Path, out: Path, *extra: str, 
     return cli.main(argv)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The CI machine's cores are shared: one intra-op thread avoids spin-wait slowdowns (README.md)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# One intra-op torch thread for every test here (conftest.one_torch_thread says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _metric_rows(path: Path) -> list[dict]:
