@@ -31,7 +31,7 @@ from grail_sim.answers import DIRECTIONS
 from grail_sim.errors import EvaluationError
 from grail_sim.evaluation import baselines
 from grail_sim.evaluation.choice_metrics import ORACLE, distribution_metrics
-from grail_sim.evaluation.metrics import bootstrap_means
+from grail_sim.evaluation.metrics import _participant, bootstrap_means
 from grail_sim.evaluation.scorers import candidate_answers
 from grail_sim.rows import viewer_leaning
 
@@ -127,7 +127,7 @@ def baseline_probabilities(task: str, rows: Sequence[dict], train_rows: Sequence
 def _cross_fitted(task: str, rows: Sequence[dict], seed: int) -> tuple[dict[str, list], dict[str, Any]]:
     from sklearn.model_selection import GroupKFold
 
-    groups = [str(r.get("participant_id") or r["id"]) for r in rows]
+    groups = [_participant(r) for r in rows]
     folds = min(CROSS_FIT_FOLDS, len(set(groups)))
     vectors: dict[str, list] = {}
     if folds < 2:
@@ -187,7 +187,7 @@ def likelihood_metrics(task: str, records: Sequence[dict], rows: Sequence[dict],
     sources = {POLICY: [r["probabilities"] for r in records], **vectors}
     reference = "position_prior" if task == "next_video" else "direction_prior"
     figures = distribution_metrics(records, sources, reference=reference, **options)
-    groups = [str(r.get("participant_id") or r["id"]) for r in records]
+    groups = [_participant(r) for r in records]
     figures["valid_mass"] = bootstrap_means(groups, {"valid_mass": [r["valid_mass"] for r in records]},
                                             **options)["valid_mass"]
     figures["baselines"] = fitted
