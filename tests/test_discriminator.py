@@ -7,10 +7,13 @@ import dataclasses
 import json
 
 import pytest
-from test_train import make_prompt_rows, one_torch_thread  # noqa: F401 - autouse fixture
+from test_train import make_prompt_rows
 
 from grail_sim.training import discriminator as disc
 from grail_sim.training.gail_reward import GailReward
+
+# One intra-op torch thread for every test here (conftest.one_torch_thread says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _settings(**kwargs) -> disc.GailSettings:
