@@ -137,3 +137,11 @@ def test_topic_names_one_issue_or_none(topic):
         assert "wage" in low and "gun" not in low
     else:
         assert ("gun" in low) == ("wage" in low)
+
+
+def test_session_start_is_read_in_seconds_and_nan_when_unknown():
+    session = {"sessionID": "s1", "vids": ["AAAAAAAAAAA", "BBBBBBBBBBB"], "startTime": 1_600_000_060_000}
+    assert parse_session(session).started_s == 1_600_000_060.0
+    for missing in (None, "NA", "soon"):
+        started = parse_session(dict(session, startTime=missing)).started_s
+        assert math.isnan(started)

@@ -157,6 +157,22 @@ def test_last_step_follows_the_table_not_the_text_of_session_ids():
     assert last[("study1", "p1")]["row_id"] == "s-a:1"
 
 
+def test_last_step_follows_the_session_start_times_over_the_table():
+    # The table lists "s-late" first, but its session started later: time wins over table order.
+    rows = (session("s-late", "p1", ["a", "b", "c"], [0, 1]) + session("s-early", "p1", ["d", "e", "f"], [0, 1]))
+    for row in rows:
+        row["session_start_s"] = 2000.0 if row["session_id"] == "s-late" else 1000.0
+    assert prompts_build.last_steps(rows)[("study1", "p1")]["row_id"] == "s-late:1"
+
+
+def test_last_step_falls_back_to_the_table_when_a_session_start_is_unknown():
+    # One of the participant's sessions has no start: the times cannot order both, the table does.
+    rows = (session("s-late", "p1", ["a", "b", "c"], [0, 1]) + session("s-early", "p1", ["d", "e", "f"], [0, 1]))
+    for row in rows:
+        row["session_start_s"] = 2000.0 if row["session_id"] == "s-late" else float("nan")
+    assert prompts_build.last_steps(rows)[("study1", "p1")]["row_id"] == "s-early:1"
+
+
 def test_last_step_within_a_session_is_the_highest_step_number():
     # Steps compared as numbers: step 10 comes after step 9 (as text "10" < "9"), whatever the row order.
     vids = [f"v{k}" for k in range(12)]

@@ -105,6 +105,7 @@ class ParsedSession:
     steps: list[ParsedStep]
     watched_s: list[float]
     total_s: list[float]
+    started_s: float = math.nan  # the session's start (epoch seconds, from startTime in ms); NaN when unknown
     counters: Counter = field(default_factory=Counter)
 
 
@@ -184,6 +185,7 @@ def parse_session(obj: Any) -> ParsedSession:
         steps=steps,
         watched_s=_times_seconds(obj.get("vidWatchTimes"), raw_vids, vids, "watch_times", counters),
         total_s=_times_seconds(obj.get("vidTotalLengths"), raw_vids, vids, "total_lengths", counters),
+        started_s=to_float(obj.get("startTime")) / 1000,
         counters=counters,
     )
 

@@ -218,6 +218,7 @@ def _row(session: ParsedSession, step: ParsedStep, fields: Mapping, current_meta
     return {
         "row_id": f"{session.session_id}:{position}",
         "session_id": session.session_id,
+        "session_start_s": session.started_s,
         "participant_id": fields["participant_id"],
         "issue": fields["issue"],
         "participant_study": fields["participant_study"],

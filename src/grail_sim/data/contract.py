@@ -13,7 +13,7 @@ from grail_sim.errors import CapsuleError
 from grail_sim.io import atomic_path, write_json
 
 CONTRACT_COLUMNS = [
-    "row_id", "session_id", "participant_id", "issue", "participant_study", "treatment_arm", "step_index",
+    "row_id", "session_id", "session_start_s", "participant_id", "issue", "participant_study", "treatment_arm", "step_index",
     "current_video_id", "current_video_title", "current_video_channel", "current_video_duration_s",
     "history", "current_watched_s", "current_total_s", "slate_items", "slate_source", "n_options",
     "gold_video_id", "gold_index", "profile", "opinion_before", "opinion_after", "split",
@@ -73,7 +73,7 @@ def finalise(rows: list[dict], stats: dict, config: Mapping) -> tuple[Any, dict]
         stats["drops"]["row_duplicate_row_id"] = int(duplicated.sum())
         frame = frame[~duplicated].reset_index(drop=True)
     frame = frame.astype({"step_index": "int64", "n_options": "int64", "gold_index": "int64"})
-    for column in ("current_video_duration_s", "current_watched_s", "current_total_s", "opinion_before", "opinion_after"):
+    for column in ("session_start_s", "current_video_duration_s", "current_watched_s", "current_total_s", "opinion_before", "opinion_after"):
         frame[column] = frame[column].astype("float64")
     _check_one_split_per_participant(frame)
     stats |= {

@@ -136,6 +136,7 @@ def clean_dataset(path_or_name: str, columns: Mapping[str, str], config: Mapping
         rows.append({
             "row_id": str(record.get("row_id") or f"{session_id}:{step_index}"),
             "session_id": session_id,
+            "session_start_s": to_float(record.get("session_start_s")),
             "participant_id": str(record["participant_id"]),
             "issue": str(record["issue"]),
             "participant_study": str(record.get("participant_study") or ""),

@@ -394,6 +394,7 @@ def _add_survey_rows(world: _World, person: _Person, index_w2: float, after_miss
 def _add_session(world: _World, person: _Person, walk: _Walk, sessions: list[dict], faults: Counter) -> None:
     """The session's sessions.json entry in the platform's format (now and then logged twice)."""
     rng, ids, vids = world.rng, world.ids, walk.vids
+    started = _START_MS + 60_000 * len(sessions)
     watch, total = _ms_times(rng, vids, world.videos, as_list=bool(rng.random() < 0.5))
     session = {
         "sessionID": f"s{ids.new()}", "anonymousFirebaseAuthUID": f"fb{ids.new()}",
@@ -401,10 +402,11 @@ def _add_session(world: _World, person: _Person, walk: _Walk, sessions: list[dic
         # Logged ids sometimes carry a suffix after the 11-character id.
         "vids": [v + ("&t=0s" if rng.random() < 0.05 else "") for v in vids],
         "displayOrders": walk.display_orders, "vidWatchTimes": watch, "vidTotalLengths": total,
-        "vidStartTimes": {v: _START_MS + 1000 * k for k, v in enumerate(vids)},
-        "vidEndTimes": {v: _START_MS + 1000 * k + 500 for k, v in enumerate(vids)},
+        "vidStartTimes": {v: started + 1000 * k for k, v in enumerate(vids)},
+        "vidEndTimes": {v: started + 1000 * k + 500 for k, v in enumerate(vids)},
         "percentVisible": round(float(rng.uniform(0.6, 1.0)), 3),
-        "sessionFinished": bool(len(vids) > 1), "startTime": _START_MS, "endTime": _START_MS + 600_000,
+        # Sessions start a minute apart in the order they are logged (no random draw: the stream is unchanged).
+        "sessionFinished": bool(len(vids) > 1), "startTime": started, "endTime": started + 600_000,
     }
     sessions.append(session)
     if rng.random() < 0.01:  # the platform logged the same session twice

@@ -153,31 +153,30 @@ def _guard_future_history(rows) -> dict:
 def last_steps(records: list[dict]) -> dict[tuple, dict]:
     """(participant_study, participant_id) -> the participant's last row, `records` in table order.
 
-    "Last" should mean last in time, but Contract 1 carries no time: no session start and no
-    step timestamps (the capsule's sessions.json has `startTime` and `vidStartTimes`; the clean
-    stage does not keep them). What the rows do carry is, within a session, the step number
-    (compared as a number), and across sessions the order in which the clean stage wrote them,
-    which is the platform log's order. So a participant's sessions are ordered by where each
-    first appears in the table, and their steps by number. Session ids are random platform ids:
-    their text order says nothing about time, and step numbers as text put 10 before 9.
+    "Last" means last in time. A participant's sessions are ordered by their start
+    (`session_start_s`, Contract 1, from the platform log's `startTime`) when every one of their
+    sessions has one; otherwise, and between sessions that started at the same moment, by where each
+    session first appears in the table, which is the platform log's order. Within a session, steps
+    are ordered by their number, compared as a number. Session ids are random platform ids: their
+    text order says nothing about time, and step numbers as text put 10 before 9.
 
     The opinion context needs no usable slate, so a participant whose last step lost its slate
     still counts: every row of the clean table competes for "last step".
     """
     session_rank: dict[str, int] = {}
+    by_participant: dict[tuple, list[dict]] = {}
     for position, record in enumerate(records):
         session_rank.setdefault(str(record["session_id"]), position)
+        by_participant.setdefault((record["participant_study"], record["participant_id"]), []).append(record)
 
-    def when(record: Mapping[str, Any]) -> tuple[int, int]:
-        return session_rank[str(record["session_id"])], int(record["step_index"])
+    def last(rows: list[dict]) -> dict:
+        starts = [finite(row.get("session_start_s")) for row in rows]
+        timed = all(start is not None for start in starts)
+        return max(zip(rows, starts), key=lambda pair: ((pair[1] if timed else 0.0),
+                                                        session_rank[str(pair[0]["session_id"])],
+                                                        int(pair[0]["step_index"])))[0]
 
-    last_rows: dict[tuple, dict] = {}
-    for record in records:
-        key = (record["participant_study"], record["participant_id"])
-        previous = last_rows.get(key)
-        if previous is None or when(record) > when(previous):
-            last_rows[key] = record
-    return last_rows
+    return {key: last(rows) for key, rows in by_participant.items()}
 
 
 def _select(frame, issue: str, source: str) -> tuple[Selection, dict]:
