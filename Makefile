@@ -24,8 +24,10 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES)
 
+# One pytest worker per core (pytest-xdist), whole test files per worker so that module fixtures
+# (one torch thread, a trained tiny model) are built once; the model cache is shared under a file lock.
 test: $(BIN)/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile
 
 dry-run: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local -n

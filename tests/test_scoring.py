@@ -11,6 +11,7 @@ import pytest
 
 from grail_sim import io
 from grail_sim.answers import DIRECTIONS
+from grail_sim.errors import EvaluationError
 from grail_sim.evaluation import evaluate as evaluation_evaluate
 from grail_sim.evaluation import scorers
 from grail_sim.prompts import importer as prompts_importer
@@ -18,14 +19,19 @@ from grail_sim.prompts import settings as prompts_settings
 from test_evaluate import REAL, ConstantGenerator, _rows, _settings, fake_model_dir, make_prompts
 
 
-def _brute_force(scorer: scorers.HFScorer, messages, answers) -> list[float]:
-    """ln P(answer</answer> | prompt + prefix), one unpadded sequence per candidate, no cache."""
+def _empty_think(answers) -> list[str]:
+    """The candidates' continuations after the empty-think prefix: `N</answer>`."""
+    return [scorers.ThinkForcing().continuation(answer, k, None) for k, answer in enumerate(answers, 1)]
+
+
+def _brute_force(scorer: scorers.HFScorer, messages, continuations) -> list[float]:
+    """ln P(continuation | prompt + prefix), one unpadded sequence per candidate, no cache."""
     import torch
 
     prompt = scorer.prompt_ids(messages)
     out = []
-    for answer in answers:
-        ids = scorer.candidate_ids(answer)
+    for continuation in continuations:
+        ids = scorer.candidate_ids(continuation)
         with torch.no_grad():
             logits = scorer.model(input_ids=torch.tensor([prompt + ids])).logits[0].float()
         logprobs = torch.log_softmax(logits, dim=-1)
@@ -38,9 +44,9 @@ def test_batched_scores_equal_one_sequence_at_a_time_with_options_past_nine(tiny
     rows = _rows("next_video", "test", 3)
     # Prompts of different lengths share a batch (left padding), with 12 options and with directions.
     rows[1]["prompt"][1]["content"] += " A much longer viewer description." * 5
-    batch = [(rows[0]["prompt"], scorers.candidate_answers("next_video", 12)),
-             (rows[1]["prompt"], scorers.candidate_answers("next_video", 3)),
-             (rows[2]["prompt"], scorers.candidate_answers("opinion", 0))]
+    batch = [(rows[0]["prompt"], _empty_think(scorers.candidate_answers("next_video", 12))),
+             (rows[1]["prompt"], _empty_think(scorers.candidate_answers("next_video", 3))),
+             (rows[2]["prompt"], _empty_think(scorers.candidate_answers("opinion", 0)))]
     scored = scorer.score(batch)
     for (messages, answers), result in zip(batch, scored):
         assert len(result.log_likelihoods) == len(answers)
@@ -62,6 +68,72 @@ def test_candidates_tokenise_the_same_alone_as_after_the_prefix(tokenizer_dir):
         alone = tokenizer(answer + scorers.ANSWER_CLOSE, add_special_tokens=False)["input_ids"]
         joined = tokenizer(prompt + answer + scorers.ANSWER_CLOSE, add_special_tokens=False)["input_ids"]
         assert joined == prefix + alone, answer
+
+
+# ------------------------------------------------------------------------------ trained think
+TEMPLATE = "Next: {short_title}"
+SLATE = [{"title": "Gun Bans Fail: What the Data Shows", "channel": "Armed Citizen Report"},
+         {"title": "Stricter Gun Laws Save Lives (Part 2)", "channel": "Safer Streets Now"},
+         {"title": "Why the Second Amendment Protects Every Family", "channel": "Gun Rights Defenders"}]
+
+
+def test_trained_think_writes_the_sft_target_of_each_option():
+    from grail_sim.training.warmup import warmup_target
+
+    think = scorers.ThinkForcing(TEMPLATE)
+    assert think.prefix == "<think>"
+    for k, item in enumerate(SLATE, 1):
+        # The prefix plus option k's continuation is exactly the reply sft teaches for a human who chose k.
+        row = {"gold_index": k, "slate_items": json.dumps(SLATE)}
+        assert think.prefix + think.continuation(str(k), k, item) == warmup_target(row, TEMPLATE)
+    # A direction names no option: it is scored after an empty think, written out.
+    assert think.continuation("increase", 1, None) == "</think><answer>increase</answer>"
+    assert scorers.ThinkForcing().prefix == scorers.ANSWER_PREFIX
+
+
+def test_trained_think_candidates_tokenise_the_same_alone_as_in_the_training_reply(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    think = scorers.ThinkForcing(TEMPLATE)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Pick one."}], tokenize=False,
+                                           add_generation_prompt=True) + think.prefix
+    prefix = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    for k, item in enumerate(SLATE, 1):
+        continuation = think.continuation(str(k), k, item)
+        alone = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        joined = tokenizer(prompt + continuation, add_special_tokens=False)["input_ids"]
+        assert joined == prefix + alone, continuation
+
+
+def test_trained_think_scores_equal_whole_replies_one_at_a_time(tiny_model_dir):
+    from grail_sim.evaluation import likelihood
+
+    scorer = scorers.HFScorer(tiny_model_dir, batch_size=2, device="cpu", think=scorers.ThinkForcing(TEMPLATE))
+    rows = _rows("next_video", "test", 2)
+    rows[0]["slate_items"], rows[0]["n_options"] = json.dumps(SLATE), 3
+    rows[1]["slate_items"], rows[1]["n_options"] = json.dumps(SLATE + SLATE[:1]), 4
+    records = likelihood.score_batch(scorer, "next_video", rows)
+    for row, record in zip(rows, records):
+        items = json.loads(row["slate_items"])
+        replies = [scorers.ThinkForcing(TEMPLATE).continuation(str(k), k, item) for k, item in enumerate(items, 1)]
+        assert record["log_likelihoods"] == pytest.approx(_brute_force(scorer, row["prompt"], replies), abs=1e-4)
+    # Options 1 and 4 of the second row name the same video: only the answer digit tells them apart.
+    assert records[1]["log_likelihoods"][0] != records[1]["log_likelihoods"][3]
+
+
+def test_think_forcing_follows_the_models_recorded_template(tmp_path):
+    trained = fake_model_dir(tmp_path / "sft")
+    (trained / "grail_sim.json").write_text(json.dumps({"trainer": "sft", "think_template": TEMPLATE}))
+    untrained = fake_model_dir(tmp_path / "base")
+    assert scorers.think_forcing(trained, "trained").template == TEMPLATE
+    assert scorers.think_forcing(trained, "empty").template == ""
+    assert scorers.think_forcing(untrained, "trained").template == ""
+    (trained / "grail_sim.json").write_text(json.dumps({"think_template": "Next: {rating}"}))
+    with pytest.raises(EvaluationError, match=r"sft/grail_sim.json: think_template 'Next: \{rating\}'"):
+        scorers.think_forcing(trained, "trained")
+    with pytest.raises(EvaluationError, match="evaluate.score_think must be one of empty, trained"):
+        scorers.think_forcing(untrained, "greedy")
 
 
 def _train_answer_only_policy(model_dir: Path, rows: list[dict], steps: int = 60) -> None:
@@ -104,7 +176,8 @@ def test_scoring_argmax_equals_the_greedy_answer_of_an_answer_only_policy(tiny_m
     generator = HFGenerator(model_dir, _settings(max_new_tokens=12, batch_size=1))
     scorer = scorers.HFScorer(model_dir, batch_size=3, device="cpu")
     replies = [generator.generate([row["prompt"]])[0] for row in rows]
-    scored = scorer.score([(row["prompt"], scorers.candidate_answers("next_video", row["n_options"])) for row in rows])
+    scored = scorer.score([(row["prompt"], _empty_think(scorers.candidate_answers("next_video", row["n_options"])))
+                           for row in rows])
     parsed = [answers.parse_choice(reply, row["n_options"]) for reply, row in zip(replies, rows)]
     assert all(p is not None for p in parsed), replies  # the policy answers at once, in format
     argmax = [1 + max(range(len(s.probabilities)), key=s.probabilities.__getitem__) for s in scored]
@@ -147,7 +220,7 @@ def test_vllm_scorer_reads_prompt_logprobs_like_the_hf_scorer(tiny_model_dir, mo
     monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
     vllm = scorers.VLLMScorer(tiny_model_dir, engine=_HFBackedEngine(hf.model), tokenizer=hf.tokenizer)
     rows = _rows("next_video", "test", 2)
-    batch = [(row["prompt"], scorers.candidate_answers("next_video", row["n_options"])) for row in rows]
+    batch = [(row["prompt"], _empty_think(scorers.candidate_answers("next_video", row["n_options"]))) for row in rows]
     for ours, theirs in zip(hf.score(batch), vllm.score(batch)):
         assert ours.log_likelihoods == pytest.approx(theirs.log_likelihoods, abs=1e-4)
 
@@ -157,6 +230,7 @@ class FixedScorer:
 
     backend = "test-fixed"
     chunk_size = 4
+    think = scorers.ThinkForcing()
 
     def __init__(self, valid_mass: float = 1.0):
         self.calls, self.valid_mass = 0, valid_mass

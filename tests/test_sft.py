@@ -129,6 +129,7 @@ def test_sft_trains_writes_contract_3_outputs_and_resumes(tiny_model_dir, prompt
         assert (out / name).exists(), name
     provenance = json.loads((out / "final" / "grail_sim.json").read_text())
     assert provenance["trainer"] == "sft" and provenance["adapter"] is True and provenance["global_step"] == 2
+    assert provenance["think_template"] == "Next: {short_title}"  # the recipe's, for the trained-think scoring
     assert provenance["base_model_path"] == str(Path(tiny_model_dir).resolve())
     assert provenance["base_model_sha256"] == io.file_sha256(tiny_model_dir)
     steps = [row for row in _rows(out / "metrics.jsonl") if "loss" in row]
@@ -158,6 +159,9 @@ def test_grpo_starts_from_the_sft_adapter_and_load_policy_loads_the_result(tiny_
     assert _train("grpo", prompt_dataset, sft_out / "final", grpo_out, TINY_GRPO, max_steps=1) == 0
     provenance = json.loads((grpo_out / "final" / "grail_sim.json").read_text())
     assert provenance["start_model"] == str(sft_out / "final")
+    # The think sft taught is the one the RL policy writes, and the evaluation scores it after.
+    sft_template = json.loads((sft_out / "final" / "grail_sim.json").read_text())["think_template"]
+    assert sft_template and provenance["think_template"] == sft_template
     assert provenance["base_model_sha256"] == io.file_sha256(tiny_model_dir)
     assert Path(adapter_base(grpo_out / "final")) == Path(tiny_model_dir).resolve()
 

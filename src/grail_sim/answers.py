@@ -1,4 +1,5 @@
-"""The one parser of model outputs, shared by the rewards and the evaluation.
+"""The one answer format: its parser, shared by the rewards and the evaluation, and its writer,
+shared by the supervised targets (sft, the warm-up) and the think-forced scoring.
 
 Next-video answers: `<think>...</think><answer>N</answer>` with N in 1..n_options.
 Opinion answers: `<think>...</think><answer>0.42</answer>`, a post-study index on the 0-1 scale,
@@ -68,3 +69,21 @@ def parse_direction(text: str) -> str | None:
         return None
     label = found.group(1).lower()
     return "no_change" if label.startswith("no") else label
+
+
+# The fields a think template may use, with the value a template is checked against.
+THINK_FIELDS = {"index": 1, "title": "", "short_title": "", "channel": ""}
+
+
+def think_text(template: str, index: int, item: dict | None) -> str:
+    """A think template filled for one option: `{index}` (1-based), `{title}`, `{short_title}` (its
+    first 5 words) and `{channel}` from the option's slate item (empty when unknown)."""
+    item = item or {}
+    title = str(item.get("title") or "").strip()
+    return template.format(index=int(index), title=title, short_title=" ".join(title.split()[:5]),
+                           channel=str(item.get("channel") or "").strip())
+
+
+def reply(think: str, answer: str) -> str:
+    """The whole reply the prompts ask for: `<think>{think}</think><answer>{answer}</answer>`."""
+    return f"<think>{think}</think><answer>{answer}</answer>"

@@ -188,13 +188,25 @@ def _options(row: Mapping[str, Any], text_options: list[dict] | None, n: int) ->
     return [_structured_item(item) for item in slate] if slate else text_options
 
 
-def decision(row: Mapping[str, Any]) -> Decision:
-    """A row as a `Decision`: structured columns where filled, the prompt text otherwise."""
-    row_id, n = _row_id(row), n_options(row)
+def _last_user_text(row: Mapping[str, Any]) -> str:
     messages = row.get("prompt")  # a list, or an array when the rows come from a parquet frame
     users = [m for m in (list(messages) if messages is not None else []) if isinstance(m, Mapping)
              and m.get("role") == "user"]
-    context, text_options = _text_options(row, str(users[-1].get("content", "")) if users else "")
+    return str(users[-1].get("content", "")) if users else ""
+
+
+def viewer_text(row: Mapping[str, Any]) -> str:
+    """The viewer's profile paragraph, or for an imported row without one the user message's
+    context before its OPTIONS (where the profile is stated); opinion rows included."""
+    if row.get("viewer_profile"):
+        return str(row["viewer_profile"])
+    return _text_options(row, _last_user_text(row))[0]
+
+
+def decision(row: Mapping[str, Any]) -> Decision:
+    """A row as a `Decision`: structured columns where filled, the prompt text otherwise."""
+    row_id, n = _row_id(row), n_options(row)
+    context, text_options = _text_options(row, _last_user_text(row))
     options = _options(row, text_options, n)
     sections = _sections(context)
     profile = " ".join(str(row.get("viewer_profile") or "").split()) or " ".join(sections["profile"])

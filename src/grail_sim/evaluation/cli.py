@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         model_dir=Path(args.model), prompts_dir=Path(args.prompts), tasks=section["tasks"], split=args.split,
         out_dir=Path(args.out), settings=settings,
         mode=section["mode"], generate_rows=rows["generate_rows"], score_rows=rows["score_rows"],
-        score_batch_size=section["score_batch_size"],
+        score_batch_size=section["score_batch_size"], score_think=section["score_think"],
         train_split_dir=Path(args.train_split_dir) if args.train_split_dir else None,
         model_name=args.model_name, bootstrap_samples=section["bootstrap_samples"],
         confidence=section["confidence"], direction_tolerance=sections["prompts"]["direction_tolerance"],

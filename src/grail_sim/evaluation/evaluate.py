@@ -139,6 +139,7 @@ def evaluate(
     generate_rows: int = DEFAULTS["generate_rows"],
     score_rows: int = DEFAULTS["score_rows"],
     score_batch_size: int = DEFAULTS["score_batch_size"],
+    score_think: str = DEFAULTS["score_think"],
     train_split_dir: Path | None = None,
     model_name: str | None = None,
     bootstrap_samples: int = DEFAULTS["bootstrap_samples"],
@@ -152,12 +153,14 @@ def evaluate(
     `score_rows` and `generate_rows` cap the rows scored and generated per task (0 = all; a seeded
     sample in dataset order otherwise). Both files are always written (empty for a mode not run),
     so a workflow's outputs do not depend on the mode. `demo_truth` (a demo capsule's ground truth)
-    adds the demo's oracle to the likelihood figures as the ceiling. Returns the metrics.
+    adds the demo's oracle to the likelihood figures as the ceiling. `score_think` says what is
+    forced before each scored answer (evaluation/scorers.py). Returns the metrics.
     """
     if mode not in MODES:
         raise EvaluationError(f"evaluate.mode must be one of {', '.join(MODES)} (got {mode!r})")
     if not model_dir.is_dir():
         raise EvaluationError(f"model folder {model_dir} does not exist")
+    think = scorers.think_forcing(model_dir, score_think)
     out_dir.mkdir(parents=True, exist_ok=True)
     datasets_by_task = {task: load_task_split(prompts_dir, task, split) for task in tasks}
     provenance = provenance_of(model_dir, prompts_dir, tasks, split)
@@ -173,9 +176,10 @@ def evaluate(
                         "generated": len(jobs["generate"][task])} for task, ds in datasets_by_task.items()},
     }
 
-    score_stream = RecordStream(out_dir, SCORES, {**inputs, "score_rows": score_rows, "dtype": settings.dtype})
-    result["scoring"] = _run_scoring(model_dir, split, settings, score_batch_size, datasets_by_task, jobs["score"],
-                                     score_stream)
+    score_stream = RecordStream(out_dir, SCORES, {**inputs, "score_rows": score_rows, "dtype": settings.dtype,
+                                                  **think.describe()})
+    result["scoring"] = _run_scoring(model_dir, split, settings, score_batch_size, think, datasets_by_task,
+                                     jobs["score"], score_stream)
     scores = score_stream.records(tasks)
     result["likelihood"] = {
         task: likelihood.likelihood_metrics(task, scores[task], _rows_for(scores[task], datasets_by_task[task]),
@@ -231,16 +235,17 @@ def _pending(stream: RecordStream, task: str, dataset, indices: list[int]) -> li
 
 
 def _run_scoring(model_dir: Path, split: str, settings: GenerationSettings, batch_size: int,
-                 datasets_by_task: dict[str, Any], jobs: dict[str, list[int]], stream: RecordStream) -> dict[str, Any]:
+                 think: scorers.ThinkForcing, datasets_by_task: dict[str, Any], jobs: dict[str, list[int]],
+                 stream: RecordStream) -> dict[str, Any]:
     """Score the rows not yet in `stream`; returns the run's throughput record."""
     def load():
         scorer = scorers.make_scorer(model_dir, backend=settings.backend, batch_size=batch_size,
-                                     device=settings.device, dtype=settings.dtype, seed=settings.seed)
+                                     device=settings.device, dtype=settings.dtype, seed=settings.seed, think=think)
         return scorer, lambda task, batch: likelihood.score_batch(scorer, task, batch)
 
     record = _run_pending(load, f"score {model_dir.name} [{split}]", datasets_by_task, jobs, stream,
                           count_key="scored_rows", rate_key="rows_per_second")
-    return {**record, "batch_size": batch_size, "dtype": settings.dtype, "prefix": scorers.ANSWER_PREFIX}
+    return {**record, "batch_size": batch_size, "dtype": settings.dtype, **think.describe()}
 
 
 def _run_generation(model_dir: Path, split: str, settings: GenerationSettings, datasets_by_task: dict[str, Any],

@@ -33,7 +33,7 @@ from grail_sim.evaluation import baselines
 from grail_sim.evaluation.choice_metrics import ORACLE, distribution_metrics
 from grail_sim.evaluation.metrics import _participant, bootstrap_means
 from grail_sim.evaluation.scorers import candidate_answers
-from grail_sim.rows import viewer_leaning
+from grail_sim.rows import json_list, viewer_leaning
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,6 @@ def scorable(task: str, dataset) -> bool:
     return len(dataset) > 0 and str(dataset[0].get("answer")) in DIRECTIONS
 
 
-def _viewer_text(row: dict) -> str:
-    """The profile, or for an imported row (no profile column) the user message before its options."""
-    if row.get("viewer_profile"):
-        return str(row["viewer_profile"])
-    user = [m["content"] for m in row["prompt"] if m["role"] == "user"]
-    return user[-1].split("\nOPTIONS", 1)[0] if user else ""
-
-
 def gold_position(task: str, row: dict) -> int | None:
     """The 1-based position of the participant's answer among `candidate_answers` (None: unknown)."""
     if task == "next_video":
@@ -64,18 +56,37 @@ def gold_position(task: str, row: dict) -> int | None:
     return DIRECTIONS.index(direction) + 1 if direction in DIRECTIONS else None
 
 
+def option_items(row: dict) -> list[dict]:
+    """The row's options as slate items (title, channel), for filling a think template: the
+    `slate_items` column, or for an imported row without one the OPTIONS lines of its prompt."""
+    items = [item for item in json_list(row.get("slate_items"), "slate_items", str(row.get("id")))
+             if isinstance(item, dict)]
+    if len(items) == int(row["n_options"]):
+        return items
+    return [{"title": option["text"], "channel": option["channel"]} for option in baselines.decision(row).options]
+
+
+def continuations(scorer, task: str, row: dict, answers: Sequence[str]) -> list[str]:
+    """What the scorer's think forcing appends after its prefix for each candidate answer."""
+    think = scorer.think
+    if task != "next_video" or not think.template:
+        return [think.continuation(answer, k, None) for k, answer in enumerate(answers, 1)]
+    return [think.continuation(answer, k, item) for k, (answer, item) in enumerate(zip(answers, option_items(row)), 1)]
+
+
 def score_batch(scorer, task: str, batch: list[dict]) -> list[dict]:
     """Scores.jsonl records of `batch` (Contract 4): log-likelihoods, the renormalised distribution,
     the probability mass on valid answers, the gold position and the breakdown keys."""
     candidates = [candidate_answers(task, int(row["n_options"]) if task == "next_video" else 0) for row in batch]
-    scored = scorer.score([(row["prompt"], answers) for row, answers in zip(batch, candidates)])
+    scored = scorer.score([(row["prompt"], continuations(scorer, task, row, answers))
+                           for row, answers in zip(batch, candidates)])
     return [{
         "id": str(row["id"]), "task": task, "n_options": len(answers), "gold": gold_position(task, row),
         "candidates": answers, "log_likelihoods": list(result.log_likelihoods),
         "probabilities": result.probabilities, "valid_mass": result.valid_mass,
         "issue": row.get("issue"), "participant_study": row.get("participant_study"),
         "participant_id": row.get("participant_id"), "treatment_arm": row.get("treatment_arm"),
-        "viewer_leaning": viewer_leaning(_viewer_text(row)),
+        "viewer_leaning": viewer_leaning(baselines.viewer_text(row)),
     } for row, answers, result in zip(batch, candidates, scored)]
 
 

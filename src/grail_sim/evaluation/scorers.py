@@ -1,26 +1,39 @@
 """Likelihood scoring: the policy's probability of every allowed answer of a prompt, from one
 forward pass over the prompt instead of one sampled reply.
 
-What is scored. After the chat prompt, the assistant turn is forced to `ANSWER_PREFIX`
-(`<think></think><answer>`), and each candidate answer is the string the format asks for, closed
-by its tag: `"1</answer>"`, ..., `"12</answer>"` for a slate, or `"increase</answer>"`,
-`"decrease</answer>"`, `"no_change</answer>"` for an opinion direction. Its score is the summed
-log-probability of the candidate's tokens after that prefix. Closing the tag is what makes options
-10 and above exact: the digits of "1" are a prefix of "12", and only the terminator tells them apart.
+What is scored. After the chat prompt the assistant turn is forced up to a prefix, and each
+candidate is the rest of the reply the format asks for, closed by its tag (`ThinkForcing`):
 
-Why an empty think. The prompts ask for `<think>brief reasoning</think><answer>N</answer>`; what a
-user wants scored is the policy's choice, so the reasoning is left empty and the answer is read off
-directly. Scoring after the policy's own greedy think would condition every row on one sampled text
-and cost a full generation per row, which is the cost scoring exists to avoid; generation mode
-(`evaluate.mode: both`) still shows what the policy writes when it thinks. A policy trained to
-write a long think before answering can lose probability mass on valid answers after an empty one:
-that shows as a low `valid_mass` (the total probability of all candidates before renormalising),
-which the report prints beside the parse rate, so a collapsed policy is plain to see.
+- empty think (`evaluate.score_think: empty`, the default, and any model trained with no think
+  template, such as `base`): the prefix is `<think></think><answer>` and the candidates
+  `"1</answer>"`, ..., `"12</answer>"` for a slate, or `"increase</answer>"`, ... for a direction;
+- trained think (`evaluate.score_think: trained`, for a model whose training run recorded a think
+  template, such as sft and the RL runs that start from it): the prefix is `<think>` and candidate
+  k is the think the model was trained to write for option k followed by its answer,
+  `"Next: Gun Bans Fail: What the</think><answer>3</answer>"`. Direction answers have no option
+  to fill a template with: they are scored after an empty think written out,
+  `"</think><answer>increase</answer>"`.
+
+A candidate's score is the summed log-probability of its tokens after the prefix. Closing the tag is
+what makes options 10 and above exact: the digits of "1" are a prefix of "12", and only the
+terminator tells them apart.
+
+Why two. What a user wants scored is the policy's choice without sampling: one forward per row,
+where generation costs a full reply. A policy trained to answer with a bare digit (or never trained)
+is asked exactly that after an empty think. A policy trained to name its choice in the think first
+("Next: <title>", the sft target) makes its choice there, and its digit only copies the position:
+the trained think scores each option as the whole reply the policy was trained to write for it.
+Measured (benchmarks/recovery.md), the trained think is the mode that moves while sft trains, but
+it multiplies a whole title's token probabilities and starts far above uniform, so within a CPU
+budget it reads worse than the empty think; `empty` stays the default and both are reported by the
+recovery benchmark. Either way the total probability of the candidates is `valid_mass`, beside the
+parse rate, so a policy that puts its mass elsewhere is plain to see; scoring after the policy's own
+greedy think would tie each row to one sampled text at the cost of a generation.
 
 Two backends give the same numbers: HF (`HFScorer`: one batched forward over the left-padded
-prompts with a KV cache, then one small forward over every candidate's tokens from that cache) on
-any device, and vLLM prompt log-probabilities (`VLLMScorer`, with prefix caching) on CUDA nodes
-where vllm is installed.
+prompts with a KV cache, then one forward over every candidate's tokens from that cache) on any
+device, and vLLM prompt log-probabilities (`VLLMScorer`, with prefix caching) on CUDA nodes where
+vllm is installed.
 """
 
 from __future__ import annotations
@@ -31,15 +44,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from grail_sim.answers import DIRECTIONS
+from grail_sim.answers import DIRECTIONS, reply, think_text
 from grail_sim.errors import EvaluationError
 from grail_sim.evaluation.generators import DEFAULTS, vllm_usable
 
 log = logging.getLogger(__name__)
 
 
-ANSWER_PREFIX = "<think></think><answer>"
+ANSWER_PREFIX = "<think></think><answer>"  # the empty-think prefix
 ANSWER_CLOSE = "</answer>"
+THINK_OPEN = "<think>"  # the trained-think prefix
+SCORE_THINK_MODES = ("empty", "trained")
+
+
+@dataclass(frozen=True)
+class ThinkForcing:
+    """What is forced between the prompt and the candidates: an empty think (`template` "") or the
+    think a model was trained to write, filled for each option (module doc)."""
+
+    template: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return THINK_OPEN if self.template else ANSWER_PREFIX
+
+    def continuation(self, answer: str, index: int, item: dict | None) -> str:
+        """The text after `prefix` that completes the reply choosing `answer` (option `index`,
+        1-based, with slate item `item`; `item` None for an answer that names no option)."""
+        if not self.template:
+            return answer + ANSWER_CLOSE
+        think = think_text(self.template, index, item) if item is not None else ""
+        return reply(think, answer)[len(THINK_OPEN):]
+
+    def describe(self) -> dict[str, str]:
+        return {"prefix": self.prefix, "think_template": self.template}
 
 
 def candidate_answers(task: str, n_options: int) -> list[str]:
@@ -73,6 +111,24 @@ class ScoredAnswers:
         return [w / total for w in weights]
 
 
+def think_forcing(model_dir: Path, score_think: str) -> ThinkForcing:
+    """The think forcing `evaluate.score_think` asks for, for the model at `model_dir`."""
+    from grail_sim.model.loading import trained_think_template
+
+    if score_think not in SCORE_THINK_MODES:
+        raise EvaluationError(f"evaluate.score_think must be one of {', '.join(SCORE_THINK_MODES)} "
+                              f"(got {score_think!r})")
+    template = trained_think_template(model_dir) if score_think == "trained" else ""
+    if template:
+        try:
+            think_text(template, 1, {})
+        except (KeyError, IndexError, ValueError) as err:
+            raise EvaluationError(f"{Path(model_dir) / 'grail_sim.json'}: think_template {template!r} cannot be "
+                                  f"filled ({err})") from None
+    log.info("scoring %s after %s", model_dir, f"its trained think {template!r}" if template else "an empty think")
+    return ThinkForcing(template)
+
+
 class HFScorer:
     """Candidate log-likelihoods with a Hugging Face causal LM (full model or merged adapter).
 
@@ -84,18 +140,22 @@ class HFScorer:
 
     backend = "hf"
 
-    def __init__(self, model_dir: Path, *, batch_size: int = DEFAULTS["score_batch_size"], device: str = "auto",
-                 dtype: str = DEFAULTS["dtype"]):
+    def __init__(self, model_dir: Path | None, *, batch_size: int = DEFAULTS["score_batch_size"], device: str = "auto",
+                 dtype: str = DEFAULTS["dtype"], think: ThinkForcing = ThinkForcing(), loaded: tuple | None = None):
+        """`loaded` = (model, tokenizer) already in memory (a benchmark scoring during training) in
+        place of loading `model_dir`."""
         from grail_sim.model.loading import load_policy
 
-        self.model, self.tokenizer = load_policy(model_dir, dtype=dtype, device=device)
+        self.model, self.tokenizer = loaded if loaded is not None else load_policy(model_dir, dtype=dtype,
+                                                                                     device=device)
         self.chunk_size = batch_size
+        self.think = think
         self._candidate_ids: dict[str, list[int]] = {}
 
     def render(self, messages: Sequence[dict]) -> str:
-        """The chat prompt with the assistant turn opened and forced up to the answer."""
+        """The chat prompt with the assistant turn opened and forced up to the prefix."""
         prompt = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return prompt + ANSWER_PREFIX
+        return prompt + self.think.prefix
 
     def prompt_ids(self, messages: Sequence[dict]) -> list[int]:
         return self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"]
@@ -103,14 +163,16 @@ class HFScorer:
     def prompt_length(self, messages: Sequence[dict]) -> int:
         return len(self.prompt_ids(messages))
 
-    def candidate_ids(self, answer: str) -> list[int]:
-        """Token ids of `answer</answer>`, tokenised on their own: the prefix ends at a tag's `>`,
-        a boundary this tokenizer never merges across (tests check it on the embedded tokenizer)."""
-        if answer not in self._candidate_ids:
-            self._candidate_ids[answer] = self.tokenizer(answer + ANSWER_CLOSE, add_special_tokens=False)["input_ids"]
-        return self._candidate_ids[answer]
+    def candidate_ids(self, continuation: str) -> list[int]:
+        """Token ids of a candidate's continuation, tokenised on their own: the prefix ends at a
+        tag's `>`, a boundary this tokenizer never merges across (tests check it on the embedded
+        tokenizer)."""
+        if continuation not in self._candidate_ids:
+            self._candidate_ids[continuation] = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        return self._candidate_ids[continuation]
 
     def score(self, batch: Sequence[tuple[Sequence[dict], Sequence[str]]]) -> list[ScoredAnswers]:
+        """(messages, candidate continuations) pairs -> each candidate's log-likelihood."""
         import torch
 
         prompts = [self.prompt_ids(messages) for messages, _ in batch]
@@ -180,7 +242,7 @@ class VLLMScorer:
 
     def __init__(self, model_dir: Path, *, batch_size: int = DEFAULTS["score_batch_size"],
                  seed: int = DEFAULTS["seed"], engine: Any = None,
-                 tokenizer: Any = None):
+                 tokenizer: Any = None, think: ThinkForcing = ThinkForcing()):
         if engine is None:
             from transformers import AutoTokenizer
             from vllm import LLM
@@ -190,7 +252,8 @@ class VLLMScorer:
         self.engine, self.tokenizer = engine, tokenizer
         self.chunk_size = batch_size * 32  # vLLM schedules its own batches; chunks keep the stream to disk
         self._helper = HFScorer.__new__(HFScorer)  # rendering and candidate tokenisation only, no model
-        self._helper.tokenizer, self._helper._candidate_ids = tokenizer, {}
+        self._helper.tokenizer, self._helper._candidate_ids, self._helper.think = tokenizer, {}, think
+        self.think = think
 
     def prompt_length(self, messages: Sequence[dict]) -> int:
         # Only orders prompts (vLLM schedules its own batches): characters stand in for tokens.
@@ -200,10 +263,10 @@ class VLLMScorer:
         from vllm import SamplingParams
 
         requests, spans = [], []
-        for messages, answers in batch:
+        for messages, continuations in batch:
             prompt = self._helper.prompt_ids(messages)
-            for answer in answers:
-                ids = self._helper.candidate_ids(answer)
+            for continuation in continuations:
+                ids = self._helper.candidate_ids(continuation)
                 requests.append({"prompt_token_ids": prompt + ids})
                 spans.append(len(ids))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
@@ -228,7 +291,8 @@ def _candidate_logprob(prompt_logprobs: Sequence[Any], token_ids: Sequence[int],
 
 
 def make_scorer(model_dir: Path, *, backend: str = DEFAULTS["backend"], batch_size: int = DEFAULTS["score_batch_size"],
-                device: str = "auto", dtype: str = DEFAULTS["dtype"], seed: int = DEFAULTS["seed"]):
+                device: str = "auto", dtype: str = DEFAULTS["dtype"], seed: int = DEFAULTS["seed"],
+                think: ThinkForcing = ThinkForcing()):
     """The scorer `backend` asks for (`auto`: vLLM when usable and the model is not an adapter, else HF)."""
     model_dir = Path(model_dir)
     use_vllm = backend == "vllm" or (backend == "auto" and vllm_usable())
@@ -238,5 +302,5 @@ def make_scorer(model_dir: Path, *, backend: str = DEFAULTS["backend"], batch_si
         log.info("%s is a peft adapter: vLLM needs a merged model, scoring with HF", model_dir)
         use_vllm = False
     if use_vllm:
-        return VLLMScorer(model_dir, batch_size=batch_size, seed=seed)
-    return HFScorer(model_dir, batch_size=batch_size, device=device, dtype=dtype)
+        return VLLMScorer(model_dir, batch_size=batch_size, seed=seed, think=think)
+    return HFScorer(model_dir, batch_size=batch_size, device=device, dtype=dtype, think=think)

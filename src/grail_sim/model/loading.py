@@ -33,6 +33,7 @@ BASE_SHA_KEY = "base_model_sha256"
 
 # Written beside every model this project builds or trains: where it came from and how it was made.
 PROVENANCE_FILE = "grail_sim.json"
+THINK_TEMPLATE_KEY = "think_template"  # in PROVENANCE_FILE: the think the run's supervised target taught
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -164,6 +165,12 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ModelError(f"{path} is not valid JSON: {err}") from err
+
+
+def trained_think_template(model_dir: str | os.PathLike) -> str:
+    """The think template the model at `model_dir` was trained to write before its answer ("" when
+    its training recorded none: the base model, a run without a supervised target)."""
+    return str(_read_json(Path(model_dir) / PROVENANCE_FILE).get(THINK_TEMPLATE_KEY) or "")
 
 
 def _recorded_bases(adapter_dir: Path, record: dict[str, Any]) -> list[str]:

@@ -320,7 +320,8 @@ def split_context(data: dict[str, Any], eval_dir: Path, *, model: str, issue: st
              "rows": _row_counts(data), "studies": studies,
              "show_likelihood": mode in ("score", "both"), "show_generation": mode in ("generate", "both"),
              # The forced assistant prefix the policy was scored after, quoted wherever the report warns.
-             "prefix": (data.get("scoring") or {}).get("prefix") or "the forced answer prefix"}
+             "prefix": (data.get("scoring") or {}).get("prefix") or "the forced answer prefix",
+             "think_template": (data.get("scoring") or {}).get("think_template") or ""}
     split["likelihood"] = [
         likelihood_section(task, lik, model=model, generation=data["tasks"].get(task), studies=studies,
                            constant_share=constant_share, figure_stem=stem.with_name(f"{stem.name}_{task}"),

@@ -43,7 +43,13 @@ import yaml
 
 from grail_sim import io
 from grail_sim.errors import RecipeError, TrainingDataError
-from grail_sim.model.loading import PROVENANCE_FILE, adapter_base, base_model_record
+from grail_sim.model.loading import (
+    PROVENANCE_FILE,
+    THINK_TEMPLATE_KEY,
+    adapter_base,
+    base_model_record,
+    trained_think_template,
+)
 from grail_sim.training.callbacks import get_callbacks
 from grail_sim.training.data import load_training_data
 from grail_sim.training.recipe import TRAINERS, ScriptArguments, SftArguments, load_recipe, redact
@@ -110,7 +116,8 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
     data = get_dataset(run)
     tokenizer, model = get_model(run)
     prepare_resume(run)
-    summary: dict[str, Any] = {"trainer": script.trainer, "rewards": reward_names, "reward_weights": weights}
+    summary: dict[str, Any] = {"trainer": script.trainer, "rewards": reward_names, "reward_weights": weights,
+                               THINK_TEMPLATE_KEY: taught_think_template(run)}
     model = get_peft_model(run, model)
     heldout = get_heldout(run)
     if heldout is not None:  # after the adapter is on: "before" is the starting policy (sft's, when it starts there)
@@ -303,6 +310,15 @@ def get_peft_model(run: Run, model):
                  "target_modules apply to fresh adapters only)", run.start_adapter)
         return PeftModel.from_pretrained(model, str(run.start_adapter), is_trainable=True)
     return wrap(model, run.script.lora.to_peft())
+
+
+def taught_think_template(run: Run) -> str:
+    """The think this run's policy learned to write before its answer: the warm-up's when it runs,
+    else the start model's (sft's, recorded in its final/grail_sim.json); "" for neither. The
+    evaluation scores the policy after it (evaluation/scorers.py)."""
+    if run.script.warmup_sft.enabled:
+        return run.script.warmup_sft.think_template
+    return trained_think_template(run.model_dir)
 
 
 def run_warmup(run: Run, model, tokenizer, data) -> dict:

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from grail_sim.answers import THINK_FIELDS  # the fields a think template may use
 from grail_sim.config import RECIPE_ENVIRONMENT
 from grail_sim.errors import RecipeError
 from grail_sim.io import read_yaml_mapping
@@ -99,10 +100,6 @@ class ScriptArguments(Section):
 SECTIONS: dict[str, type[Section]] = {"lora": LoraSettings, "warmup_sft": WarmupSettings, "gail": GailSettings,
                                       "vllm_server": VllmServerSettings}
 SCRIPT_KEYS = tuple(f.name for f in dataclasses.fields(ScriptArguments))
-
-
-# The fields a think template may use (grail_sim.training.warmup.warmup_target fills them).
-THINK_FIELDS = {"index": 1, "title": "", "short_title": "", "channel": ""}
 
 
 @dataclass

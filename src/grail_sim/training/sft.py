@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any
 
+from grail_sim.model.loading import THINK_TEMPLATE_KEY
 from grail_sim.training.callbacks import get_callbacks
 from grail_sim.training.data import load_training_data
 from grail_sim.training.main import (
@@ -45,7 +46,7 @@ def train_sft(run: Run, started: float) -> dict:
     data = get_sft_dataset(run)
     tokenizer, model = get_model(run)
     prepare_resume(run)
-    summary: dict[str, Any] = {"trainer": run.script.trainer, "think_template": run.script.think_template,
+    summary: dict[str, Any] = {"trainer": run.script.trainer, THINK_TEMPLATE_KEY: run.script.think_template,
                                "train_rows": len(data)}
     trainer = build_sft_trainer(run, model, tokenizer, data)
     result, train_seconds = train_with_resume(run, trainer)

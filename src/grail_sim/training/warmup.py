@@ -16,19 +16,19 @@ LOG = logging.getLogger(__name__)
 
 
 def warmup_target(row: dict, template: str) -> str:
-    """`<think>short text</think><answer>gold</answer>` for one training row."""
-    slate = row.get("slate_items")
+    """`<think>short text</think><answer>gold</answer>` for one training row: the think is `template`
+    filled for the human's choice (`answers.think_text`, which the think-forced scoring fills the
+    same way for every option)."""
+    gold = int(row["gold_index"])
     item = {}
+    slate = row.get("slate_items")
     if slate:
         try:
             items = json.loads(slate) if isinstance(slate, str) else slate
-            item = items[int(row["gold_index"]) - 1] if 0 < int(row["gold_index"]) <= len(items) else {}
+            item = items[gold - 1] if 0 < gold <= len(items) else {}
         except (ValueError, TypeError, json.JSONDecodeError):
             item = {}
-    title = str(item.get("title") or "").strip()
-    think = template.format(index=int(row["gold_index"]), title=title, short_title=" ".join(title.split()[:5]),
-                            channel=str(item.get("channel") or "").strip())
-    return f"<think>{think}</think><answer>{int(row['gold_index'])}</answer>"
+    return answers.reply(answers.think_text(template, gold, item), str(gold))
 
 
 def assistant_turn(tokenizer, messages: list, prompt_text: str, content: str) -> str:
