@@ -84,6 +84,16 @@ def think_text(template: str, index: int, item: dict | None) -> str:
                            channel=str(item.get("channel") or "").strip())
 
 
+def think_template_problem(template: str) -> str | None:
+    """Why `template` cannot be filled by `think_text` (an unknown field or bad braces), or None."""
+    try:
+        template.format(**THINK_FIELDS)
+    except (KeyError, IndexError, ValueError) as err:
+        return (f"think_template {template!r} uses an unknown field or bad braces ({err}); "
+                f"fields: {', '.join(THINK_FIELDS)}")
+    return None
+
+
 def reply(think: str, answer: str) -> str:
     """The whole reply the prompts ask for: `<think>{think}</think><answer>{answer}</answer>`."""
     return f"<think>{think}</think><answer>{answer}</answer>"

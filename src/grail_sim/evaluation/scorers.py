@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from grail_sim.answers import DIRECTIONS, reply, think_text
+from grail_sim.answers import DIRECTIONS, reply, think_template_problem, think_text
 from grail_sim.errors import EvaluationError
 from grail_sim.evaluation.generators import DEFAULTS, vllm_usable
 
@@ -113,18 +113,15 @@ class ScoredAnswers:
 
 def think_forcing(model_dir: Path, score_think: str) -> ThinkForcing:
     """The think forcing `evaluate.score_think` asks for, for the model at `model_dir`."""
-    from grail_sim.model.loading import trained_think_template
+    from grail_sim.model.loading import PROVENANCE_FILE, trained_think_template
 
     if score_think not in SCORE_THINK_MODES:
         raise EvaluationError(f"evaluate.score_think must be one of {', '.join(SCORE_THINK_MODES)} "
                               f"(got {score_think!r})")
     template = trained_think_template(model_dir) if score_think == "trained" else ""
-    if template:
-        try:
-            think_text(template, 1, {})
-        except (KeyError, IndexError, ValueError) as err:
-            raise EvaluationError(f"{Path(model_dir) / 'grail_sim.json'}: think_template {template!r} cannot be "
-                                  f"filled ({err})") from None
+    problem = think_template_problem(template) if template else None
+    if problem:
+        raise EvaluationError(f"{Path(model_dir) / PROVENANCE_FILE}: {problem}")
     log.info("scoring %s after %s", model_dir, f"its trained think {template!r}" if template else "an empty think")
     return ThinkForcing(template)
 
@@ -251,8 +248,8 @@ class VLLMScorer:
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.engine, self.tokenizer = engine, tokenizer
         self.chunk_size = batch_size * 32  # vLLM schedules its own batches; chunks keep the stream to disk
-        self._helper = HFScorer.__new__(HFScorer)  # rendering and candidate tokenisation only, no model
-        self._helper.tokenizer, self._helper._candidate_ids, self._helper.think = tokenizer, {}, think
+        # Rendering and candidate tokenisation only: the HF scorer with no model.
+        self._helper = HFScorer(None, think=think, loaded=(None, tokenizer))
         self.think = think
 
     def prompt_length(self, messages: Sequence[dict]) -> int:

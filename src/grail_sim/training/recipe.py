@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from grail_sim.answers import THINK_FIELDS  # the fields a think template may use
+from grail_sim.answers import think_template_problem
 from grail_sim.config import RECIPE_ENVIRONMENT
 from grail_sim.errors import RecipeError
 from grail_sim.io import read_yaml_mapping
@@ -129,11 +129,9 @@ class SftArguments(Section):
                 raise RecipeError(f"'lora' must be a mapping, got {self.lora!r}")
             self.lora = LoraSettings.from_mapping(self.lora)
         self.think_template = as_text("think_template", self.think_template)
-        try:
-            self.think_template.format(**THINK_FIELDS)
-        except (KeyError, IndexError, ValueError) as err:
-            raise RecipeError(f"think_template {self.think_template!r} uses an unknown field or bad braces ({err}); "
-                              f"fields: {', '.join(THINK_FIELDS)}") from None
+        problem = think_template_problem(self.think_template)
+        if problem:
+            raise RecipeError(problem)
 
 
 SFT_KEYS = tuple(f.name for f in dataclasses.fields(SftArguments))
