@@ -100,7 +100,7 @@ def prompt_dataset(tmp_path_factory):
 # --- recipes --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["grpo", "grail", "maxent"])
+@pytest.mark.parametrize("name", ["grpo", "grail", "maxent", "grpo-entropy"])
 def test_shipped_recipes_resolve_to_valid_grpo_configs(name, tmp_path):
     from trl import GRPOConfig
 
@@ -115,7 +115,7 @@ def test_shipped_recipes_resolve_to_valid_grpo_configs(name, tmp_path):
     config = GRPOConfig(output_dir=str(tmp_path), **grpo)
     assert config.max_completion_length <= 32 and config.num_generations >= 2
     assert (script.gail is not None) == (name == "grail")
-    if name == "maxent":
+    if name == "grpo-entropy":
         assert config.entropy_coef > 0
 
 
@@ -222,7 +222,9 @@ def test_every_recipe_field_has_help_and_train_help_lists_them(capsys):
             keys.append(f"{item.name}.{sub.name}")
     assert set(training_recipe.SCRIPT_KEYS) == {"trainer", "dtype", "rewards", "train_split", "max_train_rows", "lora",
                                                 "warmup_sft", "gail", "heldout_rows", "accelerate_config",
-                                                "vllm_server"}
+                                                "vllm_server", "init_kl_coeff", "kl_target", "kl_horizon",
+                                                "maxent_tau", "maxent_q_temperature", "maxent_q_epsilon",
+                                                "maxent_length_normalize_ref"}
     for key in keys:
         assert f"\n  {key}" in text or f"\n    {key}" in text, key
     assert "GRPOConfig field" in text and "GAIL_USE" in text and "0 = full history" in text
@@ -364,10 +366,10 @@ def test_cli_reports_a_bad_recipe_without_a_traceback(tmp_path, capsys, prompt_d
 
 
 @pytest.mark.slow
-def test_maxent_logs_its_entropy_bonus_and_gail_use_zero_falls_back_to_grpo(tiny_model_dir, prompt_dataset,
-                                                                              tmp_path, monkeypatch):
-    assert _train_cli("maxent", prompt_dataset, tiny_model_dir, tmp_path / "maxent", max_steps=1) == 0
-    steps = [row for row in _metric_rows(tmp_path / "maxent" / "metrics.jsonl") if "reward" in row]
+def test_the_entropy_bonus_is_logged_and_gail_use_zero_falls_back_to_grpo(tiny_model_dir, prompt_dataset,
+                                                                            tmp_path, monkeypatch):
+    assert _train_cli("grpo-entropy", prompt_dataset, tiny_model_dir, tmp_path / "entropy", max_steps=1) == 0
+    steps = [row for row in _metric_rows(tmp_path / "entropy" / "metrics.jsonl") if "reward" in row]
     assert steps[0]["entropy_coef"] == pytest.approx(0.01)
 
     monkeypatch.setenv("GAIL_USE", "0")

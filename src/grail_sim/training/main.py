@@ -364,11 +364,18 @@ def get_reward_funcs(run: Run, reward_names: list[str]):
 
 
 def build_trainer(run: Run, model, tokenizer, data, reward_funcs, discriminator, gail_reward):
-    from trl import GRPOConfig, GRPOTrainer
+    """TRL's GRPOTrainer, as grail-sim's subclass for the recipe's trainer (training/trainers.py):
+    MaxEnt-GRPO's objective for `maxent`, GRPO otherwise, with adaptive KL control under `kl_target`."""
+    from trl import GRPOConfig
+
+    from grail_sim.training.trainers import MaxEntGRPOTrainer, trainer_class
 
     config = GRPOConfig(output_dir=str(run.out), **run.trl)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=data,
-                          processing_class=tokenizer, callbacks=get_callbacks(run.out, discriminator))
+    kind = trainer_class(run.script.trainer)
+    extra = {"maxent": run.script.maxent_settings()} if kind is MaxEntGRPOTrainer else {}
+    trainer = kind(model=model, reward_funcs=reward_funcs, args=config, train_dataset=data,
+                   processing_class=tokenizer, callbacks=get_callbacks(run.out, discriminator),
+                   kl_controller=run.script.kl_controller(config.beta), **extra)
     if gail_reward is not None:
         gail_reward.is_training = lambda: bool(trainer.model.training)
     return trainer

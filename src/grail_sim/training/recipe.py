@@ -31,6 +31,8 @@ from grail_sim.training.settings import (
     Section,
     VllmServerSettings,
     WarmupSettings,
+    as_bool,
+    as_float,
     as_int,
     as_text,
     as_text_list,
@@ -40,7 +42,8 @@ from grail_sim.training.settings import (
 LOG = logging.getLogger(__name__)
 
 SFT = "sft"
-TRAINERS = (SFT, "grpo", "grail", "maxent")
+MAXENT = "maxent"
+TRAINERS = (SFT, "grpo", "grail", MAXENT, "grpo-entropy")
 DTYPES = ("float32", "bfloat16", "float16")
 SECRET_KEYS = ("hub_token", "push_to_hub_token")
 
@@ -54,8 +57,8 @@ class ScriptArguments(Section):
 
     NAME = "recipe"
 
-    trainer: str | None = helped(None, help="label recorded in the outputs: grpo, grail or maxent (null: the "
-                                            "recipe file's stem)")
+    trainer: str | None = helped(None, help="label recorded in the outputs: grpo, grail, maxent (the "
+                                            "MaxEnt-GRPO objective) or grpo-entropy (null: the recipe file's stem)")
     dtype: str = helped("float32", help="policy weight dtype: float32 (CPU), bfloat16 or float16 (GPU)")
     rewards: list[str] = helped(factory=lambda: ["answer_accuracy", "format"],
                                 help="reward functions by name (grail_sim.training.rewards); weights in "
@@ -71,6 +74,22 @@ class ScriptArguments(Section):
                                                       "config/accelerate/ddp.yaml")
     vllm_server: VllmServerSettings = helped(factory=VllmServerSettings,
                                              help="vLLM server of `use_vllm: true` + `vllm_mode: server` (section)")
+    init_kl_coeff: float | None = helped(None, help="the starting KL coefficient beta; it sets (and wins over) TRL's "
+                                                    "`beta` (null: TRL's beta as the recipe gives it). MaxEnt-GRPO uses it in its "
+                                                    "weights rather than as a loss term")
+    kl_target: float | None = helped(None, help="target KL(policy || reference) per token: with it, beta moves "
+                                                "toward the target after every optimizer step (PPO's adaptive "
+                                                "controller, grail_sim.training.kl_control); needs beta > 0")
+    kl_horizon: int = helped(100, help="optimizer steps of adaptive KL control: one step moves beta by at most a "
+                                       "factor 1 +- 0.2 / kl_horizon")
+    maxent_tau: float = helped(0.2, help="maxent: entropy temperature tau; larger spreads the weights over the "
+                                         "group (tau -> infinity: uniform)")
+    maxent_q_temperature: float = helped(1.0, help="maxent: T_q of the listwise target q = softmax(utility / T_q); "
+                                                   "smaller ranks completions more sharply (> 0)")
+    maxent_q_epsilon: float = helped(1e-6, help="maxent: floor eps mixed into q (q * (1 - eps K) + eps), so the "
+                                                "target keeps full support; eps * num_generations < 1")
+    maxent_length_normalize_ref: bool = helped(True, help="maxent: divide each completion's reference "
+                                                          "log-probability by its token count")
 
     def __post_init__(self) -> None:
         from grail_sim.training import rewards as reward_lib
@@ -89,12 +108,43 @@ class ScriptArguments(Section):
         self.max_train_rows = as_int("max_train_rows", self.max_train_rows, minimum=0, optional=True)
         self.heldout_rows = as_int("heldout_rows", self.heldout_rows, minimum=0)
         self.accelerate_config = as_text("accelerate_config", self.accelerate_config, optional=True)
+        self._check_kl_and_maxent_keys()
         for name, kind in SECTIONS.items():
             value = getattr(self, name)
             if not isinstance(value, kind) and (value is not None or name not in OPTIONAL_SECTIONS):
                 if value is not None and not isinstance(value, Mapping):
                     raise RecipeError(f"{name!r} must be a mapping, got {value!r}")
                 setattr(self, name, kind.from_mapping(value))
+
+
+    def _check_kl_and_maxent_keys(self) -> None:
+        if self.init_kl_coeff is not None:
+            self.init_kl_coeff = as_float("init_kl_coeff", self.init_kl_coeff, minimum=0.0)
+        if self.kl_target is not None:
+            self.kl_target = as_float("kl_target", self.kl_target, minimum=0.0)
+            if self.kl_target == 0:
+                raise RecipeError("kl_target must be > 0 (null switches adaptive KL control off), got 0")
+        self.kl_horizon = as_int("kl_horizon", self.kl_horizon, minimum=1)
+        self.maxent_tau = as_float("maxent_tau", self.maxent_tau, minimum=0.0)
+        self.maxent_q_temperature = as_float("maxent_q_temperature", self.maxent_q_temperature, minimum=0.0)
+        if self.maxent_q_temperature == 0:
+            raise RecipeError("maxent_q_temperature must be > 0, got 0")
+        self.maxent_q_epsilon = as_float("maxent_q_epsilon", self.maxent_q_epsilon, minimum=0.0, below=1.0)
+        self.maxent_length_normalize_ref = as_bool("maxent_length_normalize_ref", self.maxent_length_normalize_ref)
+
+    def maxent_settings(self):
+        from grail_sim.training.trainers import MaxEntSettings
+
+        return MaxEntSettings(tau=self.maxent_tau, q_temperature=self.maxent_q_temperature,
+                              q_epsilon=self.maxent_q_epsilon, length_normalize_ref=self.maxent_length_normalize_ref)
+
+    def kl_controller(self, beta: float):
+        """The adaptive KL controller of `kl_target` (None without one), starting at `beta`."""
+        if self.kl_target is None:
+            return None
+        from grail_sim.training.kl_control import AdaptiveKLController
+
+        return AdaptiveKLController(init_kl_coeff=beta, kl_target=self.kl_target, kl_horizon=self.kl_horizon)
 
 
 SECTIONS: dict[str, type[Section]] = {"lora": LoraSettings, "warmup_sft": WarmupSettings, "gail": GailSettings,
@@ -214,7 +264,25 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
     trl_args = {key: value for key, value in recipe.items() if key in trl_fields}
     if "output_dir" in trl_args:
         raise RecipeError(f"recipe {path}: output_dir comes from --out, remove it from the recipe")
+    if not is_sft:
+        _resolve_kl_coefficient(script, trl_args, recipe, path)
     return script, trl_args
+
+
+def _resolve_kl_coefficient(script: ScriptArguments, trl_args: dict, recipe: Mapping[str, Any], path: Path) -> None:
+    """`init_kl_coeff` becomes TRL's `beta`; the keys that need a trainer or a beta they lack fail here."""
+    if script.trainer != MAXENT:
+        stray = sorted(key for key in recipe if key.startswith("maxent_"))
+        if stray:
+            raise RecipeError(f"recipe {path}: {stray} apply to trainer: {MAXENT} only (this recipe's trainer is "
+                              f"{script.trainer!r})")
+    if script.init_kl_coeff is not None:
+        given = trl_args.get("beta")
+        if given is not None and float(given) != script.init_kl_coeff:
+            LOG.info("recipe %s: init_kl_coeff %s replaces beta %s", path, script.init_kl_coeff, given)
+        trl_args["beta"] = script.init_kl_coeff
+    if script.kl_target is not None and not float(trl_args.get("beta") or 0.0) > 0:
+        raise RecipeError(f"recipe {path}: kl_target needs a starting KL coefficient > 0 (set init_kl_coeff)")
 
 
 def recipe_help() -> str:
