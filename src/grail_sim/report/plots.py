@@ -38,15 +38,22 @@ def _pyplot():
 
 
 def plot_training_curves(rows: Sequence[dict], path: Path) -> Path:
-    """One panel per CURVES entry; a metric the run did not log says so instead of an empty axis."""
+    """One panel per CURVES entry (its evaluation-during-training values beside the training ones); a
+    metric the run did not log says so instead of an empty axis."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
     for axis, (key, label) in zip(axes, CURVES):
-        steps, values = curve(rows, key)
-        if values:
-            axis.plot(steps, values, marker="." if len(values) < 30 else None)
-        else:
+        # Evaluation during training logs the same metric with TRL's `eval_` prefix: drawn beside it.
+        drawn = []
+        for logged, name in ((key, "training"), (f"eval_{key}", "evaluation")):
+            steps, values = curve(rows, logged)
+            if values:
+                axis.plot(steps, values, marker="." if len(values) < 30 else None, label=name)
+                drawn.append(name)
+        if not drawn:
             axis.text(0.5, 0.5, f"`{key}` not logged", ha="center", va="center", transform=axis.transAxes)
+        elif "evaluation" in drawn:
+            axis.legend(fontsize="small")
         axis.set_title(label)
         axis.set_xlabel("step")
     fig.tight_layout()

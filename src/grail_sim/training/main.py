@@ -52,7 +52,14 @@ from grail_sim.model.loading import (
 )
 from grail_sim.training.callbacks import get_callbacks
 from grail_sim.training.data import load_training_data
-from grail_sim.training.recipe import TRAINERS, ScriptArguments, SftArguments, load_recipe, redact
+from grail_sim.training.recipe import (
+    TRAINERS,
+    ScriptArguments,
+    SftArguments,
+    evaluates_during_training,
+    load_recipe,
+    redact,
+)
 from grail_sim.training.resume import (
     METRICS_FILE,
     METRICS_LIVE_FILE,
@@ -229,6 +236,15 @@ def get_dataset(run: Run):
                               max_rows=run.script.max_train_rows, seed=run.seed)
 
 
+def get_eval_dataset(run: Run):
+    """The rows evaluated during training (`eval_split`, at most `max_eval_samples`), or None when the
+    recipe does not evaluate while it trains."""
+    if not evaluates_during_training(run.trl):
+        return None
+    return load_training_data(run.dataset_dir, run.script.eval_split, need_grail=run.use_gail,
+                              max_rows=run.script.max_eval_samples, seed=run.seed)
+
+
 def get_model(run: Run):
     """The starting model's tokenizer (left padding) and weights, on the run's device.
 
@@ -374,9 +390,10 @@ def build_trainer(run: Run, model, tokenizer, data, reward_funcs, discriminator,
     kind = trainer_class(run.script.trainer)
     extra = {"maxent": run.script.maxent_settings()} if kind is MaxEntGRPOTrainer else {}
     trainer = kind(model=model, reward_funcs=reward_funcs, args=config, train_dataset=data,
-                   processing_class=tokenizer, callbacks=get_callbacks(run.out, discriminator),
+                   eval_dataset=get_eval_dataset(run), processing_class=tokenizer, callbacks=get_callbacks(run.out, discriminator),
                    kl_controller=run.script.kl_controller(config.beta), **extra)
     if gail_reward is not None:
+        # TRL puts the model in eval mode while it evaluates: the discriminator scores then, never learns.
         gail_reward.is_training = lambda: bool(trainer.model.training)
     return trainer
 

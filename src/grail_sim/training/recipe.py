@@ -74,6 +74,10 @@ class ScriptArguments(Section):
                                                       "config/accelerate/ddp.yaml")
     vllm_server: VllmServerSettings = helped(factory=VllmServerSettings,
                                              help="vLLM server of `use_vllm: true` + `vllm_mode: server` (section)")
+    eval_split: str = helped("validation", help="split of the prompt dataset evaluated during training (with "
+                                                "do_eval: true, eval_strategy: steps and eval_steps > 0)")
+    max_eval_samples: int | None = helped(None, help="cap on the rows evaluated during training, after a seeded "
+                                                     "shuffle (null or 0: the whole eval_split)")
     init_kl_coeff: float | None = helped(None, help="the starting KL coefficient beta; it sets (and wins over) TRL's "
                                                     "`beta` (null: TRL's beta as the recipe gives it). MaxEnt-GRPO uses it in its "
                                                     "weights rather than as a loss term")
@@ -108,6 +112,8 @@ class ScriptArguments(Section):
         self.max_train_rows = as_int("max_train_rows", self.max_train_rows, minimum=0, optional=True)
         self.heldout_rows = as_int("heldout_rows", self.heldout_rows, minimum=0)
         self.accelerate_config = as_text("accelerate_config", self.accelerate_config, optional=True)
+        self.eval_split = as_text("eval_split", self.eval_split)
+        self.max_eval_samples = as_int("max_eval_samples", self.max_eval_samples, minimum=0, optional=True)
         self._check_kl_and_maxent_keys()
         for name, kind in SECTIONS.items():
             value = getattr(self, name)
@@ -266,7 +272,29 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
         raise RecipeError(f"recipe {path}: output_dir comes from --out, remove it from the recipe")
     if not is_sft:
         _resolve_kl_coefficient(script, trl_args, recipe, path)
+        _check_evaluation(trl_args, path)
     return script, trl_args
+
+
+def evaluates_during_training(trl_args: Mapping[str, Any]) -> bool:
+    """Whether a run evaluates while it trains (`do_eval`, or an `eval_strategy` other than no)."""
+    strategy = str(trl_args.get("eval_strategy") or "no")
+    return bool(trl_args.get("do_eval")) or strategy != "no"
+
+
+def _check_evaluation(trl_args: dict, path: Path) -> None:
+    """Evaluation during training runs every `eval_steps` optimizer steps, or not at all: an epoch
+    strategy would evaluate once in a run of a few steps, and eval_steps 0 never."""
+    if not evaluates_during_training(trl_args):
+        return
+    strategy = str(trl_args.get("eval_strategy") or "no")
+    if strategy != "steps":
+        raise RecipeError(f"recipe {path}: evaluation during training needs eval_strategy: steps (got {strategy!r}, "
+                          f"do_eval {trl_args.get('do_eval')!r})")
+    steps = trl_args.get("eval_steps")
+    if isinstance(steps, bool) or not isinstance(steps, (int, float)) or not steps > 0:
+        raise RecipeError(f"recipe {path}: eval_strategy: steps needs eval_steps > 0 (got {steps!r})")
+    trl_args["do_eval"] = True
 
 
 def _resolve_kl_coefficient(script: ScriptArguments, trl_args: dict, recipe: Mapping[str, Any], path: Path) -> None:
