@@ -222,7 +222,7 @@ def test_every_recipe_field_has_help_and_train_help_lists_them(capsys):
             keys.append(f"{item.name}.{sub.name}")
     assert set(training_recipe.SCRIPT_KEYS) == {"trainer", "dtype", "rewards", "train_split", "max_train_rows", "lora",
                                                 "warmup_sft", "gail", "heldout_rows", "accelerate_config",
-                                                "vllm_server", "eval_split", "max_eval_samples",
+                                                "vllm_server", "dataset_mixture", "eval_split", "max_eval_samples",
                                                 "init_kl_coeff", "kl_target", "kl_horizon",
                                                 "maxent_tau", "maxent_q_temperature", "maxent_q_epsilon",
                                                 "maxent_length_normalize_ref"}

@@ -32,19 +32,24 @@ def load_training_data(dataset_dir: str | os.PathLike, split: str, *, need_grail
         if split not in data:
             raise TrainingDataError(f"prompt dataset {dataset_dir} has no split {split!r}; splits: {sorted(data.keys())}")
         data = data[split]
-    required = REQUIRED_COLUMNS + (GRAIL_COLUMNS if need_grail else ())
-    missing = [column for column in required if column not in data.column_names]
-    if missing:
-        raise TrainingDataError(f"prompt dataset {dataset_dir} split {split!r} lacks column(s) {missing}; "
-                       f"has {data.column_names}")
-    before = len(data)
-    data = data.filter(lambda row: 1 <= int(row["gold_index"]) <= int(row["n_options"]))
-    dropped = before - len(data)
-    LOG.info("training rows: %d of %d in %s/%s (dropped %d without a gold index in 1..n_options)",
-             len(data), before, dataset_dir, split, dropped)
-    if len(data) == 0:
-        raise TrainingDataError(f"prompt dataset {dataset_dir} split {split!r} has no trainable rows")
+    data = trainable_rows(data, f"prompt dataset {dataset_dir} split {split!r}", need_grail=need_grail)
     data = data.shuffle(seed=seed)
     if max_rows:
         data = data.select(range(min(int(max_rows), len(data))))
+    return data
+
+
+def trainable_rows(data, where: str, *, need_grail: bool):
+    """`data` checked against Contract 2's training columns, without rows whose gold index is not one
+    of the options (counted in the log); `where` names the rows in errors and the log."""
+    required = REQUIRED_COLUMNS + (GRAIL_COLUMNS if need_grail else ())
+    missing = [column for column in required if column not in data.column_names]
+    if missing:
+        raise TrainingDataError(f"{where} lacks column(s) {missing}; has {data.column_names}")
+    before = len(data)
+    data = data.filter(lambda row: 1 <= int(row["gold_index"]) <= int(row["n_options"]))
+    LOG.info("training rows: %d of %d in %s (dropped %d without a gold index in 1..n_options)",
+             len(data), before, where, before - len(data))
+    if len(data) == 0:
+        raise TrainingDataError(f"{where} has no trainable rows")
     return data

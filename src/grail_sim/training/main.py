@@ -24,7 +24,7 @@ so the RL output is still one adapter on the original base and `load_policy` loa
 (with `lora.enabled: false` the adapter is merged into the base and every weight trains).
 
 `train` reads as the run's steps in order (as open-r1's grpo.py does): recipe, rewards, run
-settings, dataset, model, resume, held-out check, LoRA, warm-up, reward functions, trainer, train,
+settings, dataset (and evaluation rows), model, resume, held-out check, LoRA, warm-up, reward functions, trainer, train,
 save; each step is a function below it.
 """
 
@@ -51,7 +51,7 @@ from grail_sim.model.loading import (
     trained_think_template,
 )
 from grail_sim.training.callbacks import get_callbacks
-from grail_sim.training.data import load_training_data
+from grail_sim.training.data import load_training_data, trainable_rows
 from grail_sim.training.recipe import (
     TRAINERS,
     ScriptArguments,
@@ -89,6 +89,7 @@ class Run:
     resume_from: Path | None = None
     start_adapter: Path | None = None  # --model was an adapter folder (the sft stage's output)
     base_dir: str = ""  # the folder whose weights the run trains on (the adapter's base, or --model)
+    mixture_eval: Any = None  # the dataset mixture's held-out rows (test_split_size), evaluated during training
 
     @property
     def use_gail(self) -> bool:
@@ -121,10 +122,12 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
     reward_names, weights = get_reward_weights(run)
     configure_run(run, reward_names, weights)
     data = get_dataset(run)
+    eval_data = get_eval_dataset(run)
     tokenizer, model = get_model(run)
     prepare_resume(run)
     summary: dict[str, Any] = {"trainer": script.trainer, "rewards": reward_names, "reward_weights": weights,
-                               THINK_TEMPLATE_KEY: taught_think_template(run)}
+                               THINK_TEMPLATE_KEY: taught_think_template(run), "train_rows": len(data),
+                               "eval_rows": None if eval_data is None else len(eval_data)}
     model = get_peft_model(run, model)
     heldout = get_heldout(run)
     if heldout is not None:  # after the adapter is on: "before" is the starting policy (sft's, when it starts there)
@@ -132,7 +135,7 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
     summary.update(run_warmup(run, model, tokenizer, data))
     model.train()
     reward_funcs, discriminator, gail_reward = get_reward_funcs(run, reward_names)
-    trainer = build_trainer(run, model, tokenizer, data, reward_funcs, discriminator, gail_reward)
+    trainer = build_trainer(run, model, tokenizer, data, eval_data, reward_funcs, discriminator, gail_reward)
     result, train_seconds = train_with_resume(run, trainer)
     if not save_final(run, trainer, tokenizer, summary, result, train_seconds, gail_reward):
         return summary  # not rank 0: the files are written
@@ -232,15 +235,32 @@ def _device_defaults(grpo: dict, script: ScriptArguments | SftArguments) -> str:
 
 
 def get_dataset(run: Run):
-    return load_training_data(run.dataset_dir, run.script.train_split, need_grail=run.use_gail,
-                              max_rows=run.script.max_train_rows, seed=run.seed)
+    """The training rows: --dataset's train_split, or the recipe's dataset mixture (whose held-out
+    part, with test_split_size, is what evaluation during training then uses)."""
+    mixture = run.script.dataset_mixture
+    if mixture is None:
+        return load_training_data(run.dataset_dir, run.script.train_split, need_grail=run.use_gail,
+                                  max_rows=run.script.max_train_rows, seed=run.seed)
+    from grail_sim.training.mixture import load_mixture
+
+    train_rows, held_out = load_mixture(mixture)
+    run.mixture_eval = None if held_out is None else trainable_rows(held_out, "dataset_mixture's test split",
+                                                                    need_grail=run.use_gail)
+    data = trainable_rows(train_rows, "dataset_mixture", need_grail=run.use_gail)
+    if run.script.max_train_rows:
+        data = data.select(range(min(int(run.script.max_train_rows), len(data))))
+    return data
 
 
 def get_eval_dataset(run: Run):
-    """The rows evaluated during training (`eval_split`, at most `max_eval_samples`), or None when the
-    recipe does not evaluate while it trains."""
+    """The rows evaluated during training, at most `max_eval_samples`: the dataset mixture's held-out
+    part when it has one, else --dataset's `eval_split`; None when the recipe does not evaluate while
+    it trains."""
     if not evaluates_during_training(run.trl):
         return None
+    cap = run.script.max_eval_samples
+    if run.mixture_eval is not None:
+        return run.mixture_eval.select(range(min(cap, len(run.mixture_eval)))) if cap else run.mixture_eval
     return load_training_data(run.dataset_dir, run.script.eval_split, need_grail=run.use_gail,
                               max_rows=run.script.max_eval_samples, seed=run.seed)
 
@@ -379,7 +399,7 @@ def get_reward_funcs(run: Run, reward_names: list[str]):
     return reward_funcs + [gail_reward], discriminator, gail_reward
 
 
-def build_trainer(run: Run, model, tokenizer, data, reward_funcs, discriminator, gail_reward):
+def build_trainer(run: Run, model, tokenizer, data, eval_data, reward_funcs, discriminator, gail_reward):
     """TRL's GRPOTrainer, as grail-sim's subclass for the recipe's trainer (training/trainers.py):
     MaxEnt-GRPO's objective for `maxent`, GRPO otherwise, with adaptive KL control under `kl_target`."""
     from trl import GRPOConfig
@@ -390,7 +410,7 @@ def build_trainer(run: Run, model, tokenizer, data, reward_funcs, discriminator,
     kind = trainer_class(run.script.trainer)
     extra = {"maxent": run.script.maxent_settings()} if kind is MaxEntGRPOTrainer else {}
     trainer = kind(model=model, reward_funcs=reward_funcs, args=config, train_dataset=data,
-                   eval_dataset=get_eval_dataset(run), processing_class=tokenizer, callbacks=get_callbacks(run.out, discriminator),
+                   eval_dataset=eval_data, processing_class=tokenizer, callbacks=get_callbacks(run.out, discriminator),
                    kl_controller=run.script.kl_controller(config.beta), **extra)
     if gail_reward is not None:
         # TRL puts the model in eval mode while it evaluates: the discriminator scores then, never learns.

@@ -25,6 +25,7 @@ from grail_sim.answers import think_template_problem
 from grail_sim.config import RECIPE_ENVIRONMENT
 from grail_sim.errors import RecipeError
 from grail_sim.io import read_yaml_mapping
+from grail_sim.training.mixture import check_mixture
 from grail_sim.training.settings import (
     GailSettings,
     LoraSettings,
@@ -74,6 +75,10 @@ class ScriptArguments(Section):
                                                       "config/accelerate/ddp.yaml")
     vllm_server: VllmServerSettings = helped(factory=VllmServerSettings,
                                              help="vLLM server of `use_vllm: true` + `vllm_mode: server` (section)")
+    dataset_mixture: dict | None = helped(None, help="train on a weighted mixture of datasets instead of --dataset's "
+                                                     "train_split (TRL's DatasetMixtureConfig; section with datasets: "
+                                                     "[{id or path, config, split, columns, weight}], seed, "
+                                                     "test_split_size; docs/train.md)")
     eval_split: str = helped("validation", help="split of the prompt dataset evaluated during training (with "
                                                 "do_eval: true, eval_strategy: steps and eval_steps > 0)")
     max_eval_samples: int | None = helped(None, help="cap on the rows evaluated during training, after a seeded "
@@ -112,6 +117,7 @@ class ScriptArguments(Section):
         self.max_train_rows = as_int("max_train_rows", self.max_train_rows, minimum=0, optional=True)
         self.heldout_rows = as_int("heldout_rows", self.heldout_rows, minimum=0)
         self.accelerate_config = as_text("accelerate_config", self.accelerate_config, optional=True)
+        self.dataset_mixture = check_mixture(self.dataset_mixture)
         self.eval_split = as_text("eval_split", self.eval_split)
         self.max_eval_samples = as_int("max_eval_samples", self.max_eval_samples, minimum=0, optional=True)
         self._check_kl_and_maxent_keys()
