@@ -169,3 +169,51 @@ def test_discriminator_copies_stay_identical_across_training_processes(tiny_mode
     moved = [name for name, p in fresh.model.named_parameters() if p.requires_grad
              and not torch.allclose(p.detach(), rank0[name])]
     assert moved
+
+
+# --- the human/synthetic mixer (#14) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size, fraction, expected", [(16, 0.5, (8, 8)), (16, 0.25, (4, 12)),
+                                                            (4, 0.9, (3, 1)), (4, 0.01, (1, 3))])
+def test_batch_mix_follows_human_fraction_with_one_of_each_class_at_least(batch_size, fraction, expected):
+    settings = _settings(batch_size=batch_size, human_fraction=fraction)
+    mixer = disc.Discriminator.__new__(disc.Discriminator)  # the mix needs the settings only, not a model
+    mixer.settings = settings
+    assert mixer.batch_mix() == expected
+
+
+def test_replay_draws_uniformly_or_by_recency():
+    import random
+    from collections import deque
+
+    buffer = deque(f"text {i}" for i in range(400))
+    ages = {}
+    for replay in ("uniform", "recency"):
+        drawer = disc.Discriminator.__new__(disc.Discriminator)
+        drawer.settings, drawer.rng = _settings(replay=replay, replay_half_life=20), random.Random(0)
+        texts, drawn_ages = drawer._draw(buffer, 4000)
+        assert all(text == buffer[len(buffer) - 1 - age] for text, age in zip(texts, drawn_ages))
+        ages[replay] = sum(drawn_ages) / len(drawn_ages)
+    assert 180 < ages["uniform"] < 220  # mean age of a uniform draw from 400: 199.5
+    assert 20 < ages["recency"] < 40  # half-life 20 additions: mean age about 20 / ln 2 = 28.9
+
+
+@pytest.mark.parametrize("values, message", [({"human_fraction": 0}, "human_fraction must lie in"),
+                                             ({"human_fraction": 1}, "human_fraction must be"),
+                                             ({"replay": "fifo"}, "replay must be one of uniform, recency"),
+                                             ({"replay_half_life": 0}, "replay_half_life must be >= 1")])
+def test_mixer_settings_fail_naming_the_key(values, message):
+    from grail_sim.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=message):
+        _settings(**values)
+
+
+@pytest.mark.slow
+def test_an_update_logs_the_realised_mix(tiny_model_dir, pairs):
+    human, other = pairs
+    model = disc.Discriminator(_settings(batch_size=8, human_fraction=0.25, replay="recency"), tiny_model_dir)
+    model.add(human, other)
+    metrics = model.update()
+    assert metrics["batch_human_fraction"] == 0.25 and metrics["replay_age_mean"] >= 0

@@ -7,7 +7,8 @@ Design choices that fix the earlier reference's flaws:
 - Positives are the human (gold) choice of every context in the batch. Negatives are the policy's
   valid choices that differ from the gold one, topped up with in-slate non-gold options sampled at
   random so that negatives never vanish as the policy improves. A replay buffer keeps both classes
-  and every update draws a class-balanced minibatch from it.
+  and every update draws a minibatch from it with `human_fraction` human examples (0.5: balanced),
+  uniformly or favouring recent examples (`replay`).
 - The reward for a step is computed before that step's discriminator updates (K per step).
 - The reward is `alpha * P(human)` ("prob", default) or `alpha * log P(human)` ("log", clipped at
   log(1e-4)); an unparsable or out-of-range answer scores 0 ("prob") or the clip value ("log").
@@ -105,7 +106,7 @@ def PooledClassifier(backbone):  # noqa: N802 - builds an nn.Module without impo
 
 
 class Discriminator:
-    """A one-logit sequence classifier trained online with a balanced replay buffer."""
+    """A one-logit sequence classifier trained online from a replay buffer of each class."""
 
     def __init__(self, settings: GailSettings, backbone: str):
         import torch
@@ -171,7 +172,8 @@ class Discriminator:
         self.negatives.extend(negatives)
 
     def update(self, steps: int | None = None) -> dict[str, float]:
-        """K optimiser steps on class-balanced minibatches from the replay buffer.
+        """K optimiser steps on minibatches of `batch_mix()` human and synthetic examples from the
+        replay buffers.
 
         Under several training processes (DDP / ZeRO via `accelerate launch`) every process holds a
         copy of D and a buffer of its own share of the batch; gradients are averaged across processes
@@ -188,15 +190,16 @@ class Discriminator:
             has_data_anywhere = has_data
         if not has_data_anywhere or steps <= 0:
             return {}
-        half = max(1, self.settings.batch_size // 2)
+        n_human, n_synthetic = self.batch_mix()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        losses, accuracies = [], []
+        losses, accuracies, ages = [], [], []
         self.model.train()
         for _ in range(steps):
             self.optimizer.zero_grad(set_to_none=False)
             if has_data:
-                pos = [self.rng.choice(self.positives) for _ in range(half)]
-                neg = [self.rng.choice(self.negatives) for _ in range(half)]
+                pos, pos_ages = self._draw(self.positives, n_human)
+                neg, neg_ages = self._draw(self.negatives, n_synthetic)
+                ages += pos_ages + neg_ages
                 labels = torch.tensor([1.0] * len(pos) + [0.0] * len(neg), device=self.device)
                 logits = self.model(**self._encode(pos + neg)).float()
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
@@ -211,7 +214,27 @@ class Discriminator:
             self.updates += 1
         if not losses:
             return {}
-        return {"loss": sum(losses) / len(losses), "train_accuracy": sum(accuracies) / len(accuracies)}
+        return {"loss": sum(losses) / len(losses), "train_accuracy": sum(accuracies) / len(accuracies),
+                "batch_human_fraction": n_human / (n_human + n_synthetic), "replay_age_mean": sum(ages) / len(ages)}
+
+    def batch_mix(self) -> tuple[int, int]:
+        """(human, synthetic) examples per minibatch: `human_fraction` of `batch_size`, at least one each."""
+        size = self.settings.batch_size
+        human = min(max(1, round(size * self.settings.human_fraction)), size - 1)
+        return human, size - human
+
+    def _draw(self, buffer: deque, count: int) -> tuple[list[str], list[int]]:
+        """`count` texts drawn with replacement from a replay buffer, and their ages (0 = the newest).
+
+        Uniform replay draws one `rng.choice` per example (the draws of runs before `replay` existed);
+        recency replay weights an example `age` additions old by 0.5 ** (age / replay_half_life)."""
+        newest = len(buffer) - 1
+        if self.settings.replay == "uniform":
+            indices = [self.rng.randrange(len(buffer)) for _ in range(count)]
+        else:
+            weights = [0.5 ** ((newest - index) / self.settings.replay_half_life) for index in range(len(buffer))]
+            indices = self.rng.choices(range(len(buffer)), weights=weights, k=count)
+        return [buffer[index] for index in indices], [newest - index for index in indices]
 
     def _broadcast_from_rank_zero(self) -> None:
         """Start every process's copy from rank 0's weights (the new head is randomly initialised)."""

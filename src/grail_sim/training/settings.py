@@ -220,8 +220,15 @@ class GailSettings(Section):
                                       "(as in the prompts). Env GRAIL_MAX_HISTORY")
     max_length: int = helped(192, help="discriminator text length in tokens (right-truncated: state goes first)")
     updates_per_step: int = helped(1, help="discriminator updates per GRPO step, after the step's rewards")
-    batch_size: int = helped(16, help="class-balanced minibatch size of a discriminator update")
+    batch_size: int = helped(16, help="minibatch size of a discriminator update")
+    human_fraction: float = helped(0.5, help="share of human (gold) examples in each discriminator minibatch; the "
+                                             "rest are synthetic (the policy's wrong choices and sampled in-slate "
+                                             "options). 0.5 = class-balanced; in (0, 1)")
     buffer_size: int = helped(1024, help="replay buffer size per class")
+    replay: str = helped("uniform", help="how minibatches draw from the replay buffers: uniform, or recency "
+                                         "(newer examples more often; see replay_half_life)")
+    replay_half_life: int = helped(256, help="recency replay: an example this many additions old is drawn half as "
+                                             "often as the newest")
     sampled_negatives: bool = helped(True, help="top up negatives with in-slate non-gold options, so that "
                                                 "negatives do not vanish as the policy improves")
     seed: int = helped(0, help="seed of the discriminator's head, sampling and replay draws")
@@ -244,3 +251,8 @@ class GailSettings(Section):
         for key in ("max_length", "batch_size", "buffer_size"):
             setattr(self, key, as_int(f"gail.{key}", getattr(self, key), minimum=2))
         self.sampled_negatives = as_bool("gail.sampled_negatives", self.sampled_negatives)
+        self.human_fraction = as_float("gail.human_fraction", self.human_fraction, minimum=0.0, below=1.0)
+        if self.human_fraction == 0:
+            raise RecipeError("gail.human_fraction must lie in (0, 1), got 0")
+        self.replay = as_text("gail.replay", self.replay, choices=("uniform", "recency"))
+        self.replay_half_life = as_int("gail.replay_half_life", self.replay_half_life, minimum=1)
