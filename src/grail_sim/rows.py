@@ -1,5 +1,5 @@
 """Row helpers shared by every stage: the splits and tasks, JSON columns, finite numbers and the
-direction of an opinion change. Each exists here once; stages import them rather than keep copies."""
+direction of an opinion change, a prompt's system message. Each exists here once; stages import them rather than keep copies."""
 
 from __future__ import annotations
 
@@ -98,3 +98,17 @@ def viewer_leaning(profile_text: str) -> str:
     if "moderate" in value or "middle of the road" in value:
         return "moderate"
     return "unknown"
+
+
+def replace_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """`messages` with `text` as the system message (replacing the first one, or put first)."""
+    rest = messages[1:] if messages and messages[0].get("role") == "system" else list(messages)
+    return [{"role": "system", "content": text}, *rest]
+
+
+def with_system_prompt(data, text: str | None):
+    """The rows of `data` with `text` as every prompt's system message (unchanged when either is None)."""
+    if text is None or data is None:
+        return data
+    # In memory: a cache file beside the prompts would change their content hash (resume fingerprints).
+    return data.map(lambda row: {"prompt": replace_system(list(row["prompt"]), text)}, keep_in_memory=True)

@@ -28,7 +28,7 @@ from grail_sim.data.demo_oracle import Oracle, load_truth
 from grail_sim.evaluation.generators import DEFAULTS, GenerationSettings, make_generator
 from grail_sim.evaluation.provenance import provenance as provenance_of
 from grail_sim.evaluation.streaming import RecordStream, progress_bar, run_batches
-from grail_sim.rows import finite, opinion_direction
+from grail_sim.rows import finite, opinion_direction, with_system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,9 @@ def evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     datasets_by_task = {task: load_task_split(prompts_dir, task, split) for task in tasks}
     provenance = provenance_of(model_dir, prompts_dir, tasks, split)
+    if "next_video" in datasets_by_task:  # the task trainers learn from: scored with the prompts it learned from
+        system = provenance["prompt_overrides"].get("system_prompt")
+        datasets_by_task["next_video"] = with_system_prompt(datasets_by_task["next_video"], system)
     inputs = {"model_sha256": provenance["model_sha256"], "base_model_sha256": provenance["base_model_sha256"],
               "prompts_sha256": provenance["prompts_sha256"], "split": split, "tasks": list(tasks)}
     jobs = _plan(datasets_by_task, mode, generate_rows, score_rows, settings.seed)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from grail_sim import io
+from grail_sim.model.loading import trained_prompt_overrides
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def provenance(model_dir: Path, prompts_dir: Path, tasks: Sequence[str], split: 
         "prompts_dir": str(prompts_dir),
         "prompts_sha256": {task: io.file_sha256(prompts_dir / task) for task in tasks},
         "split": split,
+        # The chat template and system prompt the model was trained with, when its recipe set them.
+        "prompt_overrides": trained_prompt_overrides(model_dir),
         "git_revision": git_revision(),
         "versions": versions(),
     }

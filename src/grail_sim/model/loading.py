@@ -34,6 +34,7 @@ BASE_SHA_KEY = "base_model_sha256"
 # Written beside every model this project builds or trains: where it came from and how it was made.
 PROVENANCE_FILE = "grail_sim.json"
 THINK_TEMPLATE_KEY = "think_template"  # in PROVENANCE_FILE: the think the run's supervised target taught
+PROMPT_OVERRIDES_KEY = "prompt_overrides"  # in PROVENANCE_FILE: the recipe's chat_template and system_prompt
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -171,6 +172,17 @@ def trained_think_template(model_dir: str | os.PathLike) -> str:
     """The think template the model at `model_dir` was trained to write before its answer ("" when
     its training recorded none: the base model, a run without a supervised target)."""
     return str(_read_json(Path(model_dir) / PROVENANCE_FILE).get(THINK_TEMPLATE_KEY) or "")
+
+
+def trained_prompt_overrides(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """What the recipe of the model at `model_dir` set about its prompts: {"chat_template": record or
+    None, "system_prompt": text or None} ({} when its training recorded nothing)."""
+    return dict(_read_json(Path(model_dir) / PROVENANCE_FILE).get(PROMPT_OVERRIDES_KEY) or {})
+
+
+def trained_system_prompt(model_dir: str | os.PathLike) -> str | None:
+    """The system prompt the model at `model_dir` was trained with in place of the prompts stage's, or None."""
+    return trained_prompt_overrides(model_dir).get("system_prompt") or None
 
 
 def _recorded_bases(adapter_dir: Path, record: dict[str, Any]) -> list[str]:

@@ -24,7 +24,7 @@ so the RL output is still one adapter on the original base and `load_policy` loa
 (with `lora.enabled: false` the adapter is merged into the base and every weight trains).
 
 `train` reads as the run's steps in order (as open-r1's grpo.py does): recipe, rewards, run
-settings, dataset (and evaluation rows), model, resume, held-out check, LoRA, warm-up, reward functions, trainer, train,
+settings, dataset (and evaluation rows), model, prompt overrides, resume, held-out check, LoRA, warm-up, reward functions, trainer, train,
 save; each step is a function below it.
 """
 
@@ -44,6 +44,7 @@ import yaml
 from grail_sim import io
 from grail_sim.errors import RecipeError, TrainingDataError
 from grail_sim.model.loading import (
+    PROMPT_OVERRIDES_KEY,
     PROVENANCE_FILE,
     THINK_TEMPLATE_KEY,
     adapter_base,
@@ -52,6 +53,8 @@ from grail_sim.model.loading import (
 )
 from grail_sim.training.callbacks import get_callbacks
 from grail_sim.training.data import load_training_data, trainable_rows
+from grail_sim.rows import with_system_prompt
+from grail_sim.training.prompting import prompt_overrides
 from grail_sim.training.recipe import (
     TRAINERS,
     ScriptArguments,
@@ -124,12 +127,14 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
     data = get_dataset(run)
     eval_data = get_eval_dataset(run)
     tokenizer, model = get_model(run)
+    overrides = prompt_overrides(script, tokenizer, run.model_dir)
+    data, eval_data = (with_system_prompt(rows, overrides["system_prompt"]) for rows in (data, eval_data))
     prepare_resume(run)
     summary: dict[str, Any] = {"trainer": script.trainer, "rewards": reward_names, "reward_weights": weights,
-                               THINK_TEMPLATE_KEY: taught_think_template(run), "train_rows": len(data),
-                               "eval_rows": None if eval_data is None else len(eval_data)}
+                               THINK_TEMPLATE_KEY: taught_think_template(run), PROMPT_OVERRIDES_KEY: overrides,
+                               "train_rows": len(data), "eval_rows": None if eval_data is None else len(eval_data)}
     model = get_peft_model(run, model)
-    heldout = get_heldout(run)
+    heldout = with_system_prompt(get_heldout(run), overrides["system_prompt"])
     if heldout is not None:  # after the adapter is on: "before" is the starting policy (sft's, when it starts there)
         summary["heldout_before"] = heldout_accuracy(run, model, tokenizer, heldout, "before")
     summary.update(run_warmup(run, model, tokenizer, data))

@@ -26,6 +26,7 @@ from grail_sim.config import RECIPE_ENVIRONMENT
 from grail_sim.errors import RecipeError
 from grail_sim.io import read_yaml_mapping
 from grail_sim.training.mixture import check_mixture
+from grail_sim.training.prompting import PromptOverrides
 from grail_sim.training.settings import (
     GailSettings,
     LoraSettings,
@@ -53,7 +54,7 @@ OPTIONAL_SECTIONS = {"gail": GailSettings}
 
 
 @dataclass
-class ScriptArguments(Section):
+class ScriptArguments(PromptOverrides):
     """grail-sim's own recipe keys; every other key of a recipe must be a TRL `GRPOConfig` field."""
 
     NAME = "recipe"
@@ -118,6 +119,7 @@ class ScriptArguments(Section):
         self.heldout_rows = as_int("heldout_rows", self.heldout_rows, minimum=0)
         self.accelerate_config = as_text("accelerate_config", self.accelerate_config, optional=True)
         self.dataset_mixture = check_mixture(self.dataset_mixture)
+        self.check_prompt_overrides()
         self.eval_split = as_text("eval_split", self.eval_split)
         self.max_eval_samples = as_int("max_eval_samples", self.max_eval_samples, minimum=0, optional=True)
         self._check_kl_and_maxent_keys()
@@ -165,7 +167,7 @@ SCRIPT_KEYS = tuple(f.name for f in dataclasses.fields(ScriptArguments))
 
 
 @dataclass
-class SftArguments(Section):
+class SftArguments(PromptOverrides):
     """grail-sim's own keys of an `sft` recipe; every other key must be a TRL `SFTConfig` field."""
 
     NAME = "recipe"
@@ -190,6 +192,7 @@ class SftArguments(Section):
             if self.lora is not None and not isinstance(self.lora, Mapping):
                 raise RecipeError(f"'lora' must be a mapping, got {self.lora!r}")
             self.lora = LoraSettings.from_mapping(self.lora)
+        self.check_prompt_overrides()
         self.think_template = as_text("think_template", self.think_template)
         problem = think_template_problem(self.think_template)
         if problem:

@@ -23,7 +23,7 @@ import logging
 import time
 from typing import Any
 
-from grail_sim.model.loading import THINK_TEMPLATE_KEY
+from grail_sim.model.loading import PROMPT_OVERRIDES_KEY, THINK_TEMPLATE_KEY
 from grail_sim.training.callbacks import get_callbacks
 from grail_sim.training.data import load_training_data
 from grail_sim.training.main import (
@@ -35,6 +35,8 @@ from grail_sim.training.main import (
     save_run_outputs,
     train_with_resume,
 )
+from grail_sim.rows import with_system_prompt
+from grail_sim.training.prompting import prompt_overrides
 from grail_sim.training.warmup import warmup_target
 
 LOG = logging.getLogger("grail_sim.train.sft")
@@ -43,11 +45,12 @@ LOG = logging.getLogger("grail_sim.train.sft")
 def train_sft(run: Run, started: float) -> dict:
     """Train the sft policy of `run` (an sft recipe); returns the summary written to OUT/final/grail_sim.json."""
     configure_sft(run)
-    data = get_sft_dataset(run)
     tokenizer, model = get_model(run)
+    overrides = prompt_overrides(run.script, tokenizer, run.model_dir)
+    data = get_sft_dataset(run, overrides["system_prompt"])
     prepare_resume(run)
     summary: dict[str, Any] = {"trainer": run.script.trainer, THINK_TEMPLATE_KEY: run.script.think_template,
-                               "train_rows": len(data)}
+                               PROMPT_OVERRIDES_KEY: overrides, "train_rows": len(data)}
     trainer = build_sft_trainer(run, model, tokenizer, data)
     result, train_seconds = train_with_resume(run, trainer)
     if not save_final(run, trainer, tokenizer, summary, result, train_seconds, None):
@@ -80,10 +83,12 @@ def sft_example(row: dict, template: str) -> dict:
             "completion": [{"role": "assistant", "content": warmup_target(row, template)}]}
 
 
-def get_sft_dataset(run: Run):
-    """The training split as prompt-completion pairs (every other column dropped)."""
+def get_sft_dataset(run: Run, system_prompt: str | None = None):
+    """The training split as prompt-completion pairs (every other column dropped), with the recipe's
+    system prompt in place of the prompts stage's when it sets one."""
     data = load_training_data(run.dataset_dir, run.script.train_split, need_grail=False,
                               max_rows=run.script.max_train_rows, seed=run.seed)
+    data = with_system_prompt(data, system_prompt)
     template = run.script.think_template
     # In memory: a map of a dataset loaded from disk writes its cache beside the prompts, which would
     # change their content hash (the resume fingerprint) on every run; TRL's own maps follow suit.
