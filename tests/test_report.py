@@ -181,6 +181,22 @@ def test_trained_model_report_plots_training_curves(tmp_path):
     assert (tmp_path / "reports" / "figures" / "grail_gun_training.png").is_file()
     assert "Opinion" in text and "Not evaluated." in text  # no opinion task in this evaluation
     assert io.file_sha256(train / "resolved_recipe.yaml") in text
+    assert "GRAIL discriminator" not in text  # this log has no gail/accuracy: no discriminator figure
+
+
+def test_grail_report_plots_its_discriminator_and_states_the_gap(tmp_path):
+    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", perfect_records(), None)
+    train = tmp_path / "train" / "grail_gun"
+    io.write_jsonl(train / "metrics.jsonl", [
+        {"step": s, "reward": 0.5, "gail/accuracy": 0.5 + 0.1 * s, "gail/p_human_gold": 0.5 + 0.05 * s,
+         "gail/p_human_policy": 0.5 - 0.05 * s, "gail/p_human_negative": 0.45} for s in (1, 2, 3)])
+    out = tmp_path / "reports" / "grail_gun.md"
+    assert cli.main(["report", "--model", "grail", "--issue", "gun", "--eval", str(evaluation), "--train-dir",
+                     str(train), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "0.100 at the first logged step, 0.300 at the last (3 steps)" in text
+    assert "](figures/grail_gun_training_discriminator.png)" in text
+    assert (tmp_path / "reports" / "figures" / "grail_gun_training_discriminator.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_empty_study_and_empty_task_render_as_no_rows(tmp_path):

@@ -22,7 +22,15 @@ from grail_sim import io, issues
 from grail_sim.config import resolve_section
 from grail_sim.errors import ReportError
 from grail_sim.evaluation.choice_metrics import ORACLE, clears_best_baseline
-from grail_sim.report.plots import curve, plot_mean_distribution, plot_positions, plot_reliability, plot_training_curves
+from grail_sim.report.plots import (
+    curve,
+    discriminator_gap,
+    plot_discriminator,
+    plot_mean_distribution,
+    plot_positions,
+    plot_reliability,
+    plot_training_curves,
+)
 
 log = logging.getLogger(__name__)
 
@@ -340,12 +348,15 @@ def training_context(train_dir: Path, figure: Path, out_dir: Path) -> dict[str, 
     """A training run's log summary, curves and recipe hash."""
     rows = load_training_log(train_dir)
     plot_training_curves(rows, figure)
+    discriminator = plot_discriminator(rows, figure.with_name(f"{figure.stem}_discriminator.png"))
     recipe = train_dir / "resolved_recipe.yaml"
     return {
         "dir": str(train_dir),
         "n_logged_steps": len(rows),
         "last_step": rows[-1].get("step") if rows else None,
         "figure": _relative(figure, out_dir),
+        "discriminator_figure": _relative(discriminator, out_dir) if discriminator else None,
+        "discriminator_gap": discriminator_gap(rows),
         "summary": training_summary(rows),
         "recipe_sha256": io.file_sha256(recipe) if recipe.is_file() else None,
         "recipe": str(recipe) if recipe.is_file() else None,

@@ -62,6 +62,46 @@ def plot_training_curves(rows: Sequence[dict], path: Path) -> Path:
     return path
 
 
+# GRAIL's discriminator, per step, before that step's update (gail_reward logs these).
+DISCRIMINATOR_PROBABILITIES = (("gail/p_human_gold", "human choices"), ("gail/p_human_policy", "policy choices"),
+                               ("gail/p_human_negative", "all synthetic"))
+
+
+def plot_discriminator(rows: Sequence[dict], path: Path) -> Path | None:
+    """GRAIL's discriminator over training: its accuracy on human vs synthetic choices, and its mean
+    P(human) for each kind; None (no figure) for a run without a discriminator."""
+    if not curve(rows, "gail/accuracy")[1]:
+        return None
+    plt = _pyplot()
+    fig, (accuracy, probability) = plt.subplots(1, 2, figsize=(9, 3.2))
+    steps, values = curve(rows, "gail/accuracy")
+    accuracy.plot(steps, values, marker="." if len(values) < 30 else None)
+    accuracy.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    accuracy.set_ylim(0, 1)
+    accuracy.set_title("accuracy, human vs synthetic")
+    for key, label in DISCRIMINATOR_PROBABILITIES:
+        steps, values = curve(rows, key)
+        if values:
+            probability.plot(steps, values, marker="." if len(values) < 30 else None, label=label)
+    probability.set_ylim(0, 1)
+    probability.set_title("mean P(human)")
+    probability.legend(fontsize="small")
+    for axis in (accuracy, probability):
+        axis.set_xlabel("step")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def discriminator_gap(rows: Sequence[dict]) -> dict[str, float] | None:
+    """Mean P(human) of human minus policy choices, first and last logged step; None without both."""
+    gaps = [row["gail/p_human_gold"] - row["gail/p_human_policy"] for row in rows
+            if isinstance(row.get("gail/p_human_gold"), (int, float)) and
+            isinstance(row.get("gail/p_human_policy"), (int, float))]
+    return {"first": gaps[0], "last": gaps[-1], "n": len(gaps)} if gaps else None
+
+
 def plot_positions(distribution: dict[str, Any], title: str, path: Path) -> Path:
     """Model's answered positions beside participants' chosen ones, unparsed answers as a last bar."""
     plt = _pyplot()
