@@ -79,6 +79,13 @@ def test_gpu_extra_resolves_with_the_core_pins():
 
 
 def test_every_rule_env_exists():
-    for rule_file in (ROOT / "workflow" / "rules").glob("*.smk"):
+    rules = ROOT / "workflow" / "rules"
+    for rule_file in rules.glob("*.smk"):
         for env in re.findall(r'conda:\s*\n?\s*"([^"]+)"', rule_file.read_text()):
             assert (rule_file.parent / env).resolve().is_file(), f"{rule_file.name}: missing conda env {env}"
+    # The rules that train and evaluate take theirs from MODEL_ENV, one per compute profile.
+    common = (rules / "common.smk").read_text()
+    model_envs = re.findall(r'"(\.\./\.\./envs/[^"]+)"', common.split("MODEL_ENV = ", 1)[1].splitlines()[0])
+    assert len(model_envs) == 2
+    for env in model_envs:
+        assert (rules / env).resolve().is_file(), f"common.smk: missing conda env {env}"

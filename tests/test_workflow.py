@@ -76,6 +76,44 @@ def test_slurm_profile_dry_run_without_slurm():
     assert jobs == DEFAULT_DAG
 
 
+def test_the_used_by_command_plans_gpu_recipes_with_vllm_and_gpu_resources():
+    """`snakemake --profile profiles/slurm reports/grail_gun.md`, dry run with commands: the profile's
+    config/cluster.yaml switches training to config/recipes/gpu/ (bf16, vLLM server mode) and the
+    rules that train and evaluate to envs/grail-gpu.yaml, with GPUs requested per rule."""
+    from grail_sim.training import recipe as training_recipe
+
+    result = _snakemake("--profile", "profiles/slurm", "-n", "--forceall", "-p", "reports/grail_gun.md",
+                        "--sdm", "env-modules")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    commands = [line for line in output.splitlines() if "grail-sim train --recipe" in line]
+    recipes = sorted(line.split("--recipe ")[1].split()[0] for line in commands)
+    assert recipes == ["config/recipes/gpu/grail.yaml", "config/recipes/gpu/sft.yaml"]
+    script, grpo = training_recipe.load_recipe(ROOT / "config" / "recipes" / "gpu" / "grail.yaml")
+    assert grpo["use_vllm"] is True and grpo["vllm_mode"] == "server" and grpo["bf16"] is True
+    assert script.dtype == "bfloat16" and script.gail is not None
+    blocks = output.split("\n\n")
+    gpus = {rule: [block for block in blocks if f"rule {rule}:" in block and "gpu=" in block]
+            for rule in ("sft", "train", "evaluate")}
+    assert all(gpus.values()), gpus
+    assert all("gpu=2" in block for block in gpus["train"]) and all("gpu=1" in block for block in gpus["sft"])
+    evaluate = [line for line in output.splitlines() if "grail-sim evaluate" in line]
+    assert evaluate and all('"generate_rows": 0' in line and '"dtype": "bfloat16"' in line for line in evaluate)
+
+
+def test_every_gpu_recipe_loads_and_the_cpu_set_stays_on_cpu():
+    from grail_sim.training import recipe as training_recipe
+
+    for name in ("sft", "grpo", "grail", "maxent"):
+        gpu_script, gpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / "gpu" / f"{name}.yaml")
+        cpu_script, cpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / f"{name}.yaml")
+        assert gpu_script.trainer == cpu_script.trainer == name
+        assert gpu_args["bf16"] is True and gpu_script.dtype == "bfloat16"
+        assert cpu_args["bf16"] is False and cpu_script.dtype == "float32"
+        if name != "sft":
+            assert gpu_args["use_vllm"] is True and cpu_args["use_vllm"] is False
+
+
 def test_lint_is_clean():
     result = _snakemake("--lint")
     output = result.stdout + result.stderr

@@ -24,6 +24,10 @@ for message in grail_config.apply_environment(config, os.environ):
 validate(config, str(grail_config.SCHEMA_PATH))
 
 GRAIL = "grail-sim"
+# The compute profile (`compute`; the slurm profile sets gpu through config/cluster.yaml) picks the
+# recipe set and the software env of the rules that train and evaluate; the others stay on CPU.
+RECIPE_DIR = {"cpu": "config/recipes", "gpu": "config/recipes/gpu"}[config["compute"]]
+MODEL_ENV = {"cpu": "../../envs/grail.yaml", "gpu": "../../envs/grail-gpu.yaml"}[config["compute"]]
 ISSUES = SHORT_TO_ISSUE  # short name of targets (gun, wage) -> long name of prompt folders
 
 

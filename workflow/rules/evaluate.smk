@@ -38,7 +38,7 @@ rule evaluate:
     resources:
         mem_mb=8000,
     conda:
-        "../../envs/grail.yaml"
+        MODEL_ENV
     shell:
         "{params.grail} evaluate --model {input.model:q} --model-name {wildcards.model} --prompts {params.prompts:q} "
         "--split {wildcards.split} --out {params.out:q} {params.demo_truth} --config-json {params.config} "
@@ -64,7 +64,7 @@ if EXTERNAL["next_video"] and EXTERNAL["opinion"]:
         resources:
             mem_mb=2000,
         conda:
-            "../../envs/grail.yaml"
+            MODEL_ENV
         shell:
             "{params.grail} prompts import --jsonl {input:q} --out {output:q} --config-json {params.config} "
             "> {log:q} 2>&1"
@@ -93,7 +93,7 @@ if EXTERNAL["next_video"] and EXTERNAL["opinion"]:
         resources:
             mem_mb=8000,
         conda:
-            "../../envs/grail.yaml"
+            MODEL_ENV
         shell:
             "{params.grail} evaluate --model {input.model:q} --model-name {wildcards.model} "
             "--prompts results/prompts/external --split test --external --out {params.out:q} "

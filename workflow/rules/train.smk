@@ -1,10 +1,11 @@
-# Train a policy per trainer recipe (config/recipes/{trainer}.yaml) and issue (gun, wage) into
+# Train a policy per trainer recipe ({RECIPE_DIR}/{trainer}.yaml: config/recipes/, or config/recipes/gpu/
+# under `compute: gpu`) and issue (gun, wage) into
 # results/train/{trainer}_{short}/ (Contract 3). The DAG reads model -> sft -> grpo / grail / maxent:
 # rule `sft` clones the human choices with TRL's SFTTrainer from the base model, and rule `train`
 # starts every RL trainer from sft's final model (`train.start_from`; `base` = the untrained model),
 # whose LoRA adapter it trains further (docs/train.md). Checkpoints live beside the declared
 # outputs, so a rerun after an interruption resumes from the last one. With a recipe that sets
-# `use_vllm: true` and `vllm_mode: server` (config/recipes/grail-gpu.yaml), `grail-sim train` starts
+# `use_vllm: true` and `vllm_mode: server` (config/recipes/gpu/*.yaml), `grail-sim train` starts
 # `vllm serve` on the first allotted GPU, waits for /health and runs `accelerate launch` on the
 # others, and always stops the server (grail_sim.training.vllm_server; docs/train.md).
 TRAIN = config["train"]
@@ -16,7 +17,7 @@ rule sft:
     input:
         prompts=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
         model=rules.model.output,
-        recipe="config/recipes/sft.yaml",
+        recipe=f"{RECIPE_DIR}/sft.yaml",
     output:
         final=directory("results/train/sft_{short}/final"),
         state="results/train/sft_{short}/trainer_state.json",
@@ -36,7 +37,7 @@ rule sft:
     resources:
         mem_mb=TRAIN["mem_mb"],
     conda:
-        "../../envs/grail.yaml"
+        MODEL_ENV
     shell:
         "{params.grail} train --recipe {input.recipe:q} --dataset {input.prompts:q} --model {input.model:q} "
         "--out {params.out:q} --threads {threads} --config-json {params.config} > {log:q} 2>&1"
@@ -46,7 +47,7 @@ rule train:
     input:
         prompts=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
         model=lambda w: start_model(w.trainer, w.short),
-        recipe="config/recipes/{trainer}.yaml",
+        recipe=lambda w: f"{RECIPE_DIR}/{w.trainer}.yaml",
     output:
         final=directory("results/train/{trainer}_{short}/final"),
         state="results/train/{trainer}_{short}/trainer_state.json",
@@ -68,7 +69,7 @@ rule train:
     resources:
         mem_mb=TRAIN["mem_mb"],
     conda:
-        "../../envs/grail.yaml"
+        MODEL_ENV
     shell:
         "{params.grail} train --recipe {input.recipe:q} --dataset {input.prompts:q} --model {input.model:q} "
         "--out {params.out:q} --threads {threads} --config-json {params.config} > {log:q} 2>&1"
