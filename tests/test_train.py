@@ -221,7 +221,7 @@ def test_every_recipe_field_has_help_and_train_help_lists_them(capsys):
             assert sub.metadata["help"], f"{item.name}.{sub.name}"
             keys.append(f"{item.name}.{sub.name}")
     assert set(training_recipe.SCRIPT_KEYS) == {"chat_template", "system_prompt", "trainer", "dtype", "rewards",
-                                                "train_split", "max_train_rows", "lora",
+                                                "train_split", "max_train_rows", "lora", "quantization",
                                                 "warmup_sft", "gail", "heldout_rows", "accelerate_config",
                                                 "vllm_server", "dataset_mixture", "eval_split", "max_eval_samples",
                                                 "init_kl_coeff", "kl_target", "kl_horizon",

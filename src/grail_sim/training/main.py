@@ -290,9 +290,15 @@ def get_model(run: Run):
     try:
         has_tokenizer = (Path(run.model_dir) / "tokenizer_config.json").is_file()
         tokenizer = AutoTokenizer.from_pretrained(run.model_dir if has_tokenizer else run.base_dir)
-        model = AutoModelForCausalLM.from_pretrained(run.base_dir, dtype=getattr(torch, run.script.dtype))
+        model = AutoModelForCausalLM.from_pretrained(run.base_dir, dtype=getattr(torch, run.script.dtype),
+                                                     **quantized_loading(run))
     except (OSError, ValueError) as err:
         raise TrainingDataError(f"model folder {run.model_dir} does not load: {err}") from None
+    if run.script.quantization.enabled:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(run.trl.get("gradient_checkpointing", False)))
     if run.start_adapter is not None and not run.script.lora.enabled:
         from peft import PeftModel
 
@@ -300,8 +306,24 @@ def get_model(run: Run):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model.to(run.device)
+    if not run.script.quantization.enabled:  # bitsandbytes placed the quantised weights already
+        model.to(run.device)
     return tokenizer, model
+
+
+def quantized_loading(run: Run) -> dict:
+    """`from_pretrained` keyword arguments of the recipe's `quantization` section ({} without one):
+    bitsandbytes' config, the weights on this process's GPU. Fails on CPU, naming the key."""
+    quantization = run.script.quantization
+    if not quantization.enabled:
+        return {}
+    if run.device != "cuda":
+        raise RecipeError(f"quantization.bits {quantization.bits} needs a GPU (bitsandbytes' kernels are CUDA); "
+                          "this run is on CPU: remove the quantization section or run on a GPU node")
+    import torch
+
+    return {"quantization_config": quantization.to_bitsandbytes(),
+            "device_map": {"": torch.cuda.current_device()}}
 
 
 def prepare_resume(run: Run) -> None:
@@ -453,6 +475,7 @@ def save_final(run: Run, trainer, tokenizer, summary: dict, result, train_second
         summary.update({
             "base_model": run.base_dir or run.model_dir, **base_model_record(run.base_dir or run.model_dir),
             "start_model": run.model_dir, "adapter": bool(run.script.lora.enabled), "dataset": run.dataset_dir,
+            "quantization_bits": run.script.quantization.bits,
             "recipe": run.recipe_path, "global_step": trainer.state.global_step,
             "resumed_from": str(run.resume_from) if run.resume_from else None, "train_seconds": train_seconds,
             "seconds_per_step": train_seconds / max(1, trainer.state.global_step - run.resumed_step),

@@ -30,6 +30,7 @@ from grail_sim.training.prompting import PromptOverrides
 from grail_sim.training.settings import (
     GailSettings,
     LoraSettings,
+    QuantizationSettings,
     Section,
     VllmServerSettings,
     WarmupSettings,
@@ -68,6 +69,8 @@ class ScriptArguments(PromptOverrides):
     train_split: str = helped("train", help="split of the prompt dataset to train on")
     max_train_rows: int | None = helped(None, help="cap on training rows after a seeded shuffle (null or 0: all)")
     lora: LoraSettings = helped(factory=LoraSettings, help="LoRA adapter (section)")
+    quantization: QuantizationSettings = helped(factory=QuantizationSettings,
+                                                help="4- or 8-bit loading of the base weights, QLoRA (section; GPU)")
     warmup_sft: WarmupSettings = helped(factory=WarmupSettings, help="supervised format warm-up (section)")
     gail: GailSettings | None = helped(None, help="GRAIL's online discriminator reward (section; absent: no "
                                                   "discriminator)")
@@ -129,7 +132,7 @@ class ScriptArguments(PromptOverrides):
                 if value is not None and not isinstance(value, Mapping):
                     raise RecipeError(f"{name!r} must be a mapping, got {value!r}")
                 setattr(self, name, kind.from_mapping(value))
-
+        check_quantization(self.lora, self.quantization)
 
     def _check_kl_and_maxent_keys(self) -> None:
         if self.init_kl_coeff is not None:
@@ -161,7 +164,15 @@ class ScriptArguments(PromptOverrides):
         return AdaptiveKLController(init_kl_coeff=beta, kl_target=self.kl_target, kl_horizon=self.kl_horizon)
 
 
-SECTIONS: dict[str, type[Section]] = {"lora": LoraSettings, "warmup_sft": WarmupSettings, "gail": GailSettings,
+def check_quantization(lora: LoraSettings, quantization: QuantizationSettings) -> None:
+    """Quantised base weights cannot be trained themselves: QLoRA trains a LoRA adapter on them."""
+    if quantization.enabled and not lora.enabled:
+        raise RecipeError(f"quantization.bits {quantization.bits} needs lora.enabled: true (quantised weights are "
+                          "frozen; QLoRA trains an adapter on them)")
+
+
+SECTIONS: dict[str, type[Section]] = {"lora": LoraSettings, "quantization": QuantizationSettings,
+                                      "warmup_sft": WarmupSettings, "gail": GailSettings,
                                       "vllm_server": VllmServerSettings}
 SCRIPT_KEYS = tuple(f.name for f in dataclasses.fields(ScriptArguments))
 
@@ -179,6 +190,8 @@ class SftArguments(PromptOverrides):
     max_train_rows: int | None = helped(None, help="cap on training rows after a seeded shuffle (null or 0: all)")
     lora: LoraSettings = helped(factory=LoraSettings, help="LoRA adapter, passed to SFTTrainer as peft_config "
                                                            "(section; enabled: false = full fine-tuning)")
+    quantization: QuantizationSettings = helped(factory=QuantizationSettings,
+                                                help="4- or 8-bit loading of the base weights, QLoRA (section; GPU)")
     think_template: str = helped("Next: {short_title}",
                                  help="text inside <think> of the target completion; fields {index} {title} "
                                       "{short_title} (first 5 words) {channel} of the human's choice")
@@ -188,10 +201,13 @@ class SftArguments(PromptOverrides):
         self.dtype = as_text("dtype", self.dtype, choices=DTYPES)
         self.train_split = as_text("train_split", self.train_split)
         self.max_train_rows = as_int("max_train_rows", self.max_train_rows, minimum=0, optional=True)
-        if not isinstance(self.lora, LoraSettings):
-            if self.lora is not None and not isinstance(self.lora, Mapping):
-                raise RecipeError(f"'lora' must be a mapping, got {self.lora!r}")
-            self.lora = LoraSettings.from_mapping(self.lora)
+        for name, kind in (("lora", LoraSettings), ("quantization", QuantizationSettings)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                if value is not None and not isinstance(value, Mapping):
+                    raise RecipeError(f"{name!r} must be a mapping, got {value!r}")
+                setattr(self, name, kind.from_mapping(value))
+        check_quantization(self.lora, self.quantization)
         self.check_prompt_overrides()
         self.think_template = as_text("think_template", self.think_template)
         problem = think_template_problem(self.think_template)

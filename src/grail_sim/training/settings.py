@@ -256,3 +256,41 @@ class GailSettings(Section):
             raise RecipeError("gail.human_fraction must lie in (0, 1), got 0")
         self.replay = as_text("gail.replay", self.replay, choices=("uniform", "recency"))
         self.replay_half_life = as_int("gail.replay_half_life", self.replay_half_life, minimum=1)
+
+
+@dataclass
+class QuantizationSettings(Section):
+    """The `quantization:` section: load the policy's base weights in 4 or 8 bits through bitsandbytes
+    and train a LoRA adapter on them (QLoRA). GPU only."""
+
+    NAME = "quantization"
+
+    bits: int | None = helped(None, help="4 or 8: load the base weights quantised (null: no quantisation). Needs a "
+                                         "GPU, bitsandbytes (pyproject's gpu extra) and lora.enabled")
+    quant_type: str = helped("nf4", help="4-bit data type: nf4 or fp4 (bnb_4bit_quant_type)")
+    double_quant: bool = helped(True, help="quantise the 4-bit quantisation constants too (bnb_4bit_use_double_quant)")
+    compute_dtype: str = helped("bfloat16", help="dtype of the 4-bit matmuls: bfloat16, float16 or float32")
+
+    def __post_init__(self) -> None:
+        self.bits = as_int("quantization.bits", self.bits, minimum=4, optional=True)
+        if self.bits not in (None, 4, 8):
+            raise RecipeError(f"quantization.bits must be 4, 8 or null, got {self.bits}")
+        self.quant_type = as_text("quantization.quant_type", self.quant_type, choices=("nf4", "fp4"))
+        self.double_quant = as_bool("quantization.double_quant", self.double_quant)
+        self.compute_dtype = as_text("quantization.compute_dtype", self.compute_dtype,
+                                     choices=("bfloat16", "float16", "float32"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits is not None
+
+    def to_bitsandbytes(self):
+        """transformers' `BitsAndBytesConfig` for `from_pretrained(quantization_config=...)`."""
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        if self.bits == 8:
+            return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=self.quant_type,
+                                  bnb_4bit_use_double_quant=self.double_quant,
+                                  bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype))
