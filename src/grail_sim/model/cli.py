@@ -1,10 +1,14 @@
-"""`grail-sim model build|smoke|tiny`.
+"""`grail-sim model build|smoke|tiny|publish`.
 
     grail-sim model build --out results/models/base [--config config/config.yaml]
     grail-sim model smoke --model results/models/base --out smoke.json [--config ...]
+    grail-sim model publish --model results/train/grail_gun/final --repo-id you/grail-gun \
+        [--report reports/grail_gun.md] [--public] [--dry-run]
 
 `build` reads `model.name_or_path`, `model.embedded_package` and `model.embedded_file`; `smoke`
-sends `model.smoke_prompt`. `tiny` writes the tiny random model of tests and benchmarks.
+sends `model.smoke_prompt`. `tiny` writes the tiny random model of tests and benchmarks. `publish` pushes a
+trained model's final/ folder and a model card to the Hugging Face Hub (grail_sim.model.publish);
+`--dry-run` prints what would be uploaded, without network.
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     smoke_cmd.add_argument("--out", required=True, help="output JSON file")
     config.add_arguments(smoke_cmd, "model")
 
+    publish = sub.add_parser("publish", help="push a trained model's final/ and a model card to the Hub")
+    publish.add_argument("--model", required=True, help="a trained model's final/ folder")
+    publish.add_argument("--repo-id", required=True, help="Hub repository, e.g. you/grail-gun")
+    publish.add_argument("--report", default=None, help="the model's report, appended to the model card")
+    publish.add_argument("--public", action="store_true", help="create the repository public (default: private)")
+    publish.add_argument("--dry-run", action="store_true", help="print the files and card; upload nothing")
+
     tiny = sub.add_parser("tiny", help="write a tiny random model with the embedded tokenizer")
     tiny.add_argument("--tokenizer", default=None,
                       help="tokenizer folder (default: the embedded tokenizer, built into the cache)")
@@ -56,6 +67,16 @@ def run(args: argparse.Namespace) -> int:
         provenance = build_base_model(model["name_or_path"], args.out, package=model["embedded_package"],
                                       gguf_file=model["embedded_file"], dtype=args.dtype)
         print(json.dumps(provenance, indent=2, sort_keys=True))
+    elif args.action == "publish":
+        from pathlib import Path
+
+        from grail_sim.model.publish import push_final, upload_plan
+
+        report = Path(args.report) if args.report else None
+        if args.dry_run:
+            print(json.dumps(upload_plan(Path(args.model), report), indent=2))
+        else:
+            push_final(Path(args.model), args.repo_id, report=report, private=not args.public)
     elif args.action == "smoke":
         log.info("smoke test of %s", args.model)
         prompt = config.from_arguments("model", args, os.environ)["model"]["smoke_prompt"]

@@ -92,6 +92,7 @@ class Run:
     resume_from: Path | None = None
     start_adapter: Path | None = None  # --model was an adapter folder (the sft stage's output)
     base_dir: str = ""  # the folder whose weights the run trains on (the adapter's base, or --model)
+    push_repo: str | None = None  # push_to_hub's hub_model_id: final/ is pushed once, after training
     mixture_eval: Any = None  # the dataset mixture's held-out rows (test_split_size), evaluated during training
 
     @property
@@ -145,6 +146,7 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
     if not save_final(run, trainer, tokenizer, summary, result, train_seconds, gail_reward):
         return summary  # not rank 0: the files are written
     save_run_outputs(run, discriminator)
+    push_final_model(run)
     if heldout is not None:
         summary["heldout_after"] = heldout_accuracy(run, trainer.model, tokenizer, heldout, "after")
         io.write_json(out / "heldout.json", {"before": summary["heldout_before"], "after": summary["heldout_after"]})
@@ -196,6 +198,7 @@ def configure_common(run: Run, config_key: str) -> None:
     OUT/resolved_recipe.yaml (the TRL keys under `config_key`)."""
     _configure_logging_backends(run.trl, run.out)
     run.device = _device_defaults(run.trl, run.script)
+    _configure_push(run)
     run.trl.setdefault("logging_steps", 1)
     run.trl.setdefault("save_strategy", "steps")
     run.seed = int(run.trl.get("seed", 42))
@@ -204,6 +207,27 @@ def configure_common(run: Run, config_key: str) -> None:
         io.write_text(run.out / "resolved_recipe.yaml", yaml.safe_dump(
             {"recipe": run.recipe_path, "dataset": run.dataset_dir, "model": run.model_dir,
              "script": run.script.as_dict(), config_key: redact(run.trl)}, sort_keys=True))
+
+
+def _configure_push(run: Run) -> None:
+    """TRL's `push_to_hub` would push every checkpoint (with its optimizer state) as it is saved;
+    grail-sim pushes final/ and a model card once, after training (grail_sim.model.publish)."""
+    if not run.trl.get("push_to_hub"):
+        return
+    if not run.trl.get("hub_model_id"):
+        raise RecipeError(f"recipe {run.recipe_path}: push_to_hub needs hub_model_id (the Hub repository, "
+                          "e.g. you/grail-gun)")
+    run.push_repo = str(run.trl["hub_model_id"])
+    run.trl["push_to_hub"] = False
+
+
+def push_final_model(run: Run) -> None:
+    """Push OUT/final to `hub_model_id` when the recipe asks for it (rank 0 only)."""
+    if run.push_repo is None or not run.is_main:
+        return
+    from grail_sim.model.publish import push_final
+
+    push_final(run.out / "final", run.push_repo, private=run.trl.get("hub_private_repo") is not False)
 
 
 def _configure_logging_backends(grpo: dict, out_dir: Path) -> None:

@@ -31,6 +31,7 @@ from grail_sim.training.main import (
     configure_common,
     get_model,
     prepare_resume,
+    push_final_model,
     save_final,
     save_run_outputs,
     train_with_resume,
@@ -56,6 +57,7 @@ def train_sft(run: Run, started: float) -> dict:
     if not save_final(run, trainer, tokenizer, summary, result, train_seconds, None):
         return summary  # not rank 0: the files are written
     save_run_outputs(run, None)
+    push_final_model(run)
     summary["total_seconds"] = time.perf_counter() - started
     LOG.info("done: %s steps in %.1fs -> %s", trainer.state.global_step, summary["total_seconds"],
              run.out / "final")
