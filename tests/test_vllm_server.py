@@ -148,3 +148,27 @@ def test_server_mode_needs_two_gpus(monkeypatch, tmp_path):
     with pytest.raises(vllm_server.ServerError, match="colocate"):
         vllm_server.orchestrate(["train"], model="m", out_dir=tmp_path, settings=VllmServerSettings(), grpo={},
                                 accelerate_config=None)
+
+
+def test_the_server_context_is_the_longest_prompt_plus_the_completion(tmp_path, monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_list([{"prompt_tokens": 300}, {"prompt_tokens": 912}]),
+                 "validation": Dataset.from_list([{"prompt_tokens": 5000}])}).save_to_disk(str(tmp_path / "data"))
+    assert vllm_server.context_length(tmp_path / "data", "train", 128) == 912 + 128 + vllm_server.CONTEXT_MARGIN
+    assert vllm_server.context_length(tmp_path / "nowhere", "train", 128) is None
+    seen = {}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setattr(vllm_server, "run_with_server", lambda server, train, **kw: seen.update(
+        server=server, train=train, **kw) or 0)
+    assert vllm_server.orchestrate(["train"], model="m", out_dir=tmp_path, settings=VllmServerSettings(), grpo={},
+                                   accelerate_config=None, context=1104) == 0
+    flags = dict(zip(seen["server"][5::2], seen["server"][6::2]))
+    assert flags["--max-model-len"] == "1104" and flags["--host"] == "127.0.0.1"
+    assert str(seen["log_path"]) == str(tmp_path / "vllm_server.log")
+    ports = {flags["--port"], next(arg.split("=")[1] for arg in seen["train"] if arg.startswith("vllm_group_port="))}
+    assert len(ports) == 2  # the server's and the weight-sync group's ports are distinct free ports
+    # A recipe's own max_model_len wins over the computed context.
+    vllm_server.orchestrate(["train"], model="m", out_dir=tmp_path, settings=VllmServerSettings(max_model_len=4096),
+                            grpo={}, accelerate_config=None, context=1104)
+    assert dict(zip(seen["server"][5::2], seen["server"][6::2]))["--max-model-len"] == "4096"

@@ -88,6 +88,7 @@ def test_the_used_by_command_plans_gpu_recipes_with_vllm_and_gpu_resources():
     assert result.returncode == 0, output
     commands = [line for line in output.splitlines() if "grail-sim train --recipe" in line]
     recipes = sorted(line.split("--recipe ")[1].split()[0] for line in commands)
+    assert any("--server-log results/logs/train_grail_gun.vllm.log" in line for line in commands)
     assert recipes == ["config/recipes/gpu/grail.yaml", "config/recipes/gpu/sft.yaml"]
     script, grpo = training_recipe.load_recipe(ROOT / "config" / "recipes" / "gpu" / "grail.yaml")
     assert grpo["use_vllm"] is True and grpo["vllm_mode"] == "server" and grpo["bf16"] is True

@@ -62,7 +62,9 @@ rule train:
         config=stage_json("train", exclude=TRAIN_DAG_KEYS),
         code=code_version("train"),
     log:
-        "results/logs/train_{trainer}_{short}.log",
+        main="results/logs/train_{trainer}_{short}.log",
+        # vllm_mode: server recipes (GPU) write the server's log here; CPU runs leave it empty.
+        vllm="results/logs/train_{trainer}_{short}.vllm.log",
     benchmark:
         "results/benchmarks/train_{trainer}_{short}.tsv"
     threads: TRAIN["threads"]
@@ -72,4 +74,5 @@ rule train:
         MODEL_ENV
     shell:
         "{params.grail} train --recipe {input.recipe:q} --dataset {input.prompts:q} --model {input.model:q} "
-        "--out {params.out:q} --threads {threads} --config-json {params.config} > {log:q} 2>&1"
+        "--out {params.out:q} --threads {threads} --server-log {log.vllm:q} --config-json {params.config} "
+        "> {log.main:q} 2>&1"

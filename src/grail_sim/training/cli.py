@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key (YAML value; dotted keys for sections, e.g. gail.weight=0.5); "
                              "wins over train.overrides and the environment overrides listed below")
+    parser.add_argument("--server-log", default=None,
+                        help="where the vLLM server of a vllm_mode: server run writes its log (the rule's log "
+                             "folder; default: vllm_server.log of the recipe, else OUT/vllm_server.log)")
     config.add_arguments(parser, "train")
 
 
@@ -50,9 +53,13 @@ def run(args: argparse.Namespace) -> int:
             argv += ["--max-steps", str(max_steps)]
         for override in overrides:
             argv += ["--set", override]
+        context = vllm_server.context_length(args.dataset, script.train_split,
+                                             int(grpo.get("max_completion_length") or 256))
+        if args.server_log and not script.vllm_server.log:
+            script.vllm_server.log = args.server_log
         return vllm_server.orchestrate(argv, model=served_model(args.model), out_dir=args.out,
-                                       settings=script.vllm_server,
-                                       grpo=grpo, accelerate_config=script.accelerate_config)
+                                       settings=script.vllm_server, grpo=grpo,
+                                       accelerate_config=script.accelerate_config, context=context)
     train(args.recipe, args.dataset, args.model, args.out, overrides=overrides, max_steps=max_steps, threads=threads)
     return 0
 

@@ -164,9 +164,32 @@ def run_with_server(server_command: Sequence[str], train_command: Sequence[str],
             stop_process_group(trainer, grace=30.0)
 
 
+# Tokens a chat template adds around the prompt stage's counted tokens, and a little slack: the context
+# vLLM must hold is the longest prompt plus the longest completion plus this.
+CONTEXT_MARGIN = 64
+
+
+def context_length(dataset_dir: str | os.PathLike, split: str, max_completion_length: int) -> int | None:
+    """The context vLLM must hold for a run: the split's longest prompt (Contract 2's `prompt_tokens`)
+    plus `max_completion_length` plus CONTEXT_MARGIN; None when the rows do not count their tokens."""
+    from datasets import load_from_disk
+
+    try:
+        data = load_from_disk(str(dataset_dir))
+        data = data[split] if hasattr(data, "keys") else data
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+    if "prompt_tokens" not in data.column_names or len(data) == 0:
+        return None
+    return int(max(data["prompt_tokens"])) + int(max_completion_length) + CONTEXT_MARGIN
+
+
 def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, settings: VllmServerSettings, grpo: dict,
-                accelerate_config: str | None) -> int:
-    """The GPU-node path: vLLM on the first GPU, `accelerate launch` of this same command on the rest."""
+                accelerate_config: str | None, context: int | None = None) -> int:
+    """The GPU-node path: vLLM on the first GPU, `accelerate launch` of this same command on the rest.
+
+    `context` (from `context_length`) is the server's max_model_len when the recipe sets none: a model's
+    own maximum (32k and more) would reserve KV-cache memory that the short prompts never use."""
     gpus = visible_gpus()
     if len(gpus) < 2:
         raise ServerError(f"vllm_mode: server needs at least 2 GPUs (found {len(gpus)}: {gpus}); "
@@ -176,7 +199,7 @@ def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, 
     log_path = Path(settings.log or Path(out_dir) / "vllm_server.log")
     server_command = vllm_serve_command(
         model, host=host, port=port, gpu_memory_utilization=settings.gpu_memory_utilization,
-        dtype=settings.dtype, max_model_len=settings.max_model_len,
+        dtype=settings.dtype, max_model_len=settings.max_model_len or context,
         tensor_parallel_size=1, extra_args=settings.extra_args)
     server_env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus[0], "VLLM_SERVER_DEV_MODE": "1"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(len(gpus) - 1)]
