@@ -116,15 +116,17 @@ class VLLMGenerator:
 
 
 def make_generator(model_dir: Path, settings: GenerationSettings):
-    """The generator `settings.backend` asks for (`auto`: vLLM when usable, else HF), seeded."""
+    """The generator `settings.backend` asks for (`auto`: vLLM when usable, else HF), seeded; vLLM
+    serves an adapter merged into its base."""
     use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_usable())
-    if use_vllm and (model_dir / "adapter_config.json").is_file():
-        log.info("%s is a peft adapter: vLLM needs a merged model, using HF generate", model_dir)
-        use_vllm = False
     if settings.backend == "vllm" and not vllm_usable():
         raise EvaluationError("--backend vllm needs vllm installed and a CUDA device")
     if settings.seed is not None:
         import torch
 
         torch.manual_seed(settings.seed)
-    return VLLMGenerator(model_dir, settings) if use_vllm else HFGenerator(model_dir, settings)
+    if use_vllm:  # an adapter is merged into its base first (cached): vLLM loads full models
+        from grail_sim.model.loading import served_model_dir
+
+        return VLLMGenerator(served_model_dir(model_dir, dtype=settings.dtype), settings)
+    return HFGenerator(model_dir, settings)

@@ -290,14 +290,14 @@ def _candidate_logprob(prompt_logprobs: Sequence[Any], token_ids: Sequence[int],
 def make_scorer(model_dir: Path, *, backend: str = DEFAULTS["backend"], batch_size: int = DEFAULTS["score_batch_size"],
                 device: str = "auto", dtype: str = DEFAULTS["dtype"], seed: int = DEFAULTS["seed"],
                 think: ThinkForcing = ThinkForcing()):
-    """The scorer `backend` asks for (`auto`: vLLM when usable and the model is not an adapter, else HF)."""
+    """The scorer `backend` asks for (`auto`: vLLM when usable, else HF); vLLM scores an adapter
+    merged into its base."""
     model_dir = Path(model_dir)
     use_vllm = backend == "vllm" or (backend == "auto" and vllm_usable())
     if backend == "vllm" and not vllm_usable():
         raise EvaluationError("backend vllm needs vllm installed and a CUDA device")
-    if use_vllm and (model_dir / "adapter_config.json").is_file():
-        log.info("%s is a peft adapter: vLLM needs a merged model, scoring with HF", model_dir)
-        use_vllm = False
-    if use_vllm:
-        return VLLMScorer(model_dir, batch_size=batch_size, seed=seed, think=think)
+    if use_vllm:  # an adapter is merged into its base first (cached): vLLM loads full models
+        from grail_sim.model.loading import served_model_dir
+
+        return VLLMScorer(served_model_dir(model_dir, dtype=dtype), batch_size=batch_size, seed=seed, think=think)
     return HFScorer(model_dir, batch_size=batch_size, device=device, dtype=dtype, think=think)

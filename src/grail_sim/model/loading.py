@@ -8,6 +8,7 @@ recorded content hash of the base is checked before anything is merged into it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -256,6 +257,31 @@ def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str 
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def served_model_dir(path: str | os.PathLike, *, dtype: str = "bfloat16") -> Path:
+    """A folder vLLM can load for `path`: the folder itself for a full model; for a peft adapter, the
+    adapter merged into its base and saved (with its tokenizer) under the grail-sim cache, keyed by
+    the adapter's and the base's content, so each adapter is merged once. vLLM's own LoRA path needs
+    the base served with enable_lora and a rank limit; a merged copy works for every adapter."""
+    from grail_sim import io
+    from grail_sim.model.embedded import cache_dir
+
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        return path
+    base = adapter_base(path)
+    base_identity = file_sha256(base) if Path(base).is_dir() else base  # a hub id names its own content
+    key = hashlib.sha256(f"{file_sha256(path)}:{base_identity}:{dtype}".encode()).hexdigest()[:16]
+    merged = cache_dir() / "merged" / f"{path.parent.name}-{key}"
+    if (merged / "config.json").is_file():
+        return merged
+    model, tokenizer = load_policy(path, dtype=dtype, device="cpu")
+    with io.atomic_dir(merged) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    log.info("merged adapter %s into %s for vLLM", path, merged)
+    return merged
 
 
 def smoke(model_dir: str | os.PathLike, prompt: str, *, max_new_tokens: int = 32,
