@@ -102,6 +102,16 @@ def test_the_used_by_command_plans_gpu_recipes_with_vllm_and_gpu_resources():
     assert evaluate and all('"generate_rows": 0' in line and '"dtype": "bfloat16"' in line for line in evaluate)
 
 
+def test_account_and_partition_reach_every_job_beside_the_profile_resources():
+    result = _snakemake("--profile", "profiles/slurm", "-n", "--forceall", "reports/grail_gun.md", "--sdm",
+                        "env-modules", "--config", "slurm={account: lab42, partition: gpu-a}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    lines = [line for line in output.splitlines() if line.strip().startswith("resources:")]
+    assert lines and all("slurm_account=lab42" in line and "slurm_partition=gpu-a" in line and "runtime=" in line
+                         and "cpus_per_task=" in line for line in lines)
+
+
 def test_every_gpu_recipe_loads_and_the_cpu_set_stays_on_cpu():
     from grail_sim.training import recipe as training_recipe
 

@@ -23,6 +23,7 @@ rule demo_capsule:
         "results/benchmarks/demo_capsule.tsv"
     resources:
         mem_mb=2000,
+        **SLURM_RESOURCES,
     conda:
         "../../envs/grail.yaml"
     shell:
@@ -46,6 +47,7 @@ rule clean:
         "results/benchmarks/clean.tsv"
     resources:
         mem_mb=4000,
+        **SLURM_RESOURCES,
     conda:
         "../../envs/grail.yaml"
     shell:

@@ -28,6 +28,9 @@ GRAIL = "grail-sim"
 # recipe set and the software env of the rules that train and evaluate; the others stay on CPU.
 RECIPE_DIR = {"cpu": "config/recipes", "gpu": "config/recipes/gpu"}[config["compute"]]
 MODEL_ENV = {"cpu": "../../envs/grail.yaml", "gpu": "../../envs/grail-gpu.yaml"}[config["compute"]]
+# `slurm.account` and `slurm.partition` reach every rule as resources, beside the profile's own
+# default-resources (a --default-resources on the command line would replace those); empty locally.
+SLURM_RESOURCES = {f"slurm_{key}": value for key, value in config["slurm"].items() if value}
 ISSUES = SHORT_TO_ISSUE  # short name of targets (gun, wage) -> long name of prompt folders
 
 

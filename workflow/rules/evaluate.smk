@@ -37,6 +37,7 @@ rule evaluate:
     threads: 2
     resources:
         mem_mb=8000,
+        **SLURM_RESOURCES,
     conda:
         MODEL_ENV
     shell:
@@ -63,8 +64,9 @@ if EXTERNAL["next_video"] and EXTERNAL["opinion"]:
             "results/logs/external_prompts_{task}.log",
         resources:
             mem_mb=2000,
+            **SLURM_RESOURCES,
         conda:
-            MODEL_ENV
+            "../../envs/grail.yaml"
         shell:
             "{params.grail} prompts import --jsonl {input:q} --out {output:q} --config-json {params.config} "
             "> {log:q} 2>&1"
@@ -92,6 +94,7 @@ if EXTERNAL["next_video"] and EXTERNAL["opinion"]:
         threads: 2
         resources:
             mem_mb=8000,
+            **SLURM_RESOURCES,
         conda:
             MODEL_ENV
         shell:

@@ -17,6 +17,7 @@ rule model:
         "results/benchmarks/model.tsv"
     resources:
         mem_mb=8000,
+        **SLURM_RESOURCES,
     conda:
         "../../envs/grail.yaml"
     shell:
@@ -38,6 +39,7 @@ rule model_smoke:
         "results/benchmarks/model_smoke.tsv"
     resources:
         mem_mb=4000,
+        **SLURM_RESOURCES,
     conda:
         "../../envs/grail.yaml"
     shell:

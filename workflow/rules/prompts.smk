@@ -27,6 +27,7 @@ rule prompts:
         "results/benchmarks/prompts_{issue}.tsv"
     resources:
         mem_mb=4000,
+        **SLURM_RESOURCES,
     conda:
         "../../envs/grail.yaml"
     shell:

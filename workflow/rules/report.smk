@@ -28,6 +28,7 @@ rule report:
         "results/logs/report_{model}_{short}.log",
     resources:
         mem_mb=2000,
+        **SLURM_RESOURCES,
     conda:
         "../../envs/grail.yaml"
     shell:
@@ -57,6 +58,7 @@ rule portfolio:
         "results/logs/portfolio.log",
     resources:
         mem_mb=2000,
+        **SLURM_RESOURCES,
     conda:
         "../../envs/grail.yaml"
     shell:

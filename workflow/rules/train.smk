@@ -36,6 +36,7 @@ rule sft:
     threads: TRAIN["threads"]
     resources:
         mem_mb=TRAIN["mem_mb"],
+        **SLURM_RESOURCES,
     conda:
         MODEL_ENV
     shell:
@@ -70,6 +71,7 @@ rule train:
     threads: TRAIN["threads"]
     resources:
         mem_mb=TRAIN["mem_mb"],
+        **SLURM_RESOURCES,
     conda:
         MODEL_ENV
     shell:
