@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)$")
+PIN = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[A-Za-z0-9_,.\-]+\])?==([^\s;]+)$")  # name[extras]==version
 # What the `gpu` extra must fit, read from the wheels' metadata (vllm-0.31.0 METADATA Requires-Dist;
 # trl/import_utils.py is_vllm_available). A core pin outside these windows makes `pip install .[gpu]`
 # unresolvable on the cluster, which no CPU test would otherwise notice.

@@ -4,6 +4,8 @@ shared by the supervised targets (sft, the warm-up) and the think-forced scoring
 Next-video answers: `<think>...</think><answer>N</answer>` with N in 1..n_options.
 Opinion answers: `<think>...</think><answer>0.42</answer>`, a post-study index on the 0-1 scale,
 or `<answer>increase</answer>` (one of `DIRECTIONS`) when the prompt asks for the direction.
+Math answers (the verifiable task): the `<answer>` content compared after `canonical_answer`, or a
+`\\boxed{...}` answer (`boxed_text`) for recipes that ask for that style.
 An answer that is missing, out of range or not a bare number parses to None, never to a fallback.
 """
 
@@ -11,12 +13,15 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 _ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
 _FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL | re.IGNORECASE)
 _INTEGER = re.compile(r"^[+]?\d+$")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _DIRECTION = re.compile(r"^(increase|decrease|no[ _-]change)$", re.IGNORECASE)
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
+_FRACTION = re.compile(r"^([+-]?\d+)\s*/\s*(\d+)$")
 
 # The one tuple of direction labels: the prompts ask for them, `rows.opinion_direction` returns them
 # and the metrics count them. `no_change` is spelled with an underscore everywhere.
@@ -27,6 +32,50 @@ def answer_text(text: str) -> str | None:
     """Content of the last `<answer>` tag, or None."""
     found = _ANSWER.findall(text or "")
     return found[-1] if found else None
+
+
+def canonical_answer(text: str | None) -> str | None:
+    """A math answer in one spelling, so that equal answers compare equal as strings.
+
+    Numbers become their exact value, written as an integer or a reduced fraction: "1,234" -> "1234"
+    (thousands separators), "7." and "7.00" -> "7" (trailing zeros), "-0" -> "0", "2/4" and "0.5" ->
+    "1/2", "3.50" and "7/2" -> "7/2". Other text is lower-cased with its whitespace collapsed
+    ("  Paris " -> "paris"). None or empty -> None.
+    """
+    if text is None:
+        return None
+    value = " ".join(str(text).split()).strip().rstrip(".")
+    if not value:
+        return None
+    number = value.replace(",", "") if _THOUSANDS.match(value) else value
+    fraction = _FRACTION.match(number)
+    try:
+        if fraction:
+            exact = Fraction(int(fraction.group(1)), int(fraction.group(2)))
+        elif _NUMBER.match(number):
+            exact = Fraction(number)
+        else:
+            return value.lower()
+    except (ValueError, ZeroDivisionError):
+        return value.lower()
+    return str(exact.numerator) if exact.denominator == 1 else f"{exact.numerator}/{exact.denominator}"
+
+
+def boxed_text(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (nested braces allowed), or None."""
+    text = text or ""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for position in range(begin, len(text)):
+        if text[position] == "{":
+            depth += 1
+        elif text[position] == "}":
+            if depth == 0:
+                return text[begin:position].strip()
+            depth -= 1
+    return None
 
 
 def has_format(text: str) -> bool:

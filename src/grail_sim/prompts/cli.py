@@ -1,8 +1,10 @@
-"""`grail-sim prompts build|show|import`.
+"""`grail-sim prompts build|show|import|math`.
 
   grail-sim prompts build  --interactions PARQUET --issue gun_control --tokenizer DIR --out-dir DIR
   grail-sim prompts show   --issue gun_control --n 3 [--task next_video] [--prompts-dir results/prompts]
   grail-sim prompts import --jsonl FILE --out DIR
+  grail-sim prompts math   --out results/prompts/math [--train 600 --validation 120 --test 120] [--seed 0]
+                           [--style answer|boxed]
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--our-system-prompt", action="store_true",
                      help="replace each row's system message with the configured one (user text kept)")
     _settings_arguments(imp)
+    _math_arguments(commands)
+
+
+def _math_arguments(commands) -> None:
+    math = commands.add_parser("math", help="seeded arithmetic problems with graded difficulty (the math task)")
+    math.add_argument("--out", required=True, help="output folder, e.g. results/prompts/math")
+    for split, count in (("train", 600), ("validation", 120), ("test", 120)):
+        math.add_argument(f"--{split}", type=int, default=count, help=f"{split} rows (default {count})")
+    math.add_argument("--seed", type=int, default=0)
+    math.add_argument("--style", choices=("answer", "boxed"), default="answer",
+                      help="answer: <think>..</think><answer>..</answer>; boxed: \\boxed{..}")
 
 
 def _settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +76,7 @@ def settings_from_args(args: argparse.Namespace) -> PromptSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    actions = {"build": _run_build, "show": _run_show, "import": _run_import}
+    actions = {"build": _run_build, "show": _run_show, "import": _run_import, "math": _run_math}
     return actions[args.action](args)
 
 
@@ -111,4 +124,13 @@ def _run_import(args: argparse.Namespace) -> int:
     write_import(rows, args.out)
     tasks = Counter(r["task"] for r in rows)
     LOG.info("imported %d rows (%s) from %s into %s (split test)", len(rows), dict(tasks), args.jsonl, args.out)
+    return 0
+
+
+def _run_math(args: argparse.Namespace) -> int:
+    from grail_sim.prompts.math_task import write_math_dataset
+
+    counts = write_math_dataset(args.out, rows={"train": args.train, "validation": args.validation,
+                                                "test": args.test}, seed=args.seed, style=args.style)
+    print(json.dumps({"out": args.out, "rows": counts, "style": args.style, "seed": args.seed}))
     return 0

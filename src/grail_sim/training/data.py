@@ -13,6 +13,8 @@ LOG = logging.getLogger(__name__)
 
 
 REQUIRED_COLUMNS = ("prompt", "gold_index", "n_options")
+# The math task (grail_sim.prompts.math_task) is scored against its `answer` column instead.
+MATH_COLUMNS = ("prompt", "answer")
 
 
 GRAIL_COLUMNS = ("slate_items",)
@@ -42,14 +44,19 @@ def load_training_data(dataset_dir: str | os.PathLike, split: str, *, need_grail
 def trainable_rows(data, where: str, *, need_grail: bool):
     """`data` checked against Contract 2's training columns, without rows whose gold index is not one
     of the options (counted in the log); `where` names the rows in errors and the log."""
-    required = REQUIRED_COLUMNS + (GRAIL_COLUMNS if need_grail else ())
+    math = "task" in data.column_names and len(data) > 0 and set(data.unique("task")) == {"math"}
+    required = MATH_COLUMNS if math else REQUIRED_COLUMNS + (GRAIL_COLUMNS if need_grail else ())
     missing = [column for column in required if column not in data.column_names]
     if missing:
         raise TrainingDataError(f"{where} lacks column(s) {missing}; has {data.column_names}")
     before = len(data)
-    data = data.filter(lambda row: 1 <= int(row["gold_index"]) <= int(row["n_options"]))
-    LOG.info("training rows: %d of %d in %s (dropped %d without a gold index in 1..n_options)",
-             len(data), before, where, before - len(data))
+    if math:
+        data = data.filter(lambda row: bool(str(row["answer"] or "").strip()))
+        reason = "without an answer"
+    else:
+        data = data.filter(lambda row: 1 <= int(row["gold_index"]) <= int(row["n_options"]))
+        reason = "without a gold index in 1..n_options"
+    LOG.info("training rows: %d of %d in %s (dropped %d %s)", len(data), before, where, before - len(data), reason)
     if len(data) == 0:
         raise TrainingDataError(f"{where} has no trainable rows")
     return data

@@ -12,6 +12,9 @@ evaluation scores.
 | `format` | 1 for `<think>...</think><answer>...</answer>` and nothing else; 0.5 for an `<answer>` that parses as a choice (or, for opinion rows, gold_index 0, a 0-1 index) without the full format; 0 otherwise |
 | `opinion` | opinion rows: 1 - abs(predicted - `opinion_after`) on the 0-1 scale; 0 when unparsable |
 | `gail` | GRAIL only: alpha * P(human) from the online discriminator (`grail_sim.discriminator`) |
+| `answer_exact_match` | math rows: 1 when the `<answer>` content equals the `answer` column after `answers.canonical_answer` (whitespace, case, trailing zeros, thousands separators, simple fractions); 0 otherwise |
+| `boxed_accuracy` | math rows: TRL's `accuracy_reward` (math-verify) on the last `\\boxed{...}` against the `answer` column; None (skipped) when the gold does not parse |
+| `boxed_format` | 1 when the completion has a `\\boxed{...}` answer, else 0 (the format reward of the boxed style) |
 
 The partial credit in `format` gives a gradient before the model has learned the full template;
 the weights in the recipe keep it from dominating accuracy.
@@ -70,6 +73,9 @@ def format(completions: Sequence[Any], **kwargs: Any) -> list[float]:  # noqa: A
         if answers.has_format(text):
             scores.append(1.0)
             continue
+        if golds is None and "answer" in kwargs:  # math rows: any non-empty <answer> is a parsable answer
+            scores.append(0.5 if answers.canonical_answer(answers.answer_text(text)) is not None else 0.0)
+            continue
         # Contract 2: opinion rows carry gold_index 0; next-video rows a 1-based index.
         is_choice = golds is not None and options is not None and int(golds[index]) > 0
         parsed = answers.parse_choice(text, int(options[index])) if is_choice else answers.parse_opinion(text)
@@ -90,12 +96,48 @@ def opinion(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     return scores
 
 
+def answer_exact_match(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the canonical `<answer>` content equals the canonical `answer` column, else 0.0."""
+    golds = _require(kwargs, "answer", "answer_exact_match", len(completions))
+    scores = []
+    for completion, gold in zip(completions, golds):
+        predicted = answers.canonical_answer(answers.answer_text(completion_text(completion)))
+        scores.append(1.0 if predicted is not None and predicted == answers.canonical_answer(gold) else 0.0)
+    return scores
+
+
+def boxed_accuracy(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """TRL's `accuracy_reward` (math-verify: symbolic when both sides parse) on `\\boxed{}` answers,
+    with the `answer` column as the ground truth written as LaTeX (`a/b` as `\\frac{a}{b}`)."""
+    from trl.rewards import accuracy_reward
+
+    golds = _require(kwargs, "answer", "boxed_accuracy", len(completions))
+    texts = [[{"role": "assistant", "content": completion_text(completion)}] for completion in completions]
+    solutions = [f"${_latex(gold)}$" for gold in golds]
+    passed = {key: value for key, value in kwargs.items() if key not in ("solution", "answer")}
+    return accuracy_reward(texts, solutions, **passed)
+
+
+def _latex(answer: Any) -> str:
+    canonical = answers.canonical_answer(None if answer is None else str(answer)) or ""
+    numerator, slash, denominator = canonical.partition("/")
+    return f"\\frac{{{numerator}}}{{{denominator}}}" if slash else canonical
+
+
+def boxed_format(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion ends its reasoning with a `\\boxed{...}` answer, else 0.0."""
+    return [1.0 if answers.boxed_text(completion_text(completion)) is not None else 0.0 for completion in completions]
+
+
 format.__name__ = "format"
 
 REGISTRY: dict[str, Callable[..., list[float]]] = {
     "answer_accuracy": answer_accuracy,
     "format": format,
     "opinion": opinion,
+    "answer_exact_match": answer_exact_match,
+    "boxed_accuracy": boxed_accuracy,
+    "boxed_format": boxed_format,
 }
 # Built by the trainer because it carries state (the discriminator); listed so recipes may name it.
 STATEFUL = ("gail",)
