@@ -92,3 +92,45 @@ def test_grpo_trains_on_the_math_task_through_the_cli(tiny_model_dir, tmp_path):
     assert cli.main(argv) == 0
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/answer_exact_match/mean" in row for row in rows)
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    from grail_sim.evaluation.math_eval import ks_up_to, pass_at_k
+
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25) and pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(4, 0, 4) == 0.0 and pass_at_k(4, 3, 2) == 1.0
+    assert ks_up_to(8) == [1, 2, 4, 8] and ks_up_to(0) == []
+    with pytest.raises(ValueError, match="pass@5 needs at least 5 samples"):
+        pass_at_k(4, 1, 5)
+
+
+def test_math_metrics_from_hand_made_records():
+    from grail_sim.evaluation.math_eval import math_metrics
+
+    records = [{"id": f"p{i}", "difficulty": 1 + i % 2, "correct": float(i < 2), "format_ok": 1.0,
+                "parsed": True, "samples": 4, "samples_correct": i} for i in range(4)]
+    figures = math_metrics(records, bootstrap=200)
+    assert figures["overall"]["pass@1_greedy"]["value"] == 0.5
+    assert figures["overall"]["pass@4"]["value"] == pytest.approx(0.75)  # c = 0, 1, 2, 3 of 4
+    assert set(figures["by_difficulty"]) == {"1", "2"}
+    low, high = figures["overall"]["pass@1_greedy"]["ci_low"], figures["overall"]["pass@1_greedy"]["ci_high"]
+    assert 0.0 <= low <= 0.5 <= high <= 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_math_writes_records_and_metrics(tiny_model_dir, tmp_path):
+    import json
+
+    from grail_sim import cli
+
+    dataset = tmp_path / "math"
+    assert cli.main(["prompts", "math", "--out", str(dataset), "--train", "3", "--validation", "3",
+                     "--test", "3", "--style", "boxed"]) == 0
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate-math", "--model", str(tiny_model_dir), "--dataset", str(dataset), "--out", str(out),
+                     "--samples", "2", "--max-new-tokens", "6", "--device", "cpu"]) == 0
+    metrics = json.loads((out / "math_metrics.json").read_text())
+    assert metrics["n_problems"] == 3 and {"pass@1_greedy", "pass@1", "pass@2", "parse_rate",
+                                           "format_rate"} <= set(metrics["overall"])
+    records = [json.loads(line) for line in (out / "math_predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(record["samples"] == 2 for record in records)
