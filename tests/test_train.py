@@ -413,3 +413,19 @@ def test_evaluation_of_an_adapter_depends_on_its_base(tmp_path):
     (base / "config.json").write_text('{"changed": true}')
     assert before and evaluation_provenance.adapter_base_sha256(adapter) != before
     assert evaluation_provenance.adapter_base_sha256(base) is None  # a full model folder has no base
+
+
+def test_bare_hydra_overrides_reach_the_recipe_with_the_same_validation(tmp_path, capsys):
+    from grail_sim import cli
+    from grail_sim.training.cli import hydra_override
+
+    assert hydra_override("training.learning_rate=1e-5") == "learning_rate=1e-5"
+    assert hydra_override("gail.weight=0.5") == "gail.weight=0.5"
+    base = ["train", "--recipe", str(RECIPES / "grpo.yaml"), "--dataset", str(tmp_path), "--model", str(tmp_path),
+            "--out", str(tmp_path / "out")]
+    assert cli.main(base + ["training.kl_coef=0.1"]) == 2  # a PPO key: unknown, named, as with --set
+    assert "unknown key(s) ['kl_coef']" in capsys.readouterr().err
+    assert cli.main(base + ["--set", "max_train_rows=5", "training.max_train_rows=-1"]) == 2  # bare ones apply last
+    assert "max_train_rows must be >= 0" in capsys.readouterr().err
+    assert cli.main(base + ["oops"]) == 2
+    assert "'oops' is not an override" in capsys.readouterr().err

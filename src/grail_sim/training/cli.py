@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key (YAML value; dotted keys for sections, e.g. gail.weight=0.5); "
                              "wins over train.overrides and the environment overrides listed below")
+    parser.add_argument("bare_overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="the same overrides in the Hydra form of the seed launchers, after the options: "
+                             "`learning_rate=1e-5`, or with the launchers' group prefix `training.learning_rate=1e-5`; "
+                             "applied after every --set")
     parser.add_argument("--server-log", default=None,
                         help="where the vLLM server of a vllm_mode: server run writes its log (the rule's log "
                              "folder; default: vllm_server.log of the recipe, else OUT/vllm_server.log)")
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     section = config.from_arguments("train", args, os.environ)["train"]
     # The config's overrides (with any environment ones) first, then --set, which wins.
-    overrides = config.recipe_overrides(section["overrides"]) + list(args.overrides)
+    overrides = config.recipe_overrides(section["overrides"]) + list(args.overrides) + \
+        [hydra_override(text) for text in args.bare_overrides]
     max_steps = args.max_steps if args.max_steps is not None else section["max_steps"]
     threads = args.threads if args.threads is not None else section["threads"]
     script, grpo = load_recipe(args.recipe, overrides, max_steps)
@@ -62,6 +67,24 @@ def run(args: argparse.Namespace) -> int:
                                        accelerate_config=script.accelerate_config, context=context)
     train(args.recipe, args.dataset, args.model, args.out, overrides=overrides, max_steps=max_steps, threads=threads)
     return 0
+
+
+# The seed launchers' Hydra groups that hold trainer arguments: `training.learning_rate=1e-5` is this
+# project's `learning_rate=1e-5`.
+HYDRA_GROUPS = ("training.",)
+
+
+def hydra_override(text: str) -> str:
+    """A bare `key=value` of the Hydra form as a --set override (the group prefix dropped); a word
+    without `=` fails naming it, as argparse would."""
+    from grail_sim.errors import RecipeError
+
+    if "=" not in text:
+        raise RecipeError(f"{text!r} is not an override: write KEY=VALUE (for example learning_rate=1e-5)")
+    for group in HYDRA_GROUPS:
+        if text.startswith(group):
+            return text[len(group):]
+    return text
 
 
 def served_model(model: str) -> str:
