@@ -61,6 +61,14 @@ def canonical_answer(text: str | None) -> str | None:
     return str(exact.numerator) if exact.denominator == 1 else f"{exact.numerator}/{exact.denominator}"
 
 
+def latex_answer(text: str | None) -> str:
+    """A math answer as LaTeX, for `\\boxed{}` and math-verify: its canonical form, with a fraction
+    written `\\frac{a}{b}` ("" for no answer)."""
+    canonical = canonical_answer(text) or ""
+    fraction = _FRACTION.match(canonical)
+    return f"\\frac{{{fraction.group(1)}}}{{{fraction.group(2)}}}" if fraction else canonical
+
+
 def boxed_text(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (nested braces allowed), or None."""
     text = text or ""

@@ -61,11 +61,16 @@ def ks_up_to(samples: int) -> list[int]:
 
 
 def math_records(rows: Sequence[dict], greedy, sampler, samples: int) -> list[dict[str, Any]]:
-    """One record per problem: the greedy reply and its checks, and the sampled replies' correct count."""
+    """One record per problem: the greedy reply and its checks, and the sampled replies' correct count.
+
+    Greedy replies are generated in batches of the generator's `chunk_size`; a problem's samples
+    form one batch of their own."""
+    replies = []
+    for start in range(0, len(rows), greedy.chunk_size):
+        replies += greedy.generate([row["prompt"] for row in rows[start:start + greedy.chunk_size]])
     records = []
-    for row in rows:
+    for row, reply in zip(rows, replies):
         style = row.get("style") or "answer"
-        reply = greedy.generate([row["prompt"]])[0]
         correct, formats, parsed = check([reply], row["answer"], style)
         record = {"id": row["id"], "difficulty": row.get("difficulty"), "gold": row["answer"], "reply": reply,
                   "correct": correct[0], "format_ok": formats[0], "parsed": parsed[0], "samples": 0,

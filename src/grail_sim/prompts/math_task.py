@@ -24,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from grail_sim.answers import canonical_answer
+from grail_sim.answers import canonical_answer, latex_answer
 
 STYLES = {
     "answer": ("Solve the arithmetic problem. Think step by step, then reply exactly as "
@@ -63,10 +63,6 @@ def _plain(value: Fraction) -> str:
     return canonical_answer(str(value)) or str(value)
 
 
-def _latex(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
-
-
 def math_rows(count: int, seed: int, style: str = "answer") -> list[dict[str, Any]]:
     """`count` rows of the math contract, levels in equal shares, reproducible from `seed`."""
     if style not in STYLES:
@@ -79,7 +75,7 @@ def math_rows(count: int, seed: int, style: str = "answer") -> list[dict[str, An
         rows.append({"id": f"math-{seed}-{index}", "task": "math",
                      "prompt": [{"role": "system", "content": STYLES[style]}, {"role": "user", "content": text}],
                      "problem": text, "answer": _plain(value),
-                     "solution": f"{working} The answer is \\boxed{{{_latex(value)}}}.",
+                     "solution": f"{working} The answer is \\boxed{{{latex_answer(str(value))}}}.",
                      "difficulty": level, "style": style})
     return rows
 

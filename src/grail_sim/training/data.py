@@ -35,10 +35,12 @@ def load_training_data(dataset_dir: str | os.PathLike, split: str, *, need_grail
             raise TrainingDataError(f"prompt dataset {dataset_dir} has no split {split!r}; splits: {sorted(data.keys())}")
         data = data[split]
     data = trainable_rows(data, f"prompt dataset {dataset_dir} split {split!r}", need_grail=need_grail)
-    data = data.shuffle(seed=seed)
-    if max_rows:
-        data = data.select(range(min(int(max_rows), len(data))))
-    return data
+    return first_rows(data.shuffle(seed=seed), max_rows)
+
+
+def first_rows(data, cap: int | None):
+    """The first `cap` rows of `data` (all of them when `cap` is None or 0)."""
+    return data.select(range(min(int(cap), len(data)))) if cap else data
 
 
 def trainable_rows(data, where: str, *, need_grail: bool):

@@ -52,7 +52,7 @@ from grail_sim.model.loading import (
     trained_think_template,
 )
 from grail_sim.training.callbacks import get_callbacks
-from grail_sim.training.data import load_training_data, trainable_rows
+from grail_sim.training.data import first_rows, load_training_data, trainable_rows
 from grail_sim.rows import with_system_prompt
 from grail_sim.training.prompting import prompt_overrides
 from grail_sim.training.recipe import (
@@ -275,10 +275,7 @@ def get_dataset(run: Run):
     train_rows, held_out = load_mixture(mixture)
     run.mixture_eval = None if held_out is None else trainable_rows(held_out, "dataset_mixture's test split",
                                                                     need_grail=run.use_gail)
-    data = trainable_rows(train_rows, "dataset_mixture", need_grail=run.use_gail)
-    if run.script.max_train_rows:
-        data = data.select(range(min(int(run.script.max_train_rows), len(data))))
-    return data
+    return first_rows(trainable_rows(train_rows, "dataset_mixture", need_grail=run.use_gail), run.script.max_train_rows)
 
 
 def get_eval_dataset(run: Run):
@@ -287,9 +284,8 @@ def get_eval_dataset(run: Run):
     it trains."""
     if not evaluates_during_training(run.trl):
         return None
-    cap = run.script.max_eval_samples
     if run.mixture_eval is not None:
-        return run.mixture_eval.select(range(min(cap, len(run.mixture_eval)))) if cap else run.mixture_eval
+        return first_rows(run.mixture_eval, run.script.max_eval_samples)
     return load_training_data(run.dataset_dir, run.script.eval_split, need_grail=run.use_gail,
                               max_rows=run.script.max_eval_samples, seed=run.seed)
 

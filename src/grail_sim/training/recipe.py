@@ -126,13 +126,7 @@ class ScriptArguments(PromptOverrides):
         self.eval_split = as_text("eval_split", self.eval_split)
         self.max_eval_samples = as_int("max_eval_samples", self.max_eval_samples, minimum=0, optional=True)
         self._check_kl_and_maxent_keys()
-        for name, kind in SECTIONS.items():
-            value = getattr(self, name)
-            if not isinstance(value, kind) and (value is not None or name not in OPTIONAL_SECTIONS):
-                if value is not None and not isinstance(value, Mapping):
-                    raise RecipeError(f"{name!r} must be a mapping, got {value!r}")
-                setattr(self, name, kind.from_mapping(value))
-        check_quantization(self.lora, self.quantization)
+        build_sections(self, SECTIONS)
 
     def _check_kl_and_maxent_keys(self) -> None:
         if self.init_kl_coeff is not None:
@@ -164,8 +158,18 @@ class ScriptArguments(PromptOverrides):
         return AdaptiveKLController(init_kl_coeff=beta, kl_target=self.kl_target, kl_horizon=self.kl_horizon)
 
 
-def check_quantization(lora: LoraSettings, quantization: QuantizationSettings) -> None:
-    """Quantised base weights cannot be trained themselves: QLoRA trains a LoRA adapter on them."""
+def build_sections(arguments: Section, sections: Mapping[str, type[Section]]) -> None:
+    """Turn each section field of `arguments` given as a mapping (or left None) into its typed
+    section, an unknown key failing naming it; an absent OPTIONAL_SECTIONS one stays None. Then the
+    check that spans two sections: quantised base weights cannot be trained themselves, QLoRA trains
+    a LoRA adapter on them."""
+    for name, kind in sections.items():
+        value = getattr(arguments, name)
+        if not isinstance(value, kind) and (value is not None or name not in OPTIONAL_SECTIONS):
+            if value is not None and not isinstance(value, Mapping):
+                raise RecipeError(f"{name!r} must be a mapping, got {value!r}")
+            setattr(arguments, name, kind.from_mapping(value))
+    lora, quantization = arguments.lora, arguments.quantization
     if quantization.enabled and not lora.enabled:
         raise RecipeError(f"quantization.bits {quantization.bits} needs lora.enabled: true (quantised weights are "
                           "frozen; QLoRA trains an adapter on them)")
@@ -201,13 +205,7 @@ class SftArguments(PromptOverrides):
         self.dtype = as_text("dtype", self.dtype, choices=DTYPES)
         self.train_split = as_text("train_split", self.train_split)
         self.max_train_rows = as_int("max_train_rows", self.max_train_rows, minimum=0, optional=True)
-        for name, kind in (("lora", LoraSettings), ("quantization", QuantizationSettings)):
-            value = getattr(self, name)
-            if not isinstance(value, kind):
-                if value is not None and not isinstance(value, Mapping):
-                    raise RecipeError(f"{name!r} must be a mapping, got {value!r}")
-                setattr(self, name, kind.from_mapping(value))
-        check_quantization(self.lora, self.quantization)
+        build_sections(self, {"lora": LoraSettings, "quantization": QuantizationSettings})
         self.check_prompt_overrides()
         self.think_template = as_text("think_template", self.think_template)
         problem = think_template_problem(self.think_template)

@@ -113,15 +113,9 @@ def boxed_accuracy(completions: Sequence[Any], **kwargs: Any) -> list[float | No
 
     golds = _require(kwargs, "answer", "boxed_accuracy", len(completions))
     texts = [[{"role": "assistant", "content": completion_text(completion)}] for completion in completions]
-    solutions = [f"${_latex(gold)}$" for gold in golds]
+    solutions = [f"${answers.latex_answer(None if gold is None else str(gold))}$" for gold in golds]
     passed = {key: value for key, value in kwargs.items() if key not in ("solution", "answer")}
     return accuracy_reward(texts, solutions, **passed)
-
-
-def _latex(answer: Any) -> str:
-    canonical = answers.canonical_answer(None if answer is None else str(answer)) or ""
-    numerator, slash, denominator = canonical.partition("/")
-    return f"\\frac{{{numerator}}}{{{denominator}}}" if slash else canonical
 
 
 def boxed_format(completions: Sequence[Any], **kwargs: Any) -> list[float]:

@@ -14,13 +14,15 @@ loop (generation, rewards, vLLM, checkpoints) alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from trl import GRPOTrainer
 
+from grail_sim import io
+from grail_sim.errors import TrainingDataError
 from grail_sim.training.kl_control import AdaptiveKLController
 from grail_sim.training.maxent import maxent_weights, reference_scores
 
@@ -31,12 +33,13 @@ KL_STATE_FILE = "kl_controller.json"
 
 @dataclass(frozen=True)
 class MaxEntSettings:
-    """The MaxEnt-GRPO recipe keys (`recipe.ScriptArguments` declares them with their help text)."""
+    """The MaxEnt-GRPO recipe keys; `recipe.ScriptArguments` declares them, with their defaults and
+    help text, and builds this (`maxent_settings`)."""
 
-    tau: float = 0.2
-    q_temperature: float = 1.0
-    q_epsilon: float = 1e-6
-    length_normalize_ref: bool = True
+    tau: float
+    q_temperature: float
+    q_epsilon: float
+    length_normalize_ref: bool
 
 
 class GrailSimGRPOTrainer(GRPOTrainer):
@@ -72,9 +75,7 @@ class GrailSimGRPOTrainer(GRPOTrainer):
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, KL_STATE_FILE), "w", encoding="utf-8") as handle:
-                json.dump(self.kl_controller.state(), handle)
+            io.write_json(Path(folder) / KL_STATE_FILE, self.kl_controller.state())
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
@@ -83,8 +84,8 @@ class GrailSimGRPOTrainer(GRPOTrainer):
             return
         path = os.path.join(checkpoint, KL_STATE_FILE)
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                self.kl_controller = AdaptiveKLController.from_state(json.load(handle))
+            state = io.read_json_file(path, what="adaptive KL controller state", error=TrainingDataError)
+            self.kl_controller = AdaptiveKLController.from_state(state)
             self.beta = self.kl_controller.value
             LOG.info("adaptive KL control resumed at beta %.4g from %s", self.beta, path)
         else:
@@ -95,9 +96,9 @@ class GrailSimGRPOTrainer(GRPOTrainer):
 class MaxEntGRPOTrainer(GrailSimGRPOTrainer):
     """MaxEnt-GRPO: a weighted maximum-likelihood step on the sampled completions (see `maxent.py`)."""
 
-    def __init__(self, *args, maxent: MaxEntSettings | None = None, **kwargs):
+    def __init__(self, *args, maxent: MaxEntSettings, **kwargs):
         super().__init__(*args, **kwargs)
-        self.maxent = maxent or MaxEntSettings()
+        self.maxent = maxent
         self._group_utilities = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
