@@ -92,3 +92,74 @@ def test_the_map_is_saved_beside_the_model_and_in_every_checkpoint(tmp_path):
                      SimpleNamespace(global_step=2, is_world_process_zero=True), None)
     saved = json.loads((tmp_path / "run" / "checkpoint-2" / rv.MAP_FILE).read_text())
     assert saved == {"base_vocab_size": 10, "mirrored_ids": [3, 4]}
+
+
+def test_mirrored_decoding_reads_reasoning_ids_as_their_tokens(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    base = len(tokenizer)
+    ids = tokenizer("<think>7 + 5 = 12</think><answer>12</answer>", add_special_tokens=False)["input_ids"]
+    token_map = rv.ReasoningTokenMap(base_vocab_size=base, mirrored_ids=list(range(base)))
+    rv.mirrored_decoding(tokenizer, token_map)
+    # The think's tokens (the first seven) written as reasoning ids decode to the same text.
+    reasoning = [base + i for i in ids[:7]] + ids[7:]
+    assert tokenizer.decode(reasoning) == tokenizer.decode(ids)
+    assert tokenizer.batch_decode([reasoning, ids]) == [tokenizer.decode(ids)] * 2
+    assert rv.count_reasoning([reasoning, ids], token_map) == 7
+
+
+@pytest.mark.slow
+def test_grpo_with_a_reasoning_vocabulary_end_to_end(tiny_model_dir, tmp_path):
+    """The math run with reasoning_vocab_size: the map in every checkpoint and final/, the share of
+    reasoning ids logged, the new rows trained beside the LoRA adapter (peft's trainable tokens),
+    and evaluation loading the adapter on the expanded base, with reasoning ids kept inside <think>."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from grail_sim import cli
+    from grail_sim.model.loading import load_policy
+
+    recipes = Path(__file__).resolve().parents[1] / "config" / "recipes"
+    dataset, out = tmp_path / "math", tmp_path / "out"
+    assert cli.main(["prompts", "math", "--out", str(dataset), "--train", "8", "--validation", "2",
+                     "--test", "3"]) == 0
+    argv = ["train", "--recipe", str(recipes / "math" / "grpo.yaml"), "--dataset", str(dataset), "--model",
+            str(tiny_model_dir), "--out", str(out), "--max-steps", "2", "--threads", "1",
+            "reasoning_vocab_size=49152", "per_device_train_batch_size=4", "num_generations=2",
+            "max_completion_length=8", "save_steps=1", "report_to=none"]
+    assert cli.main(argv) == 0
+    expected = {"base_vocab_size": 49152, "mirrored_ids": list(range(49152))}
+    for folder in ("checkpoint-1", "checkpoint-2", "final"):
+        assert json.loads((out / folder / rv.MAP_FILE).read_text()) == expected, folder
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    fractions = [row["reasoning/token_fraction"] for row in rows if "reasoning/token_fraction" in row]
+    assert len(fractions) == 2 and all(0.0 <= value <= 1.0 for value in fractions)
+    with safe_open(str(out / "final" / "adapter_model.safetensors"), "pt") as saved:
+        trainable_rows = [key for key in saved.keys() if "trainable_tokens" in key]
+    assert trainable_rows, "the reasoning rows are not saved with the adapter"
+    assert json.loads((out / "final" / "grail_sim.json").read_text())["reasoning_vocab_size"] == 49152
+
+    model, tokenizer = load_policy(out / "final")
+    assert model.get_input_embeddings().weight.shape[0] == 2 * 49152
+    assert tokenizer.decode([49152 + 27]) == tokenizer.decode([27])
+    evaluation = tmp_path / "eval"
+    assert cli.main(["evaluate-math", "--model", str(out / "final"), "--dataset", str(dataset), "--out",
+                     str(evaluation), "--samples", "2", "--max-new-tokens", "6", "--device", "cpu"]) == 0
+    metrics = json.loads((evaluation / "math_metrics.json").read_text())
+    assert metrics["reasoning_tokens"]["generated"] > 0
+    assert 0 <= metrics["reasoning_tokens"]["used"] <= metrics["reasoning_tokens"]["generated"]
+
+
+def test_reasoning_vocabulary_refuses_vllm(tmp_path):
+    from grail_sim.errors import RecipeError
+    from grail_sim.training.recipe import load_recipe
+
+    recipe = tmp_path / "grpo.yaml"
+    recipe.write_text("reasoning_vocab_size: 8\nuse_vllm: true\n")
+    with pytest.raises(RecipeError, match=r"grpo.yaml: reasoning_vocab_size needs use_vllm: false"):
+        load_recipe(recipe)
+    recipe.write_text("reasoning_vocab_size: -1\n")
+    with pytest.raises(RecipeError, match="reasoning_vocab_size"):
+        load_recipe(recipe)

@@ -66,6 +66,17 @@ class HFGenerator:
         self.model, self.tokenizer = load_policy(model_dir, dtype=settings.dtype, device=settings.device)
         self.tokenizer.padding_side = "left"
         self.chunk_size = settings.batch_size
+        # A model trained with reasoning_vocab_size: reasoning ids only inside <think> (load_policy
+        # already decodes them as the tokens they mirror); the counts go into the evaluation's metrics.
+        self.token_map = getattr(self.tokenizer, "reasoning_token_map", None)
+        self.processors = None
+        self.reasoning_tokens = self.generated_tokens = 0
+        if self.token_map is not None:
+            from transformers import LogitsProcessorList
+
+            from grail_sim.training.reasoning_vocab import make_logits_processor
+
+            self.processors = LogitsProcessorList([make_logits_processor(self.tokenizer, self.token_map)])
 
     def render(self, messages: Sequence[dict]) -> str:
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
@@ -86,9 +97,16 @@ class HFGenerator:
             options.update(temperature=self.settings.temperature, top_p=1.0, top_k=0)
         else:  # unset the checkpoint's sampling defaults so greedy decoding raises no warnings
             options.update(temperature=None, top_p=None, top_k=None)
+        if self.processors is not None:
+            options["logits_processor"] = self.processors
         with torch.inference_mode():
             output = self.model.generate(**encoded, **options)
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        if self.token_map is not None:
+            from grail_sim.training.reasoning_vocab import count_reasoning
+
+            self.reasoning_tokens += count_reasoning(new_tokens.tolist(), self.token_map)
+            self.generated_tokens += int((new_tokens != self.tokenizer.pad_token_id).sum())
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
@@ -118,7 +136,13 @@ class VLLMGenerator:
 def make_generator(model_dir: Path, settings: GenerationSettings):
     """The generator `settings.backend` asks for (`auto`: vLLM when usable, else HF), seeded; vLLM
     serves an adapter merged into its base."""
-    use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_usable())
+    from grail_sim.training.reasoning_vocab import MAP_FILE
+
+    reasoning = (Path(model_dir) / MAP_FILE).is_file()
+    if settings.backend == "vllm" and reasoning:
+        raise EvaluationError(f"{model_dir} has a reasoning vocabulary ({MAP_FILE}): vLLM cannot apply its "
+                              "<think>-only logits processor; use --backend hf (or auto)")
+    use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_usable() and not reasoning)
     if settings.backend == "vllm" and not vllm_usable():
         raise EvaluationError("--backend vllm needs vllm installed and a CUDA device")
     if settings.seed is not None:

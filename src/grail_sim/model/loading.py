@@ -234,6 +234,7 @@ def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str 
         raise ModelError(f"model folder {path} does not exist (or is not a folder)")
     torch_dtype = _torch_dtype(dtype)
     device = _resolve_device(device)
+    token_map = _reasoning_map(path)
     try:
         if (path / "adapter_config.json").is_file():
             from peft import PeftModel
@@ -241,6 +242,8 @@ def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str 
             base = adapter_base(path)
             log.info("loading adapter %s on its base %s", path, base)
             base_model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+            if token_map is not None:  # the adapter's trained reasoning rows sit on the expanded base
+                _expand_base(base_model, token_map, path)
             model = PeftModel.from_pretrained(base_model, str(path)).merge_and_unload()
             has_tokenizer = (path / "tokenizer_config.json").is_file()
             tokenizer = AutoTokenizer.from_pretrained(str(path) if has_tokenizer else base)
@@ -252,11 +255,35 @@ def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str 
     except Exception as err:
         raise ModelError(f"cannot load a model from folder {path}: {type(err).__name__}: {err}") from err
     _prepare_tokenizer(tokenizer)
+    if token_map is not None:
+        from grail_sim.training.reasoning_vocab import mirrored_decoding
+
+        mirrored_decoding(tokenizer, token_map)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def _reasoning_map(path: Path):
+    """The folder's reasoning token map (reasoning_vocab_size > 0 at training), or None."""
+    from grail_sim.training.reasoning_vocab import find_map
+
+    try:
+        return find_map(path)
+    except ValueError as err:
+        raise ModelError(str(err)) from None
+
+
+def _expand_base(base_model, token_map, adapter_dir: Path) -> None:
+    from grail_sim.training.reasoning_vocab import expand_vocabulary
+
+    rows = int(base_model.get_input_embeddings().weight.shape[0])
+    if rows != token_map.base_vocab_size:
+        raise ModelError(f"{adapter_dir}: its reasoning token map expands a vocabulary of {token_map.base_vocab_size} "
+                         f"rows, but the base it records has {rows}")
+    expand_vocabulary(base_model, token_map.size, token_map.mirrored_ids)
 
 
 def served_model_dir(path: str | os.PathLike, *, dtype: str = "bfloat16") -> Path:

@@ -94,6 +94,7 @@ class Run:
     base_dir: str = ""  # the folder whose weights the run trains on (the adapter's base, or --model)
     push_repo: str | None = None  # push_to_hub's hub_model_id: final/ is pushed once, after training
     mixture_eval: Any = None  # the dataset mixture's held-out rows (test_split_size), evaluated during training
+    token_map: Any = None  # reasoning_vocab_size > 0: the ReasoningTokenMap of the expanded vocabulary
 
     @property
     def use_gail(self) -> bool:
@@ -326,9 +327,30 @@ def get_model(run: Run):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    expand_reasoning_vocabulary(run, model, tokenizer)
     if not run.script.quantization.enabled:  # bitsandbytes placed the quantised weights already
         model.to(run.device)
     return tokenizer, model
+
+
+def expand_reasoning_vocabulary(run: Run, model, tokenizer) -> None:
+    """`reasoning_vocab_size` > 0: the reasoning rows (copies of ids 0..N-1) added to the model, and
+    the tokenizer decoding them as the tokens they mirror (grail_sim.training.reasoning_vocab)."""
+    size = getattr(run.script, "reasoning_vocab_size", 0)  # an RL recipe key; sft recipes have none
+    if not size:
+        return
+    from grail_sim.training.reasoning_vocab import expand_vocabulary, mirrored_decoding
+
+    if run.start_adapter is not None:
+        raise RecipeError(f"recipe {run.recipe_path}: reasoning_vocab_size starts from a full model; --model "
+                          f"{run.model_dir} is an adapter (start from its base, or merge it first)")
+    try:
+        run.token_map = expand_vocabulary(model, size)
+    except ValueError as err:
+        raise RecipeError(f"recipe {run.recipe_path}: {err}") from None
+    mirrored_decoding(tokenizer, run.token_map)
+    LOG.info("reasoning vocabulary: %d rows added after the %d of %s, usable inside <think> only", size,
+             run.token_map.base_vocab_size, run.base_dir)
 
 
 def quantized_loading(run: Run) -> dict:
@@ -392,7 +414,12 @@ def get_peft_model(run: Run, model):
         LOG.info("training the start adapter %s further (its own LoRA settings; the recipe's lora r, alpha and "
                  "target_modules apply to fresh adapters only)", run.start_adapter)
         return PeftModel.from_pretrained(model, str(run.start_adapter), is_trainable=True)
-    return wrap(model, run.script.lora.to_peft())
+    config = run.script.lora.to_peft()
+    if run.token_map is not None:  # the new rows train beside the adapter (peft's trainable tokens)
+        from grail_sim.training.reasoning_vocab import lora_trainable_tokens
+
+        config.trainable_token_indices = lora_trainable_tokens(run.token_map)
+    return wrap(model, config)
 
 
 def taught_think_template(run: Run) -> str:
@@ -456,9 +483,14 @@ def build_trainer(run: Run, model, tokenizer, data, eval_data, reward_funcs, dis
     config = GRPOConfig(output_dir=str(run.out), **run.trl)
     kind = trainer_class(run.script.trainer)
     extra = {"maxent": run.script.maxent_settings()} if kind is MaxEntGRPOTrainer else {}
+    callbacks = get_callbacks(run.out, discriminator)
+    if run.token_map is not None:
+        from grail_sim.training.reasoning_vocab import map_in_checkpoints
+
+        callbacks.append(map_in_checkpoints(run.token_map))
     trainer = kind(model=model, reward_funcs=reward_funcs, args=config, train_dataset=data,
-                   eval_dataset=eval_data, processing_class=tokenizer, callbacks=get_callbacks(run.out, discriminator),
-                   kl_controller=run.script.kl_controller(config.beta), **extra)
+                   eval_dataset=eval_data, processing_class=tokenizer, callbacks=callbacks,
+                   kl_controller=run.script.kl_controller(config.beta), token_map=run.token_map, **extra)
     if gail_reward is not None:
         # TRL puts the model in eval mode while it evaluates: the discriminator scores then, never learns.
         gail_reward.is_training = lambda: bool(trainer.model.training)
@@ -503,6 +535,9 @@ def save_final(run: Run, trainer, tokenizer, summary: dict, result, train_second
         })
         if gail_reward is not None:
             summary["gail_seconds"] = gail_reward.seconds
+        if run.token_map is not None:
+            run.token_map.save(tmp)
+            summary["reasoning_vocab_size"] = run.token_map.size
         io.write_json(tmp / PROVENANCE_FILE, summary)
     return True
 

@@ -12,17 +12,26 @@ of (part of) the vocabulary that the policy may use only inside `<think>`.
 - Under LoRA the new rows stay trainable through peft's `trainable_token_indices`
   (`lora_trainable_tokens`): only the N new rows of the embedding (and of a separate head) train
   beside the adapter, not the whole matrix.
+- `mirrored_decoding` makes a tokenizer decode reasoning ids as the tokens they mirror, so that TRL's
+  completions, the rewards and evaluation read the text the policy meant (`</think>` spelled with
+  reasoning ids closes the block), while the ids themselves, and their log-probabilities, stay as
+  generated.
+- `constrained_generate` adds the logits processor to a model's `generate` for the duration of a
+  `with` block: TRL's GRPO calls `generate` with a GenerationConfig only, which cannot carry one.
+- `find_map` reads a model folder's map (None without one): `load_policy` uses it to resize the base
+  under an adapter and to decode, the HF generator to apply the processor.
 
 Generation with the processor is HF `generate` only: vLLM's sampler takes no transformers
-LogitsProcessor, so a vLLM run cannot apply the mask.
+LogitsProcessor, so a vLLM run cannot apply the mask (recipes and evaluation refuse the combination).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 MAP_FILE = "reasoning_token_map.json"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -54,8 +63,17 @@ class ReasoningTokenMap:
 
     @classmethod
     def load(cls, folder: str | Path) -> "ReasoningTokenMap":
-        data = json.loads((Path(folder) / MAP_FILE).read_text(encoding="utf-8"))
-        return cls(int(data["base_vocab_size"]), [int(i) for i in data["mirrored_ids"]])
+        path = Path(folder) / MAP_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(int(data["base_vocab_size"]), [int(i) for i in data["mirrored_ids"]])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a reasoning token map ({type(err).__name__}: {err})") from None
+
+
+def find_map(folder: str | Path) -> ReasoningTokenMap | None:
+    """The reasoning token map saved in model folder `folder`, or None when it has none."""
+    return ReasoningTokenMap.load(folder) if (Path(folder) / MAP_FILE).is_file() else None
 
 
 def expand_vocabulary(model, size: int, mirrored_ids: Sequence[int] | None = None) -> ReasoningTokenMap:
@@ -89,6 +107,47 @@ def decode_reasoning(token_ids: Sequence[int], token_map: ReasoningTokenMap) -> 
     """The ids with every reasoning id replaced by the token it mirrors, and how many there were."""
     mapped = [token_map.mirror_of(int(i)) for i in token_ids]
     return mapped, sum(1 for i in token_ids if token_map.is_reasoning(int(i)))
+
+
+def count_reasoning(sequences: Sequence[Sequence[int]], token_map: ReasoningTokenMap) -> int:
+    """How many reasoning ids `sequences` hold in all."""
+    return sum(1 for ids in sequences for i in ids if token_map.is_reasoning(int(i)))
+
+
+def mirrored_decoding(tokenizer, token_map: ReasoningTokenMap) -> None:
+    """Make `tokenizer` (in place) decode each reasoning id as the token it mirrors.
+
+    transformers routes `decode` and `batch_decode` through `_decode`, one sequence at a time, so
+    wrapping that one method covers both. The tokenizer's files are unchanged (`save_pretrained`
+    writes no methods); `tokenizer.reasoning_token_map` records the map it decodes with."""
+    if getattr(tokenizer, "reasoning_token_map", None) is not None:
+        return
+    plain_decode = tokenizer._decode
+
+    def _decode(token_ids, *args, **kwargs):
+        ids = [token_ids] if isinstance(token_ids, int) else token_ids
+        return plain_decode(decode_reasoning(ids, token_map)[0], *args, **kwargs)
+
+    tokenizer._decode = _decode
+    tokenizer.reasoning_token_map = token_map
+
+
+@contextmanager
+def constrained_generate(model, processor) -> Iterator[None]:
+    """`model.generate` with `processor` appended to its logits processors, inside the block only."""
+    from transformers import LogitsProcessorList
+
+    unconstrained = model.generate
+
+    def generate(*args, logits_processor=None, **kwargs):
+        processors = LogitsProcessorList([*(logits_processor or []), processor])
+        return unconstrained(*args, logits_processor=processors, **kwargs)
+
+    model.generate = generate  # an instance attribute shadows the class's method ...
+    try:
+        yield
+    finally:
+        del model.generate  # ... and deleting it brings the method back
 
 
 # The tail of a sequence read to find its last think tag: a reply's think block is shorter than this.

@@ -103,6 +103,10 @@ class ScriptArguments(PromptOverrides):
                                                 "target keeps full support; eps * num_generations < 1")
     maxent_length_normalize_ref: bool = helped(True, help="maxent: divide each completion's reference "
                                                           "log-probability by its token count")
+    reasoning_vocab_size: int = helped(0, help="reasoning-vocabulary expansion: N > 0 adds N embedding rows that "
+                                               "copy token ids 0..N-1 and may be generated only inside <think> "
+                                               "(the vocabulary size duplicates it all); 0: off. HF generation "
+                                               "only (use_vllm: false); grail_sim.training.reasoning_vocab")
 
     def __post_init__(self) -> None:
         from grail_sim.training import rewards as reward_lib
@@ -126,6 +130,7 @@ class ScriptArguments(PromptOverrides):
         self.eval_split = as_text("eval_split", self.eval_split)
         self.max_eval_samples = as_int("max_eval_samples", self.max_eval_samples, minimum=0, optional=True)
         self._check_kl_and_maxent_keys()
+        self.reasoning_vocab_size = as_int("reasoning_vocab_size", self.reasoning_vocab_size, minimum=0)
         build_sections(self, SECTIONS)
 
     def _check_kl_and_maxent_keys(self) -> None:
@@ -296,6 +301,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
     if not is_sft:
         _resolve_kl_coefficient(script, trl_args, recipe, path)
         _check_evaluation(trl_args, path)
+        if script.reasoning_vocab_size and trl_args.get("use_vllm"):
+            raise RecipeError(f"recipe {path}: reasoning_vocab_size needs use_vllm: false (vLLM's sampler cannot "
+                              "apply the logits processor that keeps reasoning ids inside <think>)")
     return script, trl_args
 
 

@@ -5,6 +5,9 @@ loop (generation, rewards, vLLM, checkpoints) alone.
   when the recipe sets `kl_target` (`kl_control.AdaptiveKLController` moves `self.beta`, TRL's KL
   coefficient, once per optimizer step), and `beta` logged at every step. The controller's state is
   saved in each checkpoint and restored on resume.
+- Both apply reasoning-vocabulary expansion when given a `token_map` (`reasoning_vocab_size` > 0):
+  generation runs with the logits processor that keeps reasoning ids inside `<think>`, and the share
+  of reasoning ids among completion tokens is logged as `reasoning/token_fraction`.
 - `MaxEntGRPOTrainer` (trainer: maxent): the MaxEnt-GRPO objective (`maxent.py`). The loss is the
   weighted sequence NLL of the sampled completions, with weights computed in closed form per group from
   the rewards and the reference log-probabilities; there is no explicit KL term. beta (TRL's `beta`,
@@ -45,12 +48,33 @@ class MaxEntSettings:
 class GrailSimGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer with optional adaptive KL control (`kl_controller`)."""
 
-    def __init__(self, *args, kl_controller: AdaptiveKLController | None = None, **kwargs):
+    def __init__(self, *args, kl_controller: AdaptiveKLController | None = None, token_map=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.kl_controller = kl_controller
         self._kl_window: list[float] = []
         if kl_controller is not None:
             self.beta = kl_controller.value
+        self.token_map = token_map
+        self._reasoning_processor = None
+        if token_map is not None:
+            from grail_sim.training.reasoning_vocab import make_logits_processor
+
+            self._reasoning_processor = make_logits_processor(self.processing_class, token_map)
+
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        if self._reasoning_processor is None:
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        from grail_sim.training.reasoning_vocab import constrained_generate, count_reasoning
+
+        # TRL generates with the unwrapped policy (a PeftModel under LoRA) and a GenerationConfig,
+        # which cannot carry a logits processor: the processor is added to that model's generate.
+        with constrained_generate(self.accelerator.unwrap_model(self.model), self._reasoning_processor):
+            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        total = sum(len(ids) for ids in completion_ids)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["reasoning/token_fraction"].append(
+            count_reasoning(completion_ids, self.token_map) / max(1, total))
+        return completion_ids, logprobs
 
     def training_step(self, model, inputs, num_items_in_batch):
         loss = super().training_step(model, inputs, num_items_in_batch)
