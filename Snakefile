@@ -18,6 +18,7 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/math.smk"
 
 
 # The default target: a report per trained model and for the untrained base (the zero-shot

@@ -79,6 +79,20 @@ def _cases(root: Path, model: Path) -> dict[str, tuple[list[str], str]]:
                                 json.dumps({"report": {"sample": 2}})], "sample"),
         "model/unknown-key": (["model", "smoke", "--model", str(model), "--out", f"{out}.json", "--config-json",
                                json.dumps({"model": {"smoke_promt": "hi"}})], "smoke_promt"),
+        # the math task's commands
+        "prompts-math/missing-file": (["prompts", "math", "--out", out, "--dataset", missing], missing),
+        "prompts-math/missing-column": (["prompts", "math", "--out", out, "--dataset", str(root / "no_columns.parquet")],
+                                        "lacks column(s) ['problem', 'answer']"),
+        "prompts-math/unknown-key": (["prompts", "math", "--out", out, "--config-json",
+                                      json.dumps({"math": {"stlye": "boxed"}})], "stlye"),
+        "evaluate-math/missing-file": (["evaluate-math", "--model", str(model), "--dataset", missing, "--out", out],
+                                       missing),
+        "evaluate-math/missing-column": (["evaluate-math", "--model", str(model), "--dataset",
+                                          str(root / "prompts" / "next_video"), "--out", out], "answer"),
+        "evaluate-math/unknown-key": (["evaluate-math", "--model", str(model), "--dataset", missing, "--out", out,
+                                       "--config-json", json.dumps({"math": {"sampels": 2}, "evaluate": {}})], "sampels"),
+        "report-math/missing-file": (["report", "math", "--model", "grpo", "--eval", missing, "--out", f"{out}.md"],
+                                     missing),
     }
 
 

@@ -109,7 +109,7 @@ def test_math_metrics_from_hand_made_records():
 
     records = [{"id": f"p{i}", "difficulty": 1 + i % 2, "correct": float(i < 2), "format_ok": 1.0,
                 "parsed": True, "samples": 4, "samples_correct": i} for i in range(4)]
-    figures = math_metrics(records, bootstrap=200)
+    figures = math_metrics(records, bootstrap=200, seed=0, confidence=0.95)
     assert figures["overall"]["pass@1_greedy"]["value"] == 0.5
     assert figures["overall"]["pass@4"]["value"] == pytest.approx(0.75)  # c = 0, 1, 2, 3 of 4
     assert set(figures["by_difficulty"]) == {"1", "2"}
@@ -134,3 +134,139 @@ def test_evaluate_math_writes_records_and_metrics(tiny_model_dir, tmp_path):
                                            "format_rate"} <= set(metrics["overall"])
     records = [json.loads(line) for line in (out / "math_predictions.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(record["samples"] == 2 for record in records)
+
+
+def _math_section(**values):
+    from grail_sim.config import resolve_section
+
+    return resolve_section("math", values)
+
+
+def test_a_gsm8k_style_file_maps_onto_the_math_contract(tmp_path):
+    """GSM8K's shape: the answer column holds the working, then `#### answer`; no validation or test
+    split in a single file, so both are carved from the train source, disjoint from training."""
+    import json
+
+    source = tmp_path / "gsm8k.jsonl"
+    rows = [{"question": f"Q{i}: 1,000 + {i}?", "answer": f"1000 + {i} = {1000 + i}\n#### {1000 + i:,}"}
+            for i in range(10)]
+    rows += [{"question": "no marker", "answer": "42"}, {"question": "", "answer": "#### 3"}]
+    source.write_text("\n".join(json.dumps(row) for row in rows))
+    section = _math_section(dataset=str(source), columns={"problem": "question", "solution": None},
+                            answer_pattern=r"####\s*(.+)$", dataset_splits={"test": None},
+                            rows={"train": 0, "validation": 2, "test": 3})
+    splits, stats = math_task.math_splits(section)
+    assert stats["rows"] == {"train": 5, "validation": 2, "test": 3}
+    assert stats["dropped"]["train"] == {"answer_pattern not found": 1, "empty problem": 1}
+    ids = {name: {row["problem"] for row in rows} for name, rows in splits.items()}
+    assert not (ids["train"] & ids["test"]) and not (ids["train"] & ids["validation"])
+    row = splits["test"][0]
+    number = int(row["problem"].split("+ ")[1].rstrip("?"))
+    assert row["answer"] == str(1000 + number)  # "1,00x" read canonical
+    assert row["solution"] == f"1000 + {number} = {1000 + number} The answer is \\boxed{{{1000 + number}}}."
+    assert math_task.reference_reply(row) == f"<think>1000 + {number} = {1000 + number}</think><answer>{1000 + number}</answer>"
+    assert row["prompt"][0]["content"] == math_task.STYLES["answer"] and row["task"] == "math"
+
+
+def test_a_deepscaler_style_folder_keeps_symbolic_answers_and_named_splits(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    folder = tmp_path / "deepscaler"
+    make = lambda n, tag: Dataset.from_list([{"problem": f"{tag} {i}", "answer": "\\frac{\\pi}{2}" if i == 0 else "0.50",
+                                              "solution": f"work {i}", "level": str(i % 2)} for i in range(n)])
+    DatasetDict(train=make(6, "train"), test=make(2, "test")).save_to_disk(str(folder))
+    section = _math_section(dataset=str(folder), columns={"difficulty": "level"}, style="boxed",
+                            rows={"train": 4, "validation": 0, "test": 0})
+    splits, stats = math_task.math_splits(section)
+    assert stats["rows"] == {"train": 4, "test": 2} and "validation" not in splits
+    answers_seen = {row["answer"] for row in splits["test"]}
+    assert answers_seen == {"\\frac{\\pi}{2}", "1/2"}
+    assert all(row["difficulty"] in {"0", "1"} and row["style"] == "boxed" for row in splits["train"])
+    boxed = next(row for row in splits["test"] if row["answer"] == "1/2")
+    assert math_task.reference_reply(boxed).endswith("\\boxed{\\frac{1}{2}}.")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"columns": {"problem": "question"}}, r"lacks column\(s\) \['question'\]"),
+    ({"dataset_splits": {"test": "holdout"}}, r"has no split 'holdout'"),
+    ({"answer_pattern": "####"}, r"needs a group around the answer"),
+    ({"answer_pattern": "(unclosed"}, r"is not a regular expression"),
+])
+def test_dataset_mapping_errors_name_the_culprit(tmp_path, values, message):
+    import json
+
+    source = tmp_path / "rows.json"
+    source.write_text(json.dumps([{"problem": "1 + 1?", "answer": "2"}] * 4))
+    section = _math_section(dataset=str(source), rows={"train": 0, "validation": 0, "test": 1},
+                            **{"dataset_splits": {"test": None}, **values})
+    with pytest.raises(errors.PromptError, match=message):
+        math_task.math_splits(section)
+
+
+def test_prompts_math_cli_reads_the_math_section_and_its_overrides(tmp_path):
+    import json
+
+    from grail_sim import cli
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("math:\n  rows: {train: 4, validation: 0, test: 2}\n  style: boxed\n")
+    out = tmp_path / "math"
+    assert cli.main(["prompts", "math", "--out", str(out), "--config", str(config_file), "--test", "3"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows"] == {"train": 4, "test": 3} and stats["style"] == "boxed" and stats["source"] == "generated"
+    config_file.write_text("math:\n  rows: {train: 4, tests: 2}\n")
+    assert cli.main(["prompts", "math", "--out", str(out), "--config", str(config_file)]) == 2
+
+
+def test_sft_targets_a_math_rows_worked_solution():
+    from grail_sim.training.sft import sft_example
+
+    row = math_task.math_rows(1, seed=3)[0]
+    example = sft_example(row, "Next: {short_title}")
+    assert example["prompt"] == row["prompt"]
+    assert example["completion"][0]["content"] == math_task.reference_reply(row)
+    assert answers.answer_text(example["completion"][0]["content"]) == row["answer"]
+
+
+def _evaluation(folder, name, correct, fmt):
+    import json
+
+    from grail_sim.evaluation.math_eval import math_metrics
+
+    path = folder / f"math_{name}" / "test"
+    path.mkdir(parents=True)
+    records = [{"id": f"p{i}", "difficulty": 1 + i % 3, "gold": "1", "reply": f"reply {i}", "correct": float(c),
+                "format_ok": float(f), "parsed": bool(f), "samples": 0, "samples_correct": 0}
+               for i, (c, f) in enumerate(zip(correct, fmt))]
+    (path / "math_predictions.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    metrics = {"model": name, "dataset": str(folder / "none"), "split": "test", "samples": 0, "temperature": 0.8,
+               "max_new_tokens": 96, "backend": "hf", "bootstrap_samples": 300, "confidence": 0.95, "seed": 0,
+               **math_metrics(records, bootstrap=300, seed=0, confidence=0.95)}
+    (path / "math_metrics.json").write_text(json.dumps(metrics))
+    return path
+
+
+def test_the_math_report_pairs_the_trained_model_with_the_others(tmp_path):
+    from grail_sim.report.math_report import paired_gain, render_math_report
+
+    base = _evaluation(tmp_path, "base", [0] * 30, [0] * 30)
+    sft = _evaluation(tmp_path, "sft", [1] * 6 + [0] * 24, [1] * 30)
+    grpo = _evaluation(tmp_path, "grpo", [1] * 12 + [0] * 18, [1] * 30)
+    out = tmp_path / "reports" / "math_grpo.md"
+    text = render_math_report(model="grpo", eval_dirs=[base, sft, grpo], out=out, figures=tmp_path / "figures",
+                              samples=2)
+    assert out.read_text() == text
+    assert "| base (zero-shot) | 30 | 0.0% [0.0%, 0.0%]" in text and "| **grpo** | 30 | 40.0%" in text
+    # Against the base every problem gains 0 or 1: 12 of 30; against sft 6 of 30, paired.
+    assert "| base (zero-shot) | 30 | 40.0% [" in text and "| sft | 30 | 20.0% [" in text
+    gain = paired_gain(list(_records(grpo)), list(_records(sft)), bootstrap=300, confidence=0.95)
+    assert gain["pass@1_greedy"]["value"] == pytest.approx(0.2) and gain["clears"]
+    assert "reply 0" in text and "No training log given." in text
+    with pytest.raises(errors.ReportError, match=r"--model 'maxent' is none of the evaluated models"):
+        render_math_report(model="maxent", eval_dirs=[base, grpo], out=out, figures=tmp_path / "figures", samples=1)
+
+
+def _records(folder):
+    import json
+
+    return [json.loads(line) for line in (folder / "math_predictions.jsonl").read_text().splitlines()]

@@ -65,6 +65,23 @@ def test_rl_trainers_start_from_sft_unless_configured_otherwise():
     assert "--model results/models/base" in from_base.stdout
 
 
+def test_the_math_target_plans_its_own_dag_outside_the_default_one():
+    """reports/math_grpo.md: problems, sft from the base model, grpo from sft, the three models
+    evaluated (zero-shot base included) and the report; math.start_from: base skips sft."""
+    planned = _snakemake("--profile", "profiles/local", "-n", "--forceall", "-p", "reports/math_grpo.md")
+    output = planned.stdout + planned.stderr
+    assert planned.returncode == 0, output
+    jobs = _dry_run_jobs(output)
+    jobs.pop("total", None)
+    assert jobs == {"model": 1, "math_prompts": 1, "math_train": 2, "evaluate_math": 3, "report_math": 1}
+    assert "--recipe config/recipes/math/grpo.yaml" in planned.stdout
+    assert "--model results/train/math_sft/final" in planned.stdout
+    from_base = _snakemake("--profile", "profiles/local", "-n", "--forceall", "reports/math_grpo.md",
+                           "--config", "math={start_from: base}")
+    jobs = _dry_run_jobs(from_base.stdout + from_base.stderr)
+    assert from_base.returncode == 0 and jobs["math_train"] == 1 and jobs["evaluate_math"] == 2
+
+
 def test_slurm_profile_dry_run_without_slurm():
     # `--sdm env-modules` replaces the profile's conda deployment: conda is not installable here
     # and a conda dry run needs the binary (no rule uses env modules, so nothing changes).
@@ -123,6 +140,11 @@ def test_every_gpu_recipe_loads_and_the_cpu_set_stays_on_cpu():
         assert cpu_args["bf16"] is False and cpu_script.dtype == "float32"
         if name != "sft":
             assert gpu_args["use_vllm"] is True and cpu_args["use_vllm"] is False
+    for name in ("sft", "grpo"):
+        gpu_script, gpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / "gpu" / "math" / f"{name}.yaml")
+        cpu_script, cpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / "math" / f"{name}.yaml")
+        assert gpu_script.trainer == cpu_script.trainer == name
+        assert gpu_args["bf16"] is True and cpu_args["bf16"] is False
 
 
 def test_lint_is_clean():

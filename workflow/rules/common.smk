@@ -1,5 +1,6 @@
 # Shared by every rule: configuration (validated once, defaults from the package's schema),
 # environment overrides, the issue map, the JSON each stage's CLI reads, and code versions.
+import glob
 import json
 import os
 import shlex
@@ -14,6 +15,7 @@ sys.path.insert(0, str(SRC))
 from grail_sim import __version__ as GRAIL_VERSION  # noqa: E402
 from grail_sim import config as grail_config  # noqa: E402
 from grail_sim.code_version import code_version as stage_code_version  # noqa: E402
+from grail_sim.evaluation.math_eval import EVALUATE_KEYS as MATH_EVALUATE_KEYS  # noqa: E402
 from grail_sim.issues import SHORT_TO_ISSUE  # noqa: E402
 
 # Environment variables of the earlier reference become ordinary config values here, before
@@ -32,6 +34,7 @@ MODEL_ENV = {"cpu": "../../envs/grail.yaml", "gpu": "../../envs/grail-gpu.yaml"}
 # default-resources (a --default-resources on the command line would replace those); empty locally.
 SLURM_RESOURCES = {f"slurm_{key}": value for key, value in config["slurm"].items() if value}
 ISSUES = SHORT_TO_ISSUE  # short name of targets (gun, wage) -> long name of prompt folders
+MATH = config["math"]  # the math task's section (workflow/rules/math.smk)
 
 
 def stage_json(stage, exclude=()):
@@ -63,6 +66,21 @@ def start_model(trainer, short):
     if start == "base" or trainer == start:
         return "results/models/base"
     return f"results/train/{start}_{short}/final"
+
+
+def math_start_model(trainer):
+    """The model a math trainer starts from: the base for sft (or `math.start_from: base`), else the
+    start trainer's final model."""
+    start = MATH["start_from"]
+    if start == "base" or trainer == start:
+        return "results/models/base"
+    return f"results/train/math_{start}/final"
+
+
+def math_models(trainer):
+    """The models a math report compares: the base (zero-shot), the start model and the trainer's."""
+    start = MATH["start_from"]
+    return list(dict.fromkeys(["base", *([start] if start != "base" else []), trainer]))
 
 
 def evaluated_model(model, short):

@@ -1,7 +1,11 @@
 """`grail-sim evaluate-math`: the math task's evaluation (#15).
 
     grail-sim evaluate-math --model results/train/math_grpo/final --dataset results/prompts/math \
-        --split test --out results/eval/math_grpo/test [--rows 0] [--samples 8] [--temperature 0.8]
+        --out results/eval/math_grpo/test [--split test] [--config FILE] [--rows N] [--samples N]
+
+Settings come from the `math:` config section (eval_rows, samples, temperature, max_new_tokens, split)
+and from `evaluate:` (batch_size, backend, dtype, seed, bootstrap_samples, confidence), defaults from
+the schema; the flags override them by hand.
 
 For every problem: one greedy reply (pass@1) and `samples` sampled replies (pass@k for k = 1, 2, 4,
 ... up to `samples`, with the unbiased estimator 1 - C(n - c, k) / C(n, k) of Chen et al. 2021), each
@@ -60,30 +64,38 @@ def ks_up_to(samples: int) -> list[int]:
     return ks
 
 
+def generate_all(generator, prompts: Sequence, what: str) -> list[str]:
+    """`generator`'s reply to every prompt, in batches of its `chunk_size`, with progress in the log."""
+    replies: list[str] = []
+    for start in range(0, len(prompts), generator.chunk_size):
+        replies += generator.generate(list(prompts[start:start + generator.chunk_size]))
+        LOG.info("%s: %d/%d replies", what, len(replies), len(prompts))
+    return replies
+
+
 def math_records(rows: Sequence[dict], greedy, sampler, samples: int) -> list[dict[str, Any]]:
     """One record per problem: the greedy reply and its checks, and the sampled replies' correct count.
 
-    Greedy replies are generated in batches of the generator's `chunk_size`; a problem's samples
-    form one batch of their own."""
-    replies = []
-    for start in range(0, len(rows), greedy.chunk_size):
-        replies += greedy.generate([row["prompt"] for row in rows[start:start + greedy.chunk_size]])
+    Greedy and sampled replies are each generated in batches of the generator's `chunk_size` (a
+    problem's `samples` prompts sit next to each other, so batches span problems)."""
+    replies = generate_all(greedy, [row["prompt"] for row in rows], "greedy")
+    sampled = generate_all(sampler, [row["prompt"] for row in rows for _ in range(samples)], "sampled") \
+        if samples else []
     records = []
-    for row, reply in zip(rows, replies):
+    for index, (row, reply) in enumerate(zip(rows, replies)):
         style = row.get("style") or "answer"
         correct, formats, parsed = check([reply], row["answer"], style)
         record = {"id": row["id"], "difficulty": row.get("difficulty"), "gold": row["answer"], "reply": reply,
                   "correct": correct[0], "format_ok": formats[0], "parsed": parsed[0], "samples": 0,
                   "samples_correct": 0}
         if samples:
-            replies = sampler.generate([row["prompt"]] * samples)
-            record.update(samples=samples, samples_correct=int(sum(check(replies, row["answer"], style)[0])))
+            mine = sampled[index * samples:(index + 1) * samples]
+            record.update(samples=samples, samples_correct=int(sum(check(mine, row["answer"], style)[0])))
         records.append(record)
     return records
 
 
-def math_metrics(records: Sequence[dict], *, bootstrap: int = 1000, seed: int = 0,
-                 confidence: float = 0.95) -> dict[str, Any]:
+def math_metrics(records: Sequence[dict], *, bootstrap: int, seed: int, confidence: float) -> dict[str, Any]:
     """pass@1 (greedy), pass@k (sampled), parse and format rates with intervals, overall and by difficulty."""
     from grail_sim.evaluation.metrics import bootstrap_means
 
@@ -102,9 +114,14 @@ def math_metrics(records: Sequence[dict], *, bootstrap: int = 1000, seed: int = 
                               for level in levels}}
 
 
-def evaluate_math(model_dir: Path, dataset_dir: Path, split: str, out_dir: Path, *, rows: int = 0,
-                  samples: int = 8, temperature: float = 0.8, max_new_tokens: int = 128, batch_size: int = 8,
-                  device: str = "auto", dtype: str = "float32", backend: str = "auto", seed: int = 0) -> dict:
+# The `evaluate:` keys the math evaluation reads (generation and intervals); the rule passes only these.
+EVALUATE_KEYS = ("batch_size", "backend", "dtype", "seed", "bootstrap_samples", "confidence")
+
+
+def evaluate_math(model_dir: Path, dataset_dir: Path, split: str, out_dir: Path, *, math: dict, evaluate: dict,
+                  device: str = "auto") -> dict:
+    """Greedy pass@1, sampled pass@k, parse and format rates of `model_dir` on a math split, per the
+    `math:` section (eval_rows, samples, temperature, max_new_tokens) and `evaluate:`'s EVALUATE_KEYS."""
     from datasets import load_from_disk
 
     from grail_sim.evaluation.generators import GenerationSettings, make_generator
@@ -116,15 +133,23 @@ def evaluate_math(model_dir: Path, dataset_dir: Path, split: str, out_dir: Path,
     missing = [column for column in ("id", "prompt", "answer") if column not in data.column_names]
     if missing:
         raise EvaluationError(f"math dataset {dataset_dir} split {split!r} lacks column(s) {missing}")
+    seed, rows, samples = evaluate["seed"], math["eval_rows"], math["samples"]
     if rows and rows < len(data):
         data = data.shuffle(seed=seed).select(range(rows))
-    common = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "backend": backend, "device": device,
-              "dtype": dtype, "seed": seed}
+    common = {"max_new_tokens": math["max_new_tokens"], "batch_size": evaluate["batch_size"],
+              "backend": evaluate["backend"], "device": device, "dtype": evaluate["dtype"], "seed": seed}
     greedy = make_generator(model_dir, GenerationSettings(temperature=0.0, **common))
-    sampler = make_generator(model_dir, GenerationSettings(temperature=temperature, **common)) if samples else None
+    sampler = make_generator(model_dir, GenerationSettings(temperature=math["temperature"], **common)) if samples else None
     records = math_records([data[i] for i in range(len(data))], greedy, sampler, samples)
     result = {"model": str(model_dir), "dataset": str(dataset_dir), "split": split, "samples": samples,
-              "temperature": temperature, "backend": greedy.backend, **math_metrics(records, seed=seed)}
+              "temperature": math["temperature"], "max_new_tokens": math["max_new_tokens"], "backend": greedy.backend,
+              "bootstrap_samples": evaluate["bootstrap_samples"], "confidence": evaluate["confidence"], "seed": seed,
+              **math_metrics(records, bootstrap=evaluate["bootstrap_samples"], seed=seed,
+                             confidence=evaluate["confidence"])}
+    if getattr(greedy, "token_map", None) is not None:  # a reasoning-vocabulary model: how much it used them
+        used = greedy.reasoning_tokens + (sampler.reasoning_tokens if sampler else 0)
+        generated = greedy.generated_tokens + (sampler.generated_tokens if sampler else 0)
+        result["reasoning_tokens"] = {"used": used, "generated": generated, "fraction": used / max(1, generated)}
     out_dir.mkdir(parents=True, exist_ok=True)
     io.write_jsonl(out_dir / "math_predictions.jsonl", records)
     io.write_json(out_dir / "math_metrics.json", result)
@@ -135,25 +160,37 @@ def evaluate_math(model_dir: Path, dataset_dir: Path, split: str, out_dir: Path,
     return result
 
 
+# Flags that override the math section's values by hand (the schema holds every default).
+OVERRIDES = {"rows": "eval_rows", "samples": "samples", "temperature": "temperature",
+             "max_new_tokens": "max_new_tokens"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from grail_sim import config
+
     parser.add_argument("--model", required=True, help="model folder (full or peft adapter)")
     parser.add_argument("--dataset", required=True, help="math prompt dataset (grail-sim prompts math)")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default=None, help="split to evaluate (default: math.split)")
     parser.add_argument("--out", required=True, help="output folder (math_predictions.jsonl, math_metrics.json)")
-    parser.add_argument("--rows", type=int, default=0, help="problems evaluated after a seeded shuffle (0: all)")
-    parser.add_argument("--samples", type=int, default=8, help="sampled replies per problem for pass@k (0: none)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of pass@k")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=8)
+    config.add_arguments(parser, "evaluate-math")
+    parser.add_argument("--rows", type=int, default=None, help="math.eval_rows: problems after a seeded shuffle (0: all)")
+    parser.add_argument("--samples", type=int, default=None, help="math.samples: sampled replies per problem (pass@k)")
+    parser.add_argument("--temperature", type=float, default=None, help="math.temperature of pass@k")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="math.max_new_tokens")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--backend", default="auto", choices=("auto", "hf", "vllm"))
-    parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
-    evaluate_math(Path(args.model), Path(args.dataset), args.split, Path(args.out), rows=args.rows,
-                  samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                  batch_size=args.batch_size, device=args.device, dtype=args.dtype, backend=args.backend,
-                  seed=args.seed)
+    import os
+
+    from grail_sim import config
+
+    sections = config.from_arguments("evaluate-math", args, os.environ)
+    math = dict(sections["math"])
+    for flag, key in OVERRIDES.items():
+        if getattr(args, flag) is not None:
+            math[key] = getattr(args, flag)
+    math = config.resolve_section("math", math, source="grail-sim evaluate-math")
+    evaluate_math(Path(args.model), Path(args.dataset), args.split or math["split"], Path(args.out), math=math,
+                  evaluate=sections["evaluate"], device=args.device)
     return 0

@@ -3,8 +3,8 @@
   grail-sim prompts build  --interactions PARQUET --issue gun_control --tokenizer DIR --out-dir DIR
   grail-sim prompts show   --issue gun_control --n 3 [--task next_video] [--prompts-dir results/prompts]
   grail-sim prompts import --jsonl FILE --out DIR
-  grail-sim prompts math   --out results/prompts/math [--train 600 --validation 120 --test 120] [--seed 0]
-                           [--style answer|boxed]
+  grail-sim prompts math   --out results/prompts/math [--config FILE] [--train N --validation N --test N]
+                           [--seed N] [--style answer|boxed] [--dataset NAME|FOLDER|FILE]
 """
 
 from __future__ import annotations
@@ -57,13 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _math_arguments(commands) -> None:
-    math = commands.add_parser("math", help="seeded arithmetic problems with graded difficulty (the math task)")
+    math = commands.add_parser("math", help="the math task's problems: seeded arithmetic with graded difficulty, or "
+                                            "a dataset mapped onto the math contract (config section math:)")
     math.add_argument("--out", required=True, help="output folder, e.g. results/prompts/math")
-    for split, count in (("train", 600), ("validation", 120), ("test", 120)):
-        math.add_argument(f"--{split}", type=int, default=count, help=f"{split} rows (default {count})")
-    math.add_argument("--seed", type=int, default=0)
-    math.add_argument("--style", choices=("answer", "boxed"), default="answer",
-                      help="answer: <think>..</think><answer>..</answer>; boxed: \\boxed{..}")
+    config.add_arguments(math, "prompts math")
+    # By hand, these override the section's values (whose defaults are the schema's).
+    for split in SPLITS:
+        math.add_argument(f"--{split}", type=int, default=None, help=f"math.rows.{split}: {split} problems")
+    math.add_argument("--seed", type=int, default=None, help="math.seed")
+    math.add_argument("--style", choices=("answer", "boxed"), default=None,
+                      help="math.style: answer (<think>..</think><answer>..</answer>) or boxed (\\boxed{..})")
+    math.add_argument("--dataset", default=None, help="math.dataset: a hub name, a datasets folder or a file")
 
 
 def _settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +134,15 @@ def _run_import(args: argparse.Namespace) -> int:
 def _run_math(args: argparse.Namespace) -> int:
     from grail_sim.prompts.math_task import write_math_dataset
 
-    counts = write_math_dataset(args.out, rows={"train": args.train, "validation": args.validation,
-                                                "test": args.test}, seed=args.seed, style=args.style)
-    print(json.dumps({"out": args.out, "rows": counts, "style": args.style, "seed": args.seed}))
+    section = config.from_arguments("prompts math", args, os.environ)["math"]
+    for split in SPLITS:
+        if getattr(args, split) is not None:
+            section["rows"][split] = getattr(args, split)
+    for key in ("seed", "style", "dataset"):
+        if getattr(args, key) is not None:
+            section[key] = getattr(args, key)
+    section = config.resolve_section("math", section, source="grail-sim prompts math")
+    stats = write_math_dataset(args.out, section)
+    LOG.info("math problems from %s (%s style): %s -> %s", stats["source"], stats["style"], stats["rows"], args.out)
+    print(json.dumps({"out": args.out, **stats}))
     return 0

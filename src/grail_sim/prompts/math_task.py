@@ -10,21 +10,25 @@ Each row (the math contract, beside Contract 2 of docs/DESIGN.md):
 | `prompt` | chat messages: the style's system prompt, then the problem |
 | `problem` | the problem text |
 | `answer` | the exact answer, canonical (`answers.canonical_answer`: an integer or a reduced fraction) |
-| `solution` | a worked solution ending in `\\boxed{answer}` |
+| `solution` | a worked solution ending in `The answer is \\boxed{answer}.` (`solution_text`) |
 | `difficulty` | 1 (one operation on small numbers) .. 3 (a two-step word problem with a fraction) |
 | `style` | `answer` (`<think>...</think><answer>...</answer>`) or `boxed` (`\\boxed{...}`) |
 
 Levels are drawn in equal shares, so that a small model has room to improve on the harder ones.
+The problems come from the seeded generator below, or from a dataset (`math_import`: a hub name, a
+saved folder or a file, with a column mapping), as the workflow's `math:` config section says.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from grail_sim.answers import canonical_answer, latex_answer
+from grail_sim.answers import canonical_answer, latex_answer, reply
+from grail_sim.errors import PromptError
 
 STYLES = {
     "answer": ("Solve the arithmetic problem. Think step by step, then reply exactly as "
@@ -63,8 +67,37 @@ def _plain(value: Fraction) -> str:
     return canonical_answer(str(value)) or str(value)
 
 
+# Every solution ends in this sentence, so that its working can be told from its answer.
+ANSWER_SENTENCE = " The answer is \\boxed{"
+
+
+def solution_text(working: str, answer: str) -> str:
+    """A row's `solution`: the working, then `The answer is \\boxed{answer}.`"""
+    return f"{working.strip()}{ANSWER_SENTENCE}{latex_answer(answer)}}}."
+
+
+def reference_reply(row: dict) -> str:
+    """The reply a solver would give to a row, in the row's style: the sft stage's target.
+
+    answer style: `<think>{working}</think><answer>{answer}</answer>`; boxed style: the solution,
+    whose last sentence holds `\\boxed{answer}`."""
+    solution = str(row.get("solution") or "")
+    if row.get("style") == "boxed":
+        return solution
+    cut = solution.rfind(ANSWER_SENTENCE)
+    return reply(solution[:cut] if cut >= 0 else solution, str(row["answer"]))
+
+
+def contract_row(row_id: str, fields: dict[str, Any], style: str) -> dict[str, Any]:
+    """One row of the math contract from its fields (problem, answer, solution, difficulty)."""
+    return {"id": row_id, "task": "math",
+            "prompt": [{"role": "system", "content": STYLES[style]}, {"role": "user", "content": fields["problem"]}],
+            "problem": fields["problem"], "answer": fields["answer"], "solution": fields["solution"],
+            "difficulty": fields["difficulty"], "style": style}
+
+
 def math_rows(count: int, seed: int, style: str = "answer") -> list[dict[str, Any]]:
-    """`count` rows of the math contract, levels in equal shares, reproducible from `seed`."""
+    """`count` generated rows of the math contract, levels in equal shares, reproducible from `seed`."""
     if style not in STYLES:
         raise ValueError(f"math style must be one of {', '.join(STYLES)}, got {style!r}")
     rng = random.Random(seed)
@@ -72,22 +105,43 @@ def math_rows(count: int, seed: int, style: str = "answer") -> list[dict[str, An
     for index in range(count):
         level = LEVELS[index % len(LEVELS)]
         text, value, working = problem(rng, level)
-        rows.append({"id": f"math-{seed}-{index}", "task": "math",
-                     "prompt": [{"role": "system", "content": STYLES[style]}, {"role": "user", "content": text}],
-                     "problem": text, "answer": _plain(value),
-                     "solution": f"{working} The answer is \\boxed{{{latex_answer(str(value))}}}.",
-                     "difficulty": level, "style": style})
+        fields = {"problem": text, "answer": _plain(value), "solution": solution_text(working, _plain(value)),
+                  "difficulty": level}
+        rows.append(contract_row(f"math-{seed}-{index}", fields, style))
     return rows
 
 
-def write_math_dataset(out: str | Path, *, rows: dict[str, int], seed: int, style: str = "answer") -> dict:
-    """A DatasetDict with a split per `rows` entry (disjoint seeds), saved atomically; returns counts."""
+def math_splits(section: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """The rows of each split for the `math:` config section, and their stats: generated problems
+    (`dataset` null; each split its own seed, so the splits are disjoint), or a dataset's mapped
+    onto the contract (`math_import`), with the drops counted."""
+    style, seed, counts = section["style"], section["seed"], section["rows"]
+    if section["dataset"] is None:
+        if counts["train"] == 0 or counts["test"] == 0:
+            raise PromptError("math.rows: the generator needs train and test rows > 0")
+        splits = {name: math_rows(counts[name], seed * 1000 + offset, style)
+                  for offset, name in enumerate(("train", "validation", "test")) if counts[name] > 0}
+        return splits, {"source": "generated", "style": style, "seed": seed,
+                        "rows": {name: len(rows) for name, rows in splits.items()}, "dropped": {}}
+    from grail_sim.prompts.math_import import dataset_splits
+
+    fields, dropped = dataset_splits(section)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(section["dataset"]).name).strip("-") or "math"
+    splits = {name: [contract_row(f"{slug}-{name}-{index}", row, style) for index, row in enumerate(rows)]
+              for name, rows in fields.items() if rows}
+    return splits, {"source": section["dataset"], "config": section["dataset_config"], "style": style, "seed": seed,
+                    "rows": {name: len(rows) for name, rows in splits.items()}, "dropped": dropped}
+
+
+def write_math_dataset(out: str | Path, section: dict[str, Any]) -> dict[str, Any]:
+    """The math prompt dataset of the `math:` section (a DatasetDict, split per folder) with its
+    stats.json, saved atomically; returns the stats."""
     from datasets import Dataset, DatasetDict
 
     from grail_sim import io
 
-    splits = {name: Dataset.from_list(math_rows(count, seed * 1000 + offset, style))
-              for offset, (name, count) in enumerate(rows.items()) if count > 0}
+    splits, stats = math_splits(section)
     with io.atomic_dir(Path(out)) as tmp:
-        DatasetDict(splits).save_to_disk(str(tmp))
-    return {name: len(split) for name, split in splits.items()}
+        DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()}).save_to_disk(str(tmp))
+        io.write_json(tmp / "stats.json", stats)
+    return stats

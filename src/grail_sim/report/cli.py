@@ -3,6 +3,8 @@
     grail-sim report --model grail --issue gun --eval results/eval/grail_gun/{validation,test} \
         --train-dir results/train/grail_gun --out reports/grail_gun.md [--config config/config.yaml]
     grail-sim report portfolio --eval results/eval/*_gun/test --out reports/portfolio.md
+    grail-sim report math --model grpo --eval results/eval/math_{base,sft,grpo}/test \
+        --train-dir results/train/math_grpo --out reports/math_grpo.md
 
 Settings come from the `report:` section; `--provenance-config` names the workflow config file
 whose hash the report records.
@@ -26,12 +28,13 @@ from grail_sim.report.portfolio import render_portfolio
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", nargs="?", choices=("model", "portfolio"), default="model",
-                        help="model: one model on one issue (default); portfolio: every model side by side")
+    parser.add_argument("kind", nargs="?", choices=("model", "portfolio", "math"), default="model",
+                        help="model: one model on one issue (default); portfolio: every model side by side; "
+                             "math: the math task's models (math_metrics.json) beside the zero-shot base")
     parser.add_argument("--eval", nargs="+", required=True, metavar="DIR",
                         help="evaluation folders (Contract 4), each holding metrics.json; the folder name is the split")
     parser.add_argument("--out", required=True, help="Markdown file to write")
-    parser.add_argument("--model", help="model name (model reports)")
+    parser.add_argument("--model", help="model name (model and math reports)")
     parser.add_argument("--issue", help="issue, short or long name (model reports)")
     parser.add_argument("--train-dir", help="training folder (Contract 3) with metrics.jsonl; omit for `base`")
     parser.add_argument("--provenance-config", type=Path, metavar="FILE",
@@ -47,6 +50,16 @@ def run(args: argparse.Namespace) -> int:
     eval_dirs = [Path(d) for d in args.eval]
     # Resolved for both kinds, so a bad key fails the portfolio too instead of being ignored.
     section = config.from_arguments("report", args, os.environ)["report"]
+    if args.kind == "math":
+        from grail_sim.report.math_report import MATH_TEMPLATE, render_math_report
+
+        if not args.model:
+            raise ReportError("a math report needs --model (the trained model among the --eval folders)")
+        render_math_report(model=args.model, eval_dirs=eval_dirs, out=out, figures=figures,
+                           train_dir=Path(args.train_dir) if args.train_dir else None,
+                           template=Path(args.template) if args.template else MATH_TEMPLATE,
+                           config=args.provenance_config, samples=section["samples"])
+        return 0
     if args.kind == "portfolio":
         render_portfolio(eval_dirs, out, template=Path(args.template) if args.template else PORTFOLIO_TEMPLATE,
                          config=args.provenance_config)

@@ -77,12 +77,18 @@ def configure_sft(run: Run) -> None:
 def sft_example(row: dict, template: str) -> dict:
     """One prompt-completion pair in TRL's conversational format.
 
-    The think text is the warm-up's (`warmup_target`): sft replaces that warm-up as the stage that
-    teaches the answer format, and GRPO's `format` reward and the evaluation parse exactly this
-    shape, so both must keep writing the same target.
+    On next-video rows the think text is the warm-up's (`warmup_target`): sft replaces that warm-up
+    as the stage that teaches the answer format, and GRPO's `format` reward and the evaluation parse
+    exactly this shape, so both must keep writing the same target. A math row's target is its worked
+    solution in the row's style (`math_task.reference_reply`); `template` does not apply to it.
     """
-    return {"prompt": list(row["prompt"]),
-            "completion": [{"role": "assistant", "content": warmup_target(row, template)}]}
+    if row.get("task") == "math":
+        from grail_sim.prompts.math_task import reference_reply
+
+        target = reference_reply(row)
+    else:
+        target = warmup_target(row, template)
+    return {"prompt": list(row["prompt"]), "completion": [{"role": "assistant", "content": target}]}
 
 
 def get_sft_dataset(run: Run, system_prompt: str | None = None):
