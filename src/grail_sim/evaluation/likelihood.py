@@ -29,7 +29,7 @@ import numpy as np
 
 from grail_sim.answers import DIRECTIONS
 from grail_sim.errors import EvaluationError
-from grail_sim.evaluation import baselines
+from grail_sim.evaluation import baselines, decisions
 from grail_sim.evaluation.choice_metrics import ORACLE, distribution_metrics
 from grail_sim.evaluation.metrics import _participant, bootstrap_means
 from grail_sim.evaluation.scorers import candidate_answers
@@ -63,7 +63,7 @@ def option_items(row: dict) -> list[dict]:
              if isinstance(item, dict)]
     if len(items) == int(row["n_options"]):
         return items
-    return [{"title": option["text"], "channel": option["channel"]} for option in baselines.decision(row).options]
+    return [{"title": option["text"], "channel": option["channel"]} for option in decisions.decision(row).options]
 
 
 def continuations(scorer, task: str, row: dict, answers: Sequence[str]) -> list[str]:
@@ -86,7 +86,7 @@ def score_batch(scorer, task: str, batch: list[dict]) -> list[dict]:
         "probabilities": result.probabilities, "valid_mass": result.valid_mass,
         "issue": row.get("issue"), "participant_study": row.get("participant_study"),
         "participant_id": row.get("participant_id"), "treatment_arm": row.get("treatment_arm"),
-        "viewer_leaning": viewer_leaning(baselines.viewer_text(row)),
+        "viewer_leaning": viewer_leaning(decisions.viewer_text(row)),
     } for row, answers, result in zip(batch, candidates, scored)]
 
 
