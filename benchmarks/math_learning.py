@@ -35,13 +35,14 @@ BASE = "results/models/base"
 FULL_WEIGHTS = ["lora.enabled=false", "learning_rate=2e-5"]
 
 
-def run_step(name: str, argv: list[str], done: Path, timings: dict) -> None:
+def run_step(name: str, argv: list[str], done: Path, root: Path, timings: dict) -> None:
+    """Run `grail-sim argv` unless `done` exists; its output goes to ROOT/logs/NAME.log."""
     if done.exists():
         print(f"[skip] {name}: {done} exists", flush=True)
         return
     started = time.perf_counter()
     print(f"[run] {name}: grail-sim {' '.join(argv)}", flush=True)
-    log = done.parent / f"{name}.log" if done.suffix else done.parent / f"{done.name}.log"
+    log = root / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as handle:
         code = subprocess.call([*GRAIL, *argv], cwd=ROOT_DIR, stdout=handle, stderr=subprocess.STDOUT,
@@ -50,13 +51,14 @@ def run_step(name: str, argv: list[str], done: Path, timings: dict) -> None:
         raise SystemExit(f"{name} failed (exit {code}); see {log}")
     timings[name] = round(time.perf_counter() - started, 1)
     print(f"[done] {name} in {timings[name]:.0f} s", flush=True)
+    (root / "seconds.json").write_text(json.dumps(timings, indent=2))  # kept if a later step is interrupted
 
 
 def train(name: str, recipe: str, model: str, root: Path, overrides: list[str], timings: dict) -> Path:
     out = root / name
     run_step(f"train_{name}", ["train", "--recipe", recipe, "--dataset", str(root / "prompts"), "--model", model,
                                "--out", str(out), "--threads", "2", "report_to=none", *overrides],
-             out / "final" / "grail_sim.json", timings)
+             out / "final" / "grail_sim.json", root, timings)
     return out
 
 
@@ -64,7 +66,7 @@ def evaluate(name: str, model: Path | str, split: str, root: Path, samples: int,
     out = root / "eval" / name / split
     run_step(f"eval_{name}_{split}", ["evaluate-math", "--model", str(model), "--dataset", str(root / "prompts"),
                                       "--split", split, "--out", str(out), "--samples", str(samples),
-                                      "--device", "cpu"], out / "math_metrics.json", timings)
+                                      "--device", "cpu"], out / "math_metrics.json", root, timings)
     return out
 
 
@@ -76,9 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     root = args.root.resolve()
     summary_path = root / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"seconds": {}}
-    timings = summary["seconds"]
-    run_step("prompts", ["prompts", "math", "--out", str(root / "prompts")], root / "prompts" / "stats.json", timings)
+    seconds_path = root / "seconds.json"  # each step's seconds, written as it ends, kept across resumed runs
+    timings = json.loads(seconds_path.read_text()) if seconds_path.is_file() else {}
+    run_step("prompts", ["prompts", "math", "--out", str(root / "prompts")], root / "prompts" / "stats.json", root,
+             timings)
     sft = train("sft", "config/recipes/math/sft.yaml", BASE, root, [], timings)
     steps = [f"max_steps={args.grpo_steps}", "save_steps=10", "save_total_limit=null"]
     grpo = train("grpo", "config/recipes/math/grpo.yaml", str(sft / "final"), root, steps, timings)
@@ -93,8 +96,7 @@ def main() -> None:
     for step in range(10, args.grpo_steps, 10):
         curve[step] = evaluate(f"grpo_step{step}", grpo / f"checkpoint-{step}", "validation", root, 0, timings)
     curve[args.grpo_steps] = evaluate("grpo", grpo / "final", "validation", root, 0, timings)
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary.update(tables(test, curve))
+    summary = {"seconds": timings, **tables(test, curve)}
     summary_path.write_text(json.dumps(summary, indent=2))
     print_tables(summary)
 

@@ -163,3 +163,18 @@ def test_reasoning_vocabulary_refuses_vllm(tmp_path):
     recipe.write_text("reasoning_vocab_size: -1\n")
     with pytest.raises(RecipeError, match="reasoning_vocab_size"):
         load_recipe(recipe)
+
+
+def test_an_adapter_start_needs_every_weight_training():
+    """The sft stage's adapter has no trainable tokens for the new rows: with LoRA on, a reasoning
+    vocabulary must start from a full model; with lora.enabled false the adapter is merged first."""
+    from types import SimpleNamespace
+
+    from grail_sim.errors import RecipeError
+    from grail_sim.training.policy import expand_reasoning_vocabulary
+
+    run = SimpleNamespace(recipe_path="grpo.yaml", model_dir="results/train/math_sft/final",
+                          start_adapter="results/train/math_sft/final",
+                          script=SimpleNamespace(reasoning_vocab_size=8, lora=SimpleNamespace(enabled=True)))
+    with pytest.raises(RecipeError, match=r"grpo.yaml: reasoning_vocab_size with --model .* needs lora.enabled: false"):
+        expand_reasoning_vocabulary(run, model=None, tokenizer=None)
