@@ -156,3 +156,22 @@ def test_documented_defaults_are_the_schema_defaults():
         if isinstance(value, float) and isinstance(documented, str):
             documented = float(documented)  # YAML 1.1 reads `1e-6` as text
         assert documented == value, f"docs/{page}: {key} documented as {text!r}, schema default {value!r}"
+
+
+def test_exponent_floats_are_numbers_in_recipes_overrides_and_configs(tmp_path):
+    """PyYAML (YAML 1.1) reads `2e-5` as a string, which reached the optimizer and failed inside torch
+    (`learning_rate=2e-5`, the override the RLVR seed's users type); YAML 1.2 reads a float."""
+    import yaml
+
+    from grail_sim import io
+    from grail_sim.training.recipe import load_recipe, parse_override
+
+    assert parse_override("learning_rate=2e-5") == ("learning_rate", 2e-5)
+    assert parse_override("training.learning_rate=1E-6")[1] == 1e-6
+    assert parse_override("hub_model_id=e5") == ("hub_model_id", "e5") and parse_override("x=2e")[1] == "2e"
+    assert io.yaml_load("a: 3e2\nb: 7\nc: '2e-5'\nd: 1.5\n") == {"a": 300.0, "b": 7, "c": "2e-5", "d": 1.5}
+    assert yaml.safe_load("x: 2e-5") == {"x": "2e-5"}  # PyYAML's own loader is left as it was
+    recipe = tmp_path / "grpo.yaml"
+    recipe.write_text("learning_rate: 5e-6\nmax_steps: 1\n")
+    _, trl_args = load_recipe(recipe, ["beta=1e-3"])
+    assert trl_args["learning_rate"] == 5e-6 and trl_args["beta"] == 1e-3

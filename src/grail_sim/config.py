@@ -172,13 +172,15 @@ def _recipe_environment(environ: Mapping[str, str]) -> list[tuple[str, str, str]
     """(variable, recipe key, value text) of each set variable of RECIPE_ENVIRONMENT."""
     import yaml
 
+    from grail_sim.io import yaml_load
+
     found = []
     for variable, key in RECIPE_ENVIRONMENT.items():
         raw = (environ.get(variable) or "").strip()
         if not raw:
             continue
         try:
-            plain = yaml.safe_load(raw) == raw
+            plain = yaml_load(raw) == raw  # read back as the recipe loader will read it
         except yaml.YAMLError:
             plain = False
         found.append((variable, key, json.dumps(raw) if not plain and key in _TEXT_RECIPE_KEYS else raw))

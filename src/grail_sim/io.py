@@ -8,6 +8,7 @@ where a killed job must not leave a truncated file that Snakemake would take as 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -143,6 +144,35 @@ def read_json_file(path: str | os.PathLike, *, what: str, error: type[Exception]
         raise error(f"{path}:{err.lineno}: corrupt JSON in {what} ({err.msg})") from None
 
 
+def yaml_load(text: str) -> Any:
+    """YAML as users write it: PyYAML's safe loader, except that `2e-5` and `1E6` are numbers.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`2.0e-5`), so `learning_rate: 2e-5` would
+    reach the optimizer as the string "2e-5" and fail deep inside torch. YAML 1.2 (and every other
+    loader users know) reads it as a float; recipes, configs and `--set` values are read that way."""
+    import yaml
+
+    return yaml.load(text, Loader=_number_aware_loader())  # a SafeLoader subclass: no object construction
+
+
+@functools.lru_cache(maxsize=1)
+def _number_aware_loader():
+    import re
+
+    import yaml
+
+    class NumberAwareLoader(yaml.SafeLoader):
+        pass
+
+    # Own copies of the resolver lists: add_implicit_resolver would append to SafeLoader's shared ones.
+    NumberAwareLoader.yaml_implicit_resolvers = {key: list(value) for key, value in
+                                                 yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    NumberAwareLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+    return NumberAwareLoader
+
+
 def read_yaml_mapping(path: str | os.PathLike, *, what: str, error: type[Exception]) -> dict:
     """A YAML file that must hold a mapping (a config file, a recipe); `error` names `what` and the file."""
     import yaml
@@ -151,7 +181,7 @@ def read_yaml_mapping(path: str | os.PathLike, *, what: str, error: type[Excepti
     if not path.is_file():
         raise error(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise error(f"{what} {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):

@@ -24,7 +24,7 @@ import yaml
 from grail_sim.answers import think_template_problem
 from grail_sim.config import RECIPE_ENVIRONMENT
 from grail_sim.errors import RecipeError
-from grail_sim.io import read_yaml_mapping
+from grail_sim.io import read_yaml_mapping, yaml_load
 from grail_sim.training.mixture import check_mixture
 from grail_sim.training.prompting import PromptOverrides
 from grail_sim.training.settings import (
@@ -241,7 +241,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise RecipeError(f"--set {text!r}: empty key")
     try:
-        return key, yaml.safe_load(raw) if raw.strip() else None
+        return key, yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise RecipeError(f"--set {text!r}: the value is not valid YAML: {err}") from None
 
