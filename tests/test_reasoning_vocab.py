@@ -178,3 +178,29 @@ def test_an_adapter_start_needs_every_weight_training():
                           script=SimpleNamespace(reasoning_vocab_size=8, lora=SimpleNamespace(enabled=True)))
     with pytest.raises(RecipeError, match=r"grpo.yaml: reasoning_vocab_size with --model .* needs lora.enabled: false"):
         expand_reasoning_vocabulary(run, model=None, tokenizer=None)
+
+
+def test_an_adapter_start_with_lora_off_merges_and_trains_every_weight(tiny_model_dir, tmp_path):
+    """--model an adapter, lora.enabled false: the adapter is merged and every weight trains (peft had
+    frozen the base to load it, so GRPO's first backward failed), reasoning rows included."""
+    from pathlib import Path
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from grail_sim.training.main import Run
+    from grail_sim.training.policy import get_model
+    from grail_sim.training.recipe import load_recipe
+
+    adapter = tmp_path / "sft_final"
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(str(adapter))
+    (adapter / "grail_sim.json").write_text(json.dumps({"base_model": str(tiny_model_dir)}))
+    recipe = Path(__file__).resolve().parents[1] / "config" / "recipes" / "math" / "grpo.yaml"
+    script, trl_args = load_recipe(recipe, ["lora.enabled=false", "reasoning_vocab_size=16"])
+    run = Run(str(recipe), "unused", str(adapter), tmp_path / "out", script, trl_args, is_main=True)
+    tokenizer, model = get_model(run)
+    assert not hasattr(model, "peft_config")  # merged
+    assert all(parameter.requires_grad for parameter in model.parameters())
+    assert model.get_input_embeddings().weight.shape[0] == run.token_map.base_vocab_size + 16

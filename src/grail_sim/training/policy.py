@@ -51,6 +51,7 @@ def get_model(run: Run):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(run.start_adapter)).merge_and_unload()
+        model.requires_grad_(True)  # peft froze the base to load the adapter; here every weight trains
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
