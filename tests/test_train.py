@@ -226,7 +226,7 @@ def test_every_recipe_field_has_help_and_train_help_lists_them(capsys):
                                                 "vllm_server", "dataset_mixture", "eval_split", "max_eval_samples",
                                                 "init_kl_coeff", "kl_target", "kl_horizon",
                                                 "maxent_tau", "maxent_q_temperature", "maxent_q_epsilon",
-                                                "maxent_length_normalize_ref"}
+                                                "maxent_length_normalize_ref", "reasoning_vocab_size"}
     for key in keys:
         assert f"\n  {key}" in text or f"\n    {key}" in text, key
     assert "GRPOConfig field" in text and "GAIL_USE" in text and "0 = full history" in text
