@@ -1,6 +1,6 @@
 """The math task's learning benchmark (#15): does RL on the verifiable task raise held-out pass@1?
 
-    .venv/bin/python benchmarks/math_learning.py [--root results/bench_math] [--grpo-steps 40] [--rv-steps 10] [--samples 4]
+    .venv/bin/python benchmarks/math_learning.py [--root results/bench_math] [--grpo-steps 40] [--rv-steps 10] [--samples 4] [--curve-every 20]
 
 Runs, each step skipped when its output exists (so an interrupted run resumes where it stopped):
 
@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=40)
     parser.add_argument("--rv-steps", type=int, default=10)
     parser.add_argument("--samples", type=int, default=4, help="sampled replies per test problem of sft and grpo")
+    parser.add_argument("--curve-every", type=int, default=20,
+                        help="grpo steps between validation evaluations (0: no validation curve)")
     args = parser.parse_args()
     root = args.root.resolve()
     summary_path = root / "summary.json"
@@ -97,10 +99,12 @@ def main() -> None:
             for name, model, samples in (("base", BASE, 0), ("sft", sft / "final", args.samples),
                                          ("grpo", grpo / "final", args.samples),
                                          ("grpo_full", full / "final", 0), ("grpo_rv", vocab / "final", 0))}
-    curve = {0: evaluate("sft", sft / "final", "validation", root, 0, timings)}
-    for step in range(20, args.grpo_steps, 20):
-        curve[step] = evaluate(f"grpo_step{step}", grpo / f"checkpoint-{step}", "validation", root, 0, timings)
-    curve[args.grpo_steps] = evaluate("grpo", grpo / "final", "validation", root, 0, timings)
+    curve = {}
+    if args.curve_every:
+        curve[0] = evaluate("sft", sft / "final", "validation", root, 0, timings)
+        for step in range(args.curve_every, args.grpo_steps, args.curve_every):
+            curve[step] = evaluate(f"grpo_step{step}", grpo / f"checkpoint-{step}", "validation", root, 0, timings)
+        curve[args.grpo_steps] = evaluate("grpo", grpo / "final", "validation", root, 0, timings)
     summary = {"seconds": timings, **tables(test, curve)}
     summary_path.write_text(json.dumps(summary, indent=2))
     print_tables(summary)
