@@ -52,7 +52,7 @@ def load_source(name: str, config_name: str | None):
         raise PromptError(f"math.dataset {name!r} does not load: {type(err).__name__}: {err}") from None
 
 
-def contract_row(source: Mapping[str, Any], section: Mapping[str, Any], pattern: re.Pattern | None
+def mapped_fields(source: Mapping[str, Any], section: Mapping[str, Any], pattern: re.Pattern | None
                  ) -> tuple[dict[str, Any] | None, str | None]:
     """(the math fields of one source row, None) or (None, why it is dropped)."""
     from grail_sim.prompts.math_task import solution_text
@@ -137,11 +137,11 @@ def _mapped(pool, section, pattern, limit: int) -> tuple[list[dict], dict[str, i
     for source in pool:
         if limit and len(rows) >= limit:
             break
-        row, why = contract_row(source, section, pattern)
-        if row is None:
+        fields, why = mapped_fields(source, section, pattern)
+        if fields is None:
             drops[why] += 1
         else:
-            rows.append(row)
+            rows.append(fields)
     return rows, dict(drops)
 
 
