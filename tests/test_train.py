@@ -184,6 +184,28 @@ def test_environment_overrides_land_in_train_overrides_and_set_wins():
     assert script.gail.use is True and script.gail.max_history == 0  # --set (last) wins; 0 = full history
 
 
+def test_config_overrides_skip_keys_only_the_other_kind_of_recipe_has(caplog):
+    """`train.overrides` reach every run of the DAG, sft included: a GRPO-only key (the cluster docs'
+    `vllm_mode: colocate`) is skipped for the sft recipe, not a failure of its job; a typo still fails,
+    and so does the same key given to sft by `--set`."""
+    shared = grail_config.recipe_overrides({"vllm_mode": "colocate", "num_generations": 4, "learning_rate": 3e-5})
+    with caplog.at_level("INFO", logger="grail_sim.training.recipe"):
+        for_sft = training_recipe.shared_overrides_for(RECIPES / "sft.yaml", shared)
+    assert for_sft == ["learning_rate=3e-05"]
+    assert "vllm_mode=colocate skipped" in caplog.text and "num_generations=4 skipped" in caplog.text
+    _, sft_args = training_recipe.load_recipe(RECIPES / "sft.yaml", for_sft)
+    assert sft_args["learning_rate"] == 3e-5
+    for_grpo = training_recipe.shared_overrides_for(RECIPES / "grpo.yaml", shared)
+    assert for_grpo == shared
+    _, grpo_args = training_recipe.load_recipe(RECIPES / "grpo.yaml", for_grpo)
+    assert grpo_args["vllm_mode"] == "colocate" and grpo_args["num_generations"] == 4
+    typo = training_recipe.shared_overrides_for(RECIPES / "sft.yaml", ["num_generaitons=4"])
+    with pytest.raises(errors.RecipeError, match="num_generaitons"):
+        training_recipe.load_recipe(RECIPES / "sft.yaml", typo)
+    with pytest.raises(errors.RecipeError, match="num_generations"):
+        training_recipe.load_recipe(RECIPES / "sft.yaml", ["num_generations=4"])
+
+
 @pytest.mark.parametrize("override, key", [
     ("lora.dropout=1.5", "lora.dropout"), ("lora.r=0", "lora.r"), ("warmup_sft.steps=-1", "warmup_sft.steps"),
     ("warmup_sft.enabled=maybe", "warmup_sft.enabled"), ("gail.reward_form=linear", "gail.reward_form"),

@@ -11,6 +11,7 @@ from grail_sim import config
 from grail_sim.training.recipe import (
     load_recipe,
     recipe_help,
+    shared_overrides_for,
 )
 
 
@@ -44,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from grail_sim.training.main import train
 
     section = config.from_arguments("train", args, os.environ)["train"]
-    # The config's overrides (with any environment ones) first, then --set, which wins.
-    overrides = config.recipe_overrides(section["overrides"]) + list(args.overrides) + \
-        [hydra_override(text) for text in args.bare_overrides]
+    # The config's overrides (with any environment ones) first, then --set, which wins. The config's
+    # apply to every trainer, so those only another kind of recipe has are skipped for this one.
+    shared = shared_overrides_for(args.recipe, config.recipe_overrides(section["overrides"]))
+    overrides = shared + list(args.overrides) + [hydra_override(text) for text in args.bare_overrides]
     max_steps = args.max_steps if args.max_steps is not None else section["max_steps"]
     threads = args.threads if args.threads is not None else section["threads"]
     script, grpo = load_recipe(args.recipe, overrides, max_steps)

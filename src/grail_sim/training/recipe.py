@@ -232,6 +232,32 @@ def recipe_trainer(recipe: Mapping[str, Any], path: Path) -> str:
     return str(recipe.get("trainer") or path.stem)
 
 
+def shared_overrides_for(path: str | os.PathLike, overrides: list[str]) -> list[str]:
+    """The config's overrides for every run (`train.overrides`, environment ones) that apply to the
+    recipe at `path`.
+
+    One config trains several kinds of recipe, so a key that only another kind has (`num_generations`
+    or `gail.weight` is GRPO's, `completion_only_loss` SFT's) is skipped for this one, with a log line,
+    instead of failing its run. A key no kind knows is kept, and fails naming it and the recipe as
+    before; `--set` overrides name one run and are not filtered.
+    """
+    path = Path(path)
+    is_sft = recipe_trainer(_read_yaml(path), path) == SFT
+    own_keys, own_config, other_keys, other_config = (SFT_KEYS, "SFTConfig", SCRIPT_KEYS, "GRPOConfig") if is_sft \
+        else (SCRIPT_KEYS, "GRPOConfig", SFT_KEYS, "SFTConfig")
+    own = set(own_keys) | set(_trl_fields(own_config))
+    other = set(other_keys) | set(_trl_fields(other_config))
+    kept = []
+    for text in overrides:
+        key = parse_override(text)[0].split(".")[0]
+        if key not in own and key in other:
+            LOG.info("train.overrides %s skipped for %s: a %s recipe has no %r key", text, path,
+                     "sft" if is_sft else "GRPO", key)
+            continue
+        kept.append(text)
+    return kept
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`key=value` (dotted keys reach nested sections: `gail.weight=0.5`); the value is YAML."""
     if "=" not in text:
