@@ -76,6 +76,17 @@ def score_point(model, tokenizer, rows, train_rows, oracle, template: str, mode:
     for row in rows:
         records += likelihood.score_batch(scorer, "next_video", [row])
     seconds = time.perf_counter() - started
+    point = curve_point(records, rows, train_rows, oracle)
+    point["score_seconds"] = seconds
+    return point
+
+
+def curve_point(records: list[dict], rows: list[dict], train_rows: list[dict], oracle) -> dict:
+    """The evaluate stage's likelihood figures of scored `records` as one curve point: NLL and
+    accuracy@1 (value and 95% participant-bootstrap interval) of the policy and every baseline,
+    the policy's recovered share when there is an oracle, its valid mass and the rows scored."""
+    from grail_sim.evaluation import likelihood
+
     figures = likelihood.likelihood_metrics("next_video", records, rows, train_rows,
                                             {"samples": 1000, "seed": 0, "confidence": 0.95}, oracle=oracle)
     overall = figures["overall"]
@@ -90,7 +101,6 @@ def score_point(model, tokenizer, rows, train_rows, oracle, template: str, mode:
         point["policy"]["recovered_share"] = cell("policy", "recovered_share")
     point["valid_mass"] = figures["valid_mass"]["value"]
     point["rows"] = figures["n_eligible"]
-    point["score_seconds"] = seconds
     return point
 
 
