@@ -60,6 +60,10 @@ def parse_args() -> argparse.Namespace:
                         help="keep only the viewers of this leaning (the generator's truth), in training and "
                              "scoring: the choice then depends on each option's stance alone, not on an "
                              "interaction of stance and leaning")
+    parser.add_argument("--first-leaning", choices=("", "liberal", "conservative"), default="",
+                        help="a curriculum: the first --first-steps steps train on this leaning's viewers only "
+                             "(a first-order signal), the rest on every kept viewer")
+    parser.add_argument("--first-steps", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the curve and settings as JSON here")
@@ -187,7 +191,29 @@ def score(model, tokenizer, rows, train_rows, oracle, fmt: str, digits: list[int
                     "viewer_leaning": viewer_leaning(decisions.viewer_text(row)),
                 })
     model.train()
-    return curve_point(records, rows, train_rows, oracle)
+    point = curve_point(records, rows, train_rows, oracle)
+    point["nll_by_leaning"] = nll_by_leaning(records, oracle)
+    return point
+
+
+def nll_by_leaning(records: list[dict], oracle) -> dict:
+    """Mean NLL of the policy and the position prior per viewer leaning (the generator's truth), over
+    every scored row (the oracle-resolved ones and the others), no intervals: does a policy that
+    clears the prior serve both leanings, or only one?"""
+    import math
+
+    sums: dict = {}
+    for record in records:
+        if record["gold"] is None or "baseline_probabilities" not in record:
+            continue
+        leaning = oracle.leanings.get(str(record["participant_id"]), "unknown")
+        entry = sums.setdefault(leaning, {"rows": 0, "policy": 0.0, "position_prior": 0.0})
+        entry["rows"] += 1
+        gold = record["gold"] - 1
+        entry["policy"] -= math.log(max(record["probabilities"][gold], 1e-12))
+        entry["position_prior"] -= math.log(max(record["baseline_probabilities"]["position_prior"][gold], 1e-12))
+    return {leaning: {"rows": e["rows"], "policy": e["policy"] / e["rows"], "position_prior": e["position_prior"] / e["rows"]}
+            for leaning, e in sums.items()}
 
 
 def main() -> None:
@@ -220,6 +246,8 @@ def main() -> None:
         return rows
 
     train_rows, rows = kept("train"), kept(args.split)
+    first_rows = [r for r in train_rows if oracle.leanings.get(str(r["participant_id"])) == args.first_leaning] \
+        if args.first_leaning else train_rows
     if args.eval_rows and args.eval_rows < len(rows):
         rows = random.Random(args.seed).sample(rows, args.eval_rows)
     digits = digit_ids(tokenizer)
@@ -241,15 +269,17 @@ def main() -> None:
         curve.append(point)
         print(json.dumps({"step": step, "train_s": point["train_seconds"], "loss": point["loss"],
                           "nll": point["policy"]["nll"], "acc": point["policy"]["accuracy_at_1"]["value"],
-                          "share": point["policy"]["recovered_share"]}), flush=True)
+                          "share": point["policy"]["recovered_share"], "by_leaning": point["nll_by_leaning"]}),
+              flush=True)
 
     evaluate(0)
     model.train()
     for step in range(1, args.steps + 1):
         started = time.perf_counter()
-        if len(order) < args.batch_size:
-            order += random.sample(range(len(train_rows)), len(train_rows))
-        batch = [train_rows[order.pop()] for _ in range(args.batch_size)]
+        pool = first_rows if step <= args.first_steps else train_rows
+        if step == args.first_steps + 1 or len(order) < args.batch_size:
+            order = random.sample(range(len(pool)), len(pool))
+        batch = [pool[order.pop()] for _ in range(args.batch_size)]
         if args.format.startswith("inline"):
             per_row = inline_scores(model, tokenizer, batch, prior, local=args.format == "inline-local")
             loss = -torch.stack([lp[int(r["gold_index"]) - 1] for r, lp in zip(batch, per_row)]).mean()
