@@ -126,20 +126,9 @@ def inline_scores(model, tokenizer, rows: list[dict], prior, local: bool = False
     out = []
     for b, (row, row_marks) in enumerate(zip(rows, marks)):
         scores = states[b, row_marks].float() @ direction.float()
-        log_prior = torch.log(torch.tensor(prior[int(row["n_options"])], dtype=torch.float32))
+        log_prior = torch.log(torch.tensor(prior.distribution(int(row["n_options"])), dtype=torch.float32))
         out.append(torch.log_softmax(scores + log_prior, -1))
     return out
-
-
-def position_prior(train_rows: list[dict]) -> dict[int, list[float]]:
-    """P(gold position | n options) on train, add-one smoothed."""
-    counts: dict[int, list[float]] = {}
-    for row in train_rows:
-        n = int(row["n_options"])
-        counts.setdefault(n, [1.0] * n)[int(row["gold_index"]) - 1] += 1
-    for n in range(1, 10):
-        counts.setdefault(n, [1.0] * n)
-    return {n: [c / sum(v) for c in v] for n, v in counts.items()}
 
 
 def prompt_text(tokenizer, row: dict, fmt: str) -> str:
@@ -165,6 +154,7 @@ def score(model, tokenizer, rows, train_rows, oracle, fmt: str, digits: list[int
     from recovery import curve_point
 
     from grail_sim.evaluation import decisions, likelihood
+    from grail_sim.evaluation.scorers import ScoredAnswers
     from grail_sim.rows import viewer_leaning
 
     records = []
@@ -180,12 +170,12 @@ def score(model, tokenizer, rows, train_rows, oracle, fmt: str, digits: list[int
                            for r, row_logits in zip(batch, logits)]
             for row, log_probs in zip(batch, per_row):
                 n = int(row["n_options"])
-                full_mass = float(log_probs.exp().sum())
-                probabilities = torch.softmax(log_probs, -1).tolist()
+                answers = ScoredAnswers(tuple(log_probs.tolist()))
                 records.append({
                     "id": str(row["id"]), "task": "next_video", "n_options": n,
                     "gold": likelihood.gold_position("next_video", row), "candidates": [str(k) for k in range(1, n + 1)],
-                    "log_likelihoods": log_probs.tolist(), "probabilities": probabilities, "valid_mass": full_mass,
+                    "log_likelihoods": list(answers.log_likelihoods), "probabilities": answers.probabilities,
+                    "valid_mass": answers.valid_mass,
                     "issue": row.get("issue"), "participant_study": row.get("participant_study"),
                     "participant_id": row.get("participant_id"), "treatment_arm": row.get("treatment_arm"),
                     "viewer_leaning": viewer_leaning(decisions.viewer_text(row)),
@@ -223,6 +213,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from grail_sim.data.demo_oracle import Oracle, load_truth
+    from grail_sim.evaluation.baselines import PositionPrior
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -251,7 +242,7 @@ def main() -> None:
     if args.eval_rows and args.eval_rows < len(rows):
         rows = random.Random(args.seed).sample(rows, args.eval_rows)
     digits = digit_ids(tokenizer)
-    prior = position_prior(train_rows)
+    prior = PositionPrior.fit(train_rows)  # the evaluate stage's baseline: inline scores are read against it
     tokens = [len(tokenizer(prompt_text(tokenizer, r, args.format) if not args.format.startswith("inline")
                             else "".join(inline_text(r, args.format == "inline-local")),
                             add_special_tokens=False)["input_ids"]) for r in train_rows[:200]]
