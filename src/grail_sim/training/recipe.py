@@ -227,6 +227,17 @@ def _trl_fields(config_name: str) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(getattr(trl, config_name)) if f.init}
 
 
+def _recipe_kind(is_sft: bool) -> tuple[type, tuple[str, ...], str]:
+    """(grail-sim's arguments class, its keys, the TRL config it sits beside) of an sft or a GRPO recipe."""
+    return (SftArguments, SFT_KEYS, "SFTConfig") if is_sft else (ScriptArguments, SCRIPT_KEYS, "GRPOConfig")
+
+
+def _known_keys(is_sft: bool) -> set[str]:
+    """Every top-level key a recipe of this kind accepts."""
+    _, keys, config_name = _recipe_kind(is_sft)
+    return set(keys) | set(_trl_fields(config_name))
+
+
 def recipe_trainer(recipe: Mapping[str, Any], path: Path) -> str:
     """The trainer a recipe names: its `trainer` key, else the file's stem (which selects its keys)."""
     return str(recipe.get("trainer") or path.stem)
@@ -243,10 +254,7 @@ def shared_overrides_for(path: str | os.PathLike, overrides: list[str]) -> list[
     """
     path = Path(path)
     is_sft = recipe_trainer(_read_yaml(path), path) == SFT
-    own_keys, own_config, other_keys, other_config = (SFT_KEYS, "SFTConfig", SCRIPT_KEYS, "GRPOConfig") if is_sft \
-        else (SCRIPT_KEYS, "GRPOConfig", SFT_KEYS, "SFTConfig")
-    own = set(own_keys) | set(_trl_fields(own_config))
-    other = set(other_keys) | set(_trl_fields(other_config))
+    own, other = _known_keys(is_sft), _known_keys(not is_sft)
     kept = []
     for text in overrides:
         key = parse_override(text)[0].split(".")[0]
@@ -306,8 +314,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
     if max_steps is not None:
         recipe["max_steps"] = int(max_steps)
     is_sft = recipe_trainer(recipe, path) == SFT
-    kind, keys, config_name = (SftArguments, SFT_KEYS, "SFTConfig") if is_sft else \
-        (ScriptArguments, SCRIPT_KEYS, "GRPOConfig")
+    kind, keys, config_name = _recipe_kind(is_sft)
     trl_fields = _trl_fields(config_name)
     unknown = sorted(key for key in recipe if key not in keys and key not in trl_fields)
     if unknown:
