@@ -123,6 +123,23 @@ def resolve_section(name: str, values: Mapping[str, Any] | None, *, source: str 
     return resolved
 
 
+def section_with_flags(name: str, section: Mapping[str, Any], args: argparse.Namespace,
+                       flags: Mapping[str, str], *, source: str) -> dict:
+    """`section` with every flag given on the command line (not None) set at its dotted key
+    (`{"test": "rows.test"}` sets section["rows"]["test"] from --test), validated again."""
+    section = copy.deepcopy(dict(section))
+    for flag, key in flags.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        target = section
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return resolve_section(name, section, source=source)
+
+
 def _first_error(validator, instance):
     # Defaults are filled while validating, so iterate every error once and report the best one.
     from jsonschema.exceptions import best_match

@@ -186,11 +186,7 @@ def run(args: argparse.Namespace) -> int:
     from grail_sim import config
 
     sections = config.from_arguments("evaluate-math", args, os.environ)
-    math = dict(sections["math"])
-    for flag, key in OVERRIDES.items():
-        if getattr(args, flag) is not None:
-            math[key] = getattr(args, flag)
-    math = config.resolve_section("math", math, source="grail-sim evaluate-math")
+    math = config.section_with_flags("math", sections["math"], args, OVERRIDES, source="grail-sim evaluate-math")
     evaluate_math(Path(args.model), Path(args.dataset), args.split or math["split"], Path(args.out), math=math,
                   evaluate=sections["evaluate"], device=args.device)
     return 0

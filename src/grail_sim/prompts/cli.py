@@ -134,14 +134,9 @@ def _run_import(args: argparse.Namespace) -> int:
 def _run_math(args: argparse.Namespace) -> int:
     from grail_sim.prompts.math_task import write_math_dataset
 
-    section = config.from_arguments("prompts math", args, os.environ)["math"]
-    for split in SPLITS:
-        if getattr(args, split) is not None:
-            section["rows"][split] = getattr(args, split)
-    for key in ("seed", "style", "dataset"):
-        if getattr(args, key) is not None:
-            section[key] = getattr(args, key)
-    section = config.resolve_section("math", section, source="grail-sim prompts math")
+    flags = {**{split: f"rows.{split}" for split in SPLITS}, "seed": "seed", "style": "style", "dataset": "dataset"}
+    section = config.section_with_flags("math", config.from_arguments("prompts math", args, os.environ)["math"], args,
+                                        flags, source="grail-sim prompts math")
     stats = write_math_dataset(args.out, section)
     LOG.info("math problems from %s (%s style): %s -> %s", stats["source"], stats["style"], stats["rows"], args.out)
     print(json.dumps({"out": args.out, **stats}))
