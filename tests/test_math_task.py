@@ -136,6 +136,31 @@ def test_evaluate_math_writes_records_and_metrics(tiny_model_dir, tmp_path):
     assert len(records) == 3 and all(record["samples"] == 2 for record in records)
 
 
+def test_batched_math_evaluation_gives_the_greedy_replies_of_one_at_a_time(tiny_model_dir, tmp_path):
+    """math.batch_size (default 16) left-pads problems of different lengths into one generate call;
+    the greedy reply of each problem must not depend on its neighbours or their padding."""
+    import json
+
+    from grail_sim import cli
+
+    dataset = tmp_path / "math"
+    assert cli.main(["prompts", "math", "--out", str(dataset), "--train", "3", "--validation", "3",
+                     "--test", "5"]) == 0
+    replies = {}
+    for batch_size in (1, 5):
+        out = tmp_path / f"eval{batch_size}"
+        assert cli.main(["evaluate-math", "--model", str(tiny_model_dir), "--dataset", str(dataset), "--out",
+                         str(out), "--samples", "0", "--max-new-tokens", "8", "--batch-size", str(batch_size),
+                         "--device", "cpu"]) == 0
+        assert json.loads((out / "math_metrics.json").read_text())["batch_size"] == batch_size
+        replies[batch_size] = [json.loads(line)["reply"] for line in (out / "math_predictions.jsonl").read_text().splitlines()]
+    from datasets import load_from_disk
+
+    problems = load_from_disk(str(dataset))["test"]["problem"]
+    assert len({len(problem) for problem in problems}) > 1  # one batch of unequal lengths: padding is exercised
+    assert len(replies[1]) == 5 and replies[5] == replies[1]
+
+
 def _math_section(**values):
     from grail_sim.config import resolve_section
 

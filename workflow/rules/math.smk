@@ -11,7 +11,7 @@ MATH_TRAINERS = sorted(Path(path).stem for path in glob.glob(f"{MATH_RECIPES}/*.
 MATH_EVALUATE_EXCLUDE = [f"evaluate.{key}" for key in config["evaluate"] if key not in MATH_EVALUATE_KEYS]
 # Keys of the math section the problems do not depend on (evaluation and the DAG's shape).
 MATH_PROMPT_EXCLUDE = [f"math.{key}" for key in ("start_from", "split", "eval_rows", "samples", "temperature",
-                                                 "max_new_tokens")]
+                                                 "max_new_tokens", "batch_size")]
 
 
 rule math_prompts:

@@ -3,8 +3,8 @@
     grail-sim evaluate-math --model results/train/math_grpo/final --dataset results/prompts/math \
         --out results/eval/math_grpo/test [--split test] [--config FILE] [--rows N] [--samples N]
 
-Settings come from the `math:` config section (eval_rows, samples, temperature, max_new_tokens, split)
-and from `evaluate:` (batch_size, backend, dtype, seed, bootstrap_samples, confidence), defaults from
+Settings come from the `math:` config section (eval_rows, samples, temperature, max_new_tokens,
+batch_size, split) and from `evaluate:` (backend, dtype, seed, bootstrap_samples, confidence), defaults from
 the schema; the flags override them by hand.
 
 For every problem: one greedy reply (pass@1) and `samples` sampled replies (pass@k for k = 1, 2, 4,
@@ -115,13 +115,16 @@ def math_metrics(records: Sequence[dict], *, bootstrap: int, seed: int, confiden
 
 
 # The `evaluate:` keys the math evaluation reads (generation and intervals); the rule passes only these.
-EVALUATE_KEYS = ("batch_size", "backend", "dtype", "seed", "bootstrap_samples", "confidence")
+# Its batch size is the math section's own: batching pays on math's short prompts and not on the
+# next-video ones (benchmarks/eval_throughput_math.json beside eval_throughput.json).
+EVALUATE_KEYS = ("backend", "dtype", "seed", "bootstrap_samples", "confidence")
 
 
 def evaluate_math(model_dir: Path, dataset_dir: Path, split: str, out_dir: Path, *, math: dict, evaluate: dict,
                   device: str = "auto") -> dict:
     """Greedy pass@1, sampled pass@k, parse and format rates of `model_dir` on a math split, per the
-    `math:` section (eval_rows, samples, temperature, max_new_tokens) and `evaluate:`'s EVALUATE_KEYS."""
+    `math:` section (eval_rows, samples, temperature, max_new_tokens, batch_size) and `evaluate:`'s
+    EVALUATE_KEYS."""
     from datasets import load_from_disk
 
     from grail_sim.evaluation.generators import GenerationSettings, make_generator
@@ -136,13 +139,14 @@ def evaluate_math(model_dir: Path, dataset_dir: Path, split: str, out_dir: Path,
     seed, rows, samples = evaluate["seed"], math["eval_rows"], math["samples"]
     if rows and rows < len(data):
         data = data.shuffle(seed=seed).select(range(rows))
-    common = {"max_new_tokens": math["max_new_tokens"], "batch_size": evaluate["batch_size"],
+    common = {"max_new_tokens": math["max_new_tokens"], "batch_size": math["batch_size"],
               "backend": evaluate["backend"], "device": device, "dtype": evaluate["dtype"], "seed": seed}
     greedy = make_generator(model_dir, GenerationSettings(temperature=0.0, **common))
     sampler = make_generator(model_dir, GenerationSettings(temperature=math["temperature"], **common)) if samples else None
     records = math_records([data[i] for i in range(len(data))], greedy, sampler, samples)
     result = {"model": str(model_dir), "dataset": str(dataset_dir), "split": split, "samples": samples,
-              "temperature": math["temperature"], "max_new_tokens": math["max_new_tokens"], "backend": greedy.backend,
+              "temperature": math["temperature"], "max_new_tokens": math["max_new_tokens"],
+              "batch_size": math["batch_size"], "backend": greedy.backend,
               "bootstrap_samples": evaluate["bootstrap_samples"], "confidence": evaluate["confidence"], "seed": seed,
               **math_metrics(records, bootstrap=evaluate["bootstrap_samples"], seed=seed,
                              confidence=evaluate["confidence"])}
@@ -162,7 +166,7 @@ def evaluate_math(model_dir: Path, dataset_dir: Path, split: str, out_dir: Path,
 
 # Flags that override the math section's values by hand (the schema holds every default).
 OVERRIDES = {"rows": "eval_rows", "samples": "samples", "temperature": "temperature",
-             "max_new_tokens": "max_new_tokens"}
+             "max_new_tokens": "max_new_tokens", "batch_size": "batch_size"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=None, help="math.samples: sampled replies per problem (pass@k)")
     parser.add_argument("--temperature", type=float, default=None, help="math.temperature of pass@k")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="math.max_new_tokens")
+    parser.add_argument("--batch-size", type=int, default=None, help="math.batch_size: replies per generation batch")
     parser.add_argument("--device", default="auto")
 
 
