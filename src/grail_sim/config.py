@@ -22,7 +22,7 @@ import json
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from grail_sim.errors import ConfigError
 
@@ -129,15 +129,19 @@ def section_with_flags(name: str, section: Mapping[str, Any], args: argparse.Nam
     (`{"test": "rows.test"}` sets section["rows"]["test"] from --test), validated again."""
     section = copy.deepcopy(dict(section))
     for flag, key in flags.items():
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        *parents, leaf = key.split(".")
-        target = section
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = value
+        if getattr(args, flag) is not None:
+            _set_at(section, key.split("."), getattr(args, flag))
     return resolve_section(name, section, source=source)
+
+
+def _set_at(node: dict, path: Sequence[str], value: Any) -> Any:
+    """Set `value` at the key path inside nested dicts (made where missing); returns what was there,
+    or "(default)"."""
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    previous = node.get(path[-1], "(default)")
+    node[path[-1]] = value
+    return previous
 
 
 def _first_error(validator, instance):
@@ -165,12 +169,7 @@ def apply_environment(config: dict, environ: Mapping[str, str]) -> list[str]:
         raw = environ.get(variable, "").strip()
         if not raw:
             continue
-        value = _parse_env(variable, raw, kind)
-        node = config
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        previous = node.get(path[-1], "(default)")
-        node[path[-1]] = value
+        previous = _set_at(config, path, _parse_env(variable, raw, kind))
         messages.append(f"{variable}={raw} overrides {'.'.join(path)} (was {previous!r})")
     for variable, key, text in _recipe_environment(environ):
         config.setdefault("train", {}).setdefault("overrides", {})[key] = text
