@@ -141,6 +141,8 @@ def test_batched_math_evaluation_gives_the_greedy_replies_of_one_at_a_time(tiny_
     the greedy reply of each problem must not depend on its neighbours or their padding."""
     import json
 
+    from datasets import load_from_disk
+
     from grail_sim import cli
 
     dataset = tmp_path / "math"
@@ -154,8 +156,6 @@ def test_batched_math_evaluation_gives_the_greedy_replies_of_one_at_a_time(tiny_
                          "--device", "cpu"]) == 0
         assert json.loads((out / "math_metrics.json").read_text())["batch_size"] == batch_size
         replies[batch_size] = [json.loads(line)["reply"] for line in (out / "math_predictions.jsonl").read_text().splitlines()]
-    from datasets import load_from_disk
-
     problems = load_from_disk(str(dataset))["test"]["problem"]
     assert len({len(problem) for problem in problems}) > 1  # one batch of unequal lengths: padding is exercised
     assert len(replies[1]) == 5 and replies[5] == replies[1]

@@ -16,6 +16,7 @@ from grail_sim import __version__ as GRAIL_VERSION  # noqa: E402
 from grail_sim import config as grail_config  # noqa: E402
 from grail_sim.code_version import code_version as stage_code_version  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATE_KEYS as MATH_EVALUATE_KEYS  # noqa: E402
+from grail_sim.evaluation.math_eval import EVALUATION_ONLY_KEYS as MATH_EVALUATION_ONLY_KEYS  # noqa: E402
 from grail_sim.issues import SHORT_TO_ISSUE  # noqa: E402
 
 # Environment variables of the earlier reference become ordinary config values here, before

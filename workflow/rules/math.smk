@@ -9,9 +9,8 @@ MATH_RECIPES = f"{RECIPE_DIR}/math"
 MATH_TRAINERS = sorted(Path(path).stem for path in glob.glob(f"{MATH_RECIPES}/*.yaml"))
 # evaluate-math reads only these evaluate keys, so editing the others does not rerun it.
 MATH_EVALUATE_EXCLUDE = [f"evaluate.{key}" for key in config["evaluate"] if key not in MATH_EVALUATE_KEYS]
-# Keys of the math section the problems do not depend on (evaluation and the DAG's shape).
-MATH_PROMPT_EXCLUDE = [f"math.{key}" for key in ("start_from", "split", "eval_rows", "samples", "temperature",
-                                                 "max_new_tokens", "batch_size")]
+# Keys of the math section the problems do not depend on (the DAG's shape, and the evaluation's own).
+MATH_PROMPT_EXCLUDE = [f"math.{key}" for key in ("start_from", "split", *MATH_EVALUATION_ONLY_KEYS)]
 
 
 rule math_prompts:

@@ -167,6 +167,8 @@ def evaluate_math(model_dir: Path, dataset_dir: Path, split: str, out_dir: Path,
 # Flags that override the math section's values by hand (the schema holds every default).
 OVERRIDES = {"rows": "eval_rows", "samples": "samples", "temperature": "temperature",
              "max_new_tokens": "max_new_tokens", "batch_size": "batch_size"}
+# The math-section keys only the evaluation reads: the problems do not depend on them (rule math_prompts).
+EVALUATION_ONLY_KEYS = tuple(OVERRIDES.values())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
