@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     from grail_sim import config
 
     sections = config.from_arguments("evaluate-math", args, os.environ)
-    math = config.section_with_flags("math", sections["math"], args, OVERRIDES, source="grail-sim evaluate-math")
+    math = config.section_with_flags("math", sections["math"], args, OVERRIDES, source="its flags")
     evaluate_math(Path(args.model), Path(args.dataset), args.split or math["split"], Path(args.out), math=math,
                   evaluate=sections["evaluate"], device=args.device)
     return 0

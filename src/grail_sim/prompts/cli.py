@@ -136,7 +136,7 @@ def _run_math(args: argparse.Namespace) -> int:
 
     flags = {**{split: f"rows.{split}" for split in SPLITS}, "seed": "seed", "style": "style", "dataset": "dataset"}
     section = config.section_with_flags("math", config.from_arguments("prompts math", args, os.environ)["math"], args,
-                                        flags, source="grail-sim prompts math")
+                                        flags, source="its flags")
     stats = write_math_dataset(args.out, section)
     LOG.info("math problems from %s (%s style): %s -> %s", stats["source"], stats["style"], stats["rows"], args.out)
     print(json.dumps({"out": args.out, **stats}))
