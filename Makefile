@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch is pinned in pyproject.toml to the CPU build; installing it in the same resolution keeps
 	# accelerate from pulling a multi-GB CUDA build.
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,workflow]'
 	$(BIN)/pip check
 	touch $@
 
