@@ -423,6 +423,32 @@ def test_checkpoints_are_dropped_when_the_base_model_is_rebuilt_in_place(tmp_pat
     assert not (out / "checkpoint-3").exists()
 
 
+def test_a_restarted_server_mode_job_keeps_its_checkpoints(tmp_path):
+    """Every start of a vllm_mode: server run passes fresh ports (vllm_server.orchestrate): where the
+    server listens and logs must not change the fingerprint, or a requeued job restarts from zero."""
+    model, data, out = tmp_path / "model", tmp_path / "data", tmp_path / "out"
+    for folder in (model, data, out / "checkpoint-3"):
+        folder.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (data / "rows.arrow").write_bytes(b"rows")
+    recipe = str(RECIPES / "gpu" / "grail.yaml")
+
+    def fingerprint(port: int, *more: str) -> str:
+        overrides = ["vllm_server_host=127.0.0.1", f"vllm_server_port={port}", f"vllm_group_port={port + 1}",
+                     f"vllm_server.log=logs/{port}.log", f"vllm_server.timeout_s={port}", *more]
+        script, grpo = training_recipe.load_recipe(recipe, overrides, None)
+        assert grpo["vllm_mode"] == "server" and grpo["vllm_server_port"] == port
+        return training_resume.run_fingerprint(script.as_dict(), grpo, data, model)
+
+    first = fingerprint(41001)
+    training_resume.prepare_output(out, first)
+    assert fingerprint(52317) == first
+    training_resume.prepare_output(out, fingerprint(52317))
+    assert (out / "checkpoint-3").is_dir()
+    assert fingerprint(41001, "learning_rate=1e-6") != first  # what it trains still counts
+    assert fingerprint(41001, "vllm_server.gpu_memory_utilization=0.5") != first
+
+
 def test_evaluation_of_an_adapter_depends_on_its_base(tmp_path):
 
 

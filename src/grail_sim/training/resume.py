@@ -39,14 +39,34 @@ RESUMABLE_KEYS = ("max_steps", "num_train_epochs", "save_steps", "save_total_lim
                   "heldout_rows", "log_completions", "disable_tqdm")
 
 
+# Keys that say where a run's services listen and where it writes its logs, not what it trains
+# (dotted for a section's key). A server-mode job picks fresh ports at every start
+# (training/vllm_server.orchestrate): were they in the fingerprint, a restarted or requeued job
+# would delete its checkpoints and start from zero.
+LOCATION_KEYS = ("vllm_server_host", "vllm_server_port", "vllm_group_port", "vllm_server_base_url",
+                 "vllm_server_timeout", "logging_dir", "output_dir", "vllm_server.log", "vllm_server.timeout_s")
+
+
 FINGERPRINT_FILE = "run_fingerprint.json"
 
 
+def fingerprinted_settings(script: dict, grpo: dict) -> dict:
+    """The recipe's settings that decide whether checkpoints can be resumed: all but RESUMABLE_KEYS
+    and LOCATION_KEYS."""
+    settings = {key: value for key, value in {**script, **grpo}.items()
+                if key not in RESUMABLE_KEYS and key not in LOCATION_KEYS}
+    for dotted in LOCATION_KEYS:
+        section, _, leaf = dotted.partition(".")
+        if leaf and isinstance(settings.get(section), dict):
+            settings[section] = {key: value for key, value in settings[section].items() if key != leaf}
+    return settings
+
+
 def run_fingerprint(script: dict, grpo: dict, dataset_dir, model_dir) -> str:
-    """Hash of everything that makes checkpoints reusable: recipe (minus RESUMABLE_KEYS), data, model."""
+    """Hash of everything that makes checkpoints reusable: recipe (fingerprinted_settings), data, model."""
     import hashlib
 
-    settings = {key: value for key, value in {**script, **grpo}.items() if key not in RESUMABLE_KEYS}
+    settings = fingerprinted_settings(script, grpo)
     # Contents, not paths: a rebuilt base model or regenerated prompts at the same path must not be
     # resumed from checkpoints trained on the old ones (a few seconds of hashing for a 135M model).
     blob = json.dumps({"settings": settings, "dataset": io.file_sha256(dataset_dir),
