@@ -103,7 +103,7 @@ def test_the_used_by_command_plans_gpu_recipes_with_vllm_and_gpu_resources():
                         "--sdm", "env-modules")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    commands = [line for line in output.splitlines() if "grail-sim train --recipe" in line]
+    commands = [line for line in output.splitlines() if "grail_sim.cli train --recipe" in line]
     recipes = sorted(line.split("--recipe ")[1].split()[0] for line in commands)
     assert any("--server-log results/logs/train_grail_gun.vllm.log" in line for line in commands)
     assert recipes == ["config/recipes/gpu/grail.yaml", "config/recipes/gpu/sft.yaml"]
@@ -115,7 +115,7 @@ def test_the_used_by_command_plans_gpu_recipes_with_vllm_and_gpu_resources():
             for rule in ("sft", "train", "evaluate")}
     assert all(gpus.values()), gpus
     assert all("gpu=2" in block for block in gpus["train"]) and all("gpu=1" in block for block in gpus["sft"])
-    evaluate = [line for line in output.splitlines() if "grail-sim evaluate" in line]
+    evaluate = [line for line in output.splitlines() if "grail_sim.cli evaluate" in line]
     assert evaluate and all('"generate_rows": 0' in line and '"dtype": "bfloat16"' in line for line in evaluate)
 
 
@@ -126,7 +126,54 @@ def test_account_and_partition_reach_every_job_beside_the_profile_resources():
     assert result.returncode == 0, output
     lines = [line for line in output.splitlines() if line.strip().startswith("resources:")]
     assert lines and all("slurm_account=lab42" in line and "slurm_partition=gpu-a" in line and "runtime=" in line
-                         and "cpus_per_task=" in line for line in lines)
+                         for line in lines)
+
+
+def _planned_resources(output: str) -> list[tuple[str, str]]:
+    """(rule, resources line) of every job a dry run printed."""
+    planned, rule = [], None
+    for line in output.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("rule ", "localrule ")) and stripped.endswith(":"):
+            rule = stripped.split()[1].rstrip(":")
+        elif stripped.startswith("resources:") and rule:
+            planned.append((rule, stripped))
+            rule = None
+    return planned
+
+
+def _rules_on_the_model_env() -> set[str]:
+    """Rules whose software env is MODEL_ENV: under compute: gpu they run a GPU recipe or evaluate in bf16."""
+    import re
+
+    found = set()
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for name, body in re.findall(r"(?m)^\s*rule (\w+):(.*?)(?=^\s*rule \w+:|\Z)", path.read_text(), flags=re.S):
+            if re.search(r"conda:\s*\n\s*MODEL_ENV", body):
+                found.add(name)
+    return found
+
+
+def test_every_rule_that_runs_a_gpu_recipe_asks_for_a_gpu(tmp_path):
+    """The math rules ran GPU recipes (bf16, vLLM) without a GPU and stopped at once: every rule on the
+    GPU env asks for GPUs under compute: gpu, and none does under compute: cpu."""
+    gpu_rules = _rules_on_the_model_env()
+    assert {"sft", "train", "evaluate", "math_train", "evaluate_math", "evaluate_external"} <= gpu_rules
+    for name in ("a.jsonl", "b.jsonl"):  # a user's own files
+        (tmp_path / name).write_text("")
+    external = ["--config", f"evaluate={{external: {{next_video: {tmp_path}/a.jsonl, opinion: {tmp_path}/b.jsonl}}}}"]
+    targets = ["reports/grail_gun.md", "reports/math_grpo.md", "results/eval/sft_external/test/metrics.json"]
+    for compute in ("gpu", "cpu"):
+        result = _snakemake("--profile", "profiles/slurm", "-n", "--forceall", *targets, "--sdm", "env-modules",
+                            *external, f"compute={compute}")
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        planned = _planned_resources(output)
+        assert {rule for rule, _ in planned} >= gpu_rules, planned
+        for rule, resources in planned:
+            asks = "gpu=" in resources
+            assert asks == (compute == "gpu" and rule in gpu_rules), (compute, rule, resources)
+            assert "cpus_per_task" not in resources, "CPUs come from the rule's threads"
 
 
 def test_every_gpu_recipe_loads_and_the_cpu_set_stays_on_cpu():

@@ -26,14 +26,27 @@ for message in grail_config.apply_environment(config, os.environ):
 
 validate(config, str(grail_config.SCHEMA_PATH))
 
-GRAIL = "grail-sim"
+# Each job runs grail-sim from this checkout's src/ with the job environment's `python`; a conda
+# job env (envs/*.yaml) holds the dependencies but not the package itself (conda's pip runs inside
+# .snakemake/conda/, where no relative path reaches the repository), and a venv with the package
+# installed runs the same code.
+GRAIL = f"PYTHONPATH={shlex.quote(str(SRC))}${{PYTHONPATH:+:$PYTHONPATH}} python -m grail_sim.cli"
 # The compute profile (`compute`; the slurm profile sets gpu through config/cluster.yaml) picks the
 # recipe set and the software env of the rules that train and evaluate; the others stay on CPU.
 RECIPE_DIR = {"cpu": "config/recipes", "gpu": "config/recipes/gpu"}[config["compute"]]
 MODEL_ENV = {"cpu": "../../envs/grail.yaml", "gpu": "../../envs/grail-gpu.yaml"}[config["compute"]]
 # `slurm.account` and `slurm.partition` reach every rule as resources, beside the profile's own
 # default-resources (a --default-resources on the command line would replace those); empty locally.
-SLURM_RESOURCES = {f"slurm_{key}": value for key, value in config["slurm"].items() if value}
+SLURM_RESOURCES = {f"slurm_{key}": config["slurm"][key] for key in ("account", "partition") if config["slurm"][key]}
+
+
+def gpu_resources(rule_name):
+    """The GPUs that the training and evaluation rules ask for, `slurm.gpus` by rule name under
+    `compute: gpu` (the GPU recipes and envs/grail-gpu.yaml need them), and none under `compute: cpu`.
+    They live in the workflow's config, not the profile, so one `--config` value changes them
+    without replacing the profile's set-resources block."""
+    count = config["slurm"]["gpus"][rule_name] if config["compute"] == "gpu" else 0
+    return {"gpu": count} if count else {}
 ISSUES = SHORT_TO_ISSUE  # short name of targets (gun, wage) -> long name of prompt folders
 MATH = config["math"]  # the math task's section (workflow/rules/math.smk)
 

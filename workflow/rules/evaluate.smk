@@ -38,6 +38,7 @@ rule evaluate:
     resources:
         mem_mb=8000,
         **SLURM_RESOURCES,
+        **gpu_resources("evaluate"),
     conda:
         MODEL_ENV
     shell:
@@ -95,6 +96,7 @@ if EXTERNAL["next_video"] and EXTERNAL["opinion"]:
         resources:
             mem_mb=8000,
             **SLURM_RESOURCES,
+            **gpu_resources("evaluate_external"),
         conda:
             MODEL_ENV
         shell:

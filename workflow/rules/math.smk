@@ -56,6 +56,7 @@ rule math_train:
     resources:
         mem_mb=TRAIN["mem_mb"],
         **SLURM_RESOURCES,
+        **gpu_resources("math_train"),
     conda:
         MODEL_ENV
     shell:
@@ -87,6 +88,7 @@ rule evaluate_math:
     resources:
         mem_mb=8000,
         **SLURM_RESOURCES,
+        **gpu_resources("evaluate_math"),
     conda:
         MODEL_ENV
     shell:

@@ -37,6 +37,7 @@ rule sft:
     resources:
         mem_mb=TRAIN["mem_mb"],
         **SLURM_RESOURCES,
+        **gpu_resources("sft"),
     conda:
         MODEL_ENV
     shell:
@@ -72,6 +73,7 @@ rule train:
     resources:
         mem_mb=TRAIN["mem_mb"],
         **SLURM_RESOURCES,
+        **gpu_resources("train"),
     conda:
         MODEL_ENV
     shell:
