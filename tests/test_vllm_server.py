@@ -92,6 +92,32 @@ def test_server_comes_up_and_is_torn_down_with_its_children(fake_server, tmp_pat
     assert "loading weights" in log.read_text()
 
 
+def test_health_check_and_children_bypass_an_exported_proxy(fake_server, tmp_path, monkeypatch):
+    """A login shell's http_proxy without the loopback in no_proxy: /health went to the proxy and
+    the job failed after the server timeout. Here the proxy is a closed local port."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for key in ("http_proxy", "HTTP_PROXY", "all_proxy"):
+        monkeypatch.setenv(key, proxy)
+    for key in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(key, "example.org")
+    port = vllm_server.free_port()
+    with vllm_server.managed_server(fake_server(port), health_url=f"http://127.0.0.1:{port}/health",
+                                    log_path=tmp_path / "vllm.log", timeout=10, interval=0.1):
+        pass
+    env = vllm_server.local_service_env(os.environ, CUDA_VISIBLE_DEVICES="1")
+    for key in ("NO_PROXY", "no_proxy"):
+        assert env[key].split(",") == ["example.org", "127.0.0.1", "localhost"]
+    assert env["VLLM_HOST_IP"] == "127.0.0.1" and env["CUDA_VISIBLE_DEVICES"] == "1"
+    # TRL's client (requests) then reaches the server directly.
+    import requests
+
+    assert requests.utils.should_bypass_proxies(f"http://127.0.0.1:{port}/health", no_proxy=env["no_proxy"])
+
+
 def test_timeout_fails_with_the_log_tail_and_stops_the_server(fake_server, tmp_path):
     port = vllm_server.free_port()
     with pytest.raises(vllm_server.ServerError, match=r"within 1s(.|\n)*loading weights"):

@@ -61,9 +61,31 @@ def vllm_serve_command(model: str, *, host: str, port: int, gpu_memory_utilizati
     return build_command(arguments, [str(arg) for arg in extra_args])
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def local_service_env(base: dict, **extra: str) -> dict:
+    """`base` with 127.0.0.1 and localhost added to NO_PROXY/no_proxy, VLLM_HOST_IP set to 127.0.0.1,
+    and `extra`. HPC login environments often export http_proxy without the loopback in no_proxy;
+    then the server's /health check and TRL's client went through the proxy, never answered, and the
+    job failed after the server timeout."""
+    env = dict(base)
+    for key in ("NO_PROXY", "no_proxy"):
+        present = [host.strip() for host in env.get(key, "").split(",") if host.strip()]
+        env[key] = ",".join(present + [host for host in LOCAL_HOSTS if host not in present])
+    env["VLLM_HOST_IP"] = LOCAL_HOSTS[0]
+    env.update(extra)
+    return env
+
+
+# The health check talks to the server this process started: never through a proxy.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def wait_for_health(url: str, process: subprocess.Popen, log_path: str | os.PathLike, *, timeout: float,
                     interval: float = 1.0) -> float:
-    """Poll `url` until HTTP 200; fail early if the process exits, or after `timeout` seconds."""
+    """Poll `url` (directly, whatever the proxy settings) until HTTP 200; fail early if the process
+    exits, or after `timeout` seconds."""
     started = time.monotonic()
     while True:
         code = process.poll()
@@ -71,7 +93,7 @@ def wait_for_health(url: str, process: subprocess.Popen, log_path: str | os.Path
             raise ServerError(f"server exited with code {code} before {url} answered; last lines of "
                               f"{log_path}:\n{log_tail(log_path)}")
         try:
-            with urllib.request.urlopen(url, timeout=max(0.5, interval)) as response:
+            with _DIRECT.open(url, timeout=max(0.5, interval)) as response:
                 if response.status == 200:
                     return time.monotonic() - started
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -201,14 +223,14 @@ def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, 
         model, host=host, port=port, gpu_memory_utilization=settings.gpu_memory_utilization,
         dtype=settings.dtype, max_model_len=settings.max_model_len or context,
         tensor_parallel_size=1, extra_args=settings.extra_args)
-    server_env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus[0], "VLLM_SERVER_DEV_MODE": "1"}
+    server_env = local_service_env(os.environ, CUDA_VISIBLE_DEVICES=gpus[0], VLLM_SERVER_DEV_MODE="1")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(len(gpus) - 1)]
     if accelerate_config:
         launch += ["--config_file", str(accelerate_config)]
     train_command = launch + ["-m", "grail_sim.cli", *argv,
                               "--set", f"vllm_server_host={host}", "--set", f"vllm_server_port={port}",
                               "--set", f"vllm_group_port={group_port}"]
-    train_env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus[1:]), WORKER_ENV: "1"}
+    train_env = local_service_env(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus[1:]), **{WORKER_ENV: "1"})
     return run_with_server(server_command, train_command, health_url=f"http://{host}:{port}/health",
                            log_path=log_path, server_env=server_env, train_env=train_env,
                            timeout=float(settings.timeout_s))
