@@ -199,6 +199,21 @@ def test_grail_report_plots_its_discriminator_and_states_the_gap(tmp_path):
     assert (tmp_path / "reports" / "figures" / "grail_gun_training_discriminator.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_grail_report_renders_when_no_step_scored_the_policy(tmp_path):
+    """A short GRAIL run whose completions named no option logs the discriminator's accuracy but no
+    P(human) of policy choices: the report said nothing of the gap and failed ('None' has no attribute
+    'first'), found by the first run through Slurm."""
+    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", perfect_records(), None)
+    train = tmp_path / "train" / "grail_gun"
+    io.write_jsonl(train / "metrics.jsonl", [{"step": s, "reward": 0.0, "gail/accuracy": 0.5} for s in (1, 2)])
+    out = tmp_path / "reports" / "grail_gun.md"
+    assert cli.main(["report", "--model", "grail", "--issue", "gun", "--eval", str(evaluation), "--train-dir",
+                     str(train), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "](figures/grail_gun_training_discriminator.png)" in text
+    assert "No logged step scored both human and policy choices" in text
+
+
 def test_empty_study_and_empty_task_render_as_no_rows(tmp_path):
     # Wage has two studies; only study2 has rows, so study3 must read "no rows". The opinion task is empty.
     records = [_nv(i, 1, 3, 2, study="study2") for i in range(5)]
