@@ -175,3 +175,18 @@ def test_exponent_floats_are_numbers_in_recipes_overrides_and_configs(tmp_path):
     recipe.write_text("learning_rate: 5e-6\nmax_steps: 1\n")
     _, trl_args = load_recipe(recipe, ["beta=1e-3"])
     assert trl_args["learning_rate"] == 5e-6 and trl_args["beta"] == 1e-3
+
+
+def test_nested_command_line_values_get_their_schema_types_back():
+    """Snakemake reads `--config train='{threads: 2}'` with YAML's BaseLoader: every nested value is
+    text, and the schema's integer check failed on "2"."""
+    config = {"train": {"threads": "2", "overrides": {"learning_rate": "2e-5"}},
+              "slurm": {"account": "123", "gpu_jobs": {"train": {"gpus": "1", "mem_mb": "lots"}}}}
+    changed = grail_config.typed_command_line_values(config)
+    assert config["train"]["threads"] == 2 and config["slurm"]["gpu_jobs"]["train"]["gpus"] == 1
+    assert config["slurm"]["account"] == "123"  # text where the schema wants text
+    assert config["train"]["overrides"] == {"learning_rate": "2e-5"}  # free-form: the recipe reads it
+    assert config["slurm"]["gpu_jobs"]["train"]["mem_mb"] == "lots"  # left for the schema to name
+    assert sorted(changed) == ["slurm.gpu_jobs.train.gpus", "train.threads"]
+    with pytest.raises(grail_config.ConfigError, match="slurm.gpu_jobs.train.mem_mb"):
+        grail_config.resolve(config)

@@ -77,6 +77,49 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+_TYPED = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+
+
+def typed_command_line_values(config: dict) -> list[str]:
+    """Give back their types to the values that Snakemake's `--config` read as text (in place).
+
+    Snakemake reads a nested `--config` value with YAML's BaseLoader, so `train='{threads: 2}'` or
+    `slurm='{gpu_jobs: {train: {gpus: 1}}}'` arrive as "2" and "1" and fail the schema's integer
+    check. A text value where the schema allows no text is read as YAML (io.yaml_load) and kept when
+    that gives a type the schema allows. Returns the dotted keys it changed."""
+    from grail_sim import io
+
+    schema = load_schema()
+    definitions = schema.get("$defs", {})
+    changed: list[str] = []
+
+    def walk(node: Any, spec: dict, path: tuple[str, ...]) -> Any:
+        if "$ref" in spec:
+            spec = {**definitions[spec["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in spec.items() if k != "$ref"}}
+        kinds = spec.get("type", [])
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        if isinstance(node, str) and kinds and "string" not in kinds:
+            try:
+                value = io.yaml_load(node)
+            except Exception:  # noqa: BLE001 - not YAML: left as it is for the schema to report
+                return node
+            allowed = tuple(t for kind in kinds if kind in _TYPED for t in
+                            (_TYPED[kind] if isinstance(_TYPED[kind], tuple) else (_TYPED[kind],)))
+            if isinstance(value, allowed) and not (isinstance(value, bool) and "boolean" not in kinds):
+                changed.append(".".join(path))
+                return value
+            return node
+        if isinstance(node, dict):
+            properties = spec.get("properties", {})
+            for key, value in node.items():
+                if key in properties:
+                    node[key] = walk(value, properties[key], (*path, key))
+        return node
+
+    walk(config, schema, ())
+    return changed
+
+
 def _validator(schema: dict):
     """Draft 2020-12 validator that fills `default:` values as Snakemake's `validate` does."""
     from jsonschema import Draft202012Validator, validators

@@ -24,6 +24,9 @@ from grail_sim.issues import SHORT_TO_ISSUE  # noqa: E402
 for message in grail_config.apply_environment(config, os.environ):
     logger.info(f"grail-sim: {message}")
 
+# A nested --config value arrives as text (Snakemake reads it with YAML's BaseLoader): `2` for an
+# integer key becomes 2 again before validation.
+grail_config.typed_command_line_values(config)
 validate(config, str(grail_config.SCHEMA_PATH))
 
 # Each job runs grail-sim from this checkout's src/ with the job environment's `python`; a conda
@@ -40,13 +43,25 @@ MODEL_ENV = {"cpu": "../../envs/grail.yaml", "gpu": "../../envs/grail-gpu.yaml"}
 SLURM_RESOURCES = {f"slurm_{key}": config["slurm"][key] for key in ("account", "partition") if config["slurm"][key]}
 
 
-def gpu_resources(rule_name):
-    """The GPUs that the training and evaluation rules ask for, `slurm.gpus` by rule name under
-    `compute: gpu` (the GPU recipes and envs/grail-gpu.yaml need them), and none under `compute: cpu`.
-    They live in the workflow's config, not the profile, so one `--config` value changes them
-    without replacing the profile's set-resources block."""
-    count = config["slurm"]["gpus"][rule_name] if config["compute"] == "gpu" else 0
-    return {"gpu": count} if count else {}
+GPU_JOB_DEFAULTS = {name: spec["default"] for name, spec in grail_config.load_schema()["properties"]["slurm"]
+                    ["properties"]["gpu_jobs"]["properties"].items()}
+
+
+def model_env_resources(rule_name, **cpu_resources):
+    """The resources of the rules that train and evaluate (those on MODEL_ENV). Under `compute: gpu`,
+    `slurm.gpu_jobs` by rule name (GPUs, memory, runtime; a key left out keeps its schema default)
+    replaces `cpu_resources`; under `compute: cpu` they ask for no GPU. They live in the workflow's
+    config, not the profile, so `--configfiles config/config.yaml` (a CPU-only cluster) or one
+    `--config` value changes them without replacing the profile's resources."""
+    resources = {**cpu_resources, **SLURM_RESOURCES}
+    if config["compute"] == "gpu":
+        job = {**GPU_JOB_DEFAULTS[rule_name], **config["slurm"]["gpu_jobs"].get(rule_name, {})}
+        resources.update(mem_mb=job["mem_mb"], runtime=job["runtime"])
+        if job["gpus"]:
+            resources["gpu"] = job["gpus"]
+    return resources
+
+
 ISSUES = SHORT_TO_ISSUE  # short name of targets (gun, wage) -> long name of prompt folders
 MATH = config["math"]  # the math task's section (workflow/rules/math.smk)
 

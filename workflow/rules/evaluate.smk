@@ -36,9 +36,7 @@ rule evaluate:
         "results/benchmarks/evaluate_{model}_{short}_{split}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
-        **SLURM_RESOURCES,
-        **gpu_resources("evaluate"),
+        **model_env_resources("evaluate", mem_mb=8000),
     conda:
         MODEL_ENV
     shell:
@@ -94,9 +92,7 @@ if EXTERNAL["next_video"] and EXTERNAL["opinion"]:
             "results/logs/evaluate_{model}_external.log",
         threads: 2
         resources:
-            mem_mb=8000,
-            **SLURM_RESOURCES,
-            **gpu_resources("evaluate_external"),
+            **model_env_resources("evaluate_external", mem_mb=8000),
         conda:
             MODEL_ENV
         shell:

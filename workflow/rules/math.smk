@@ -54,9 +54,7 @@ rule math_train:
         "results/benchmarks/train_math_{trainer}.tsv"
     threads: TRAIN["threads"]
     resources:
-        mem_mb=TRAIN["mem_mb"],
-        **SLURM_RESOURCES,
-        **gpu_resources("math_train"),
+        **model_env_resources("math_train", mem_mb=TRAIN["mem_mb"]),
     conda:
         MODEL_ENV
     shell:
@@ -86,9 +84,7 @@ rule evaluate_math:
         "results/benchmarks/evaluate_math_{model}_{split}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
-        **SLURM_RESOURCES,
-        **gpu_resources("evaluate_math"),
+        **model_env_resources("evaluate_math", mem_mb=8000),
     conda:
         MODEL_ENV
     shell:

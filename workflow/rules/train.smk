@@ -35,9 +35,7 @@ rule sft:
         "results/benchmarks/train_sft_{short}.tsv"
     threads: TRAIN["threads"]
     resources:
-        mem_mb=TRAIN["mem_mb"],
-        **SLURM_RESOURCES,
-        **gpu_resources("sft"),
+        **model_env_resources("sft", mem_mb=TRAIN["mem_mb"]),
     conda:
         MODEL_ENV
     shell:
@@ -71,9 +69,7 @@ rule train:
         "results/benchmarks/train_{trainer}_{short}.tsv"
     threads: TRAIN["threads"]
     resources:
-        mem_mb=TRAIN["mem_mb"],
-        **SLURM_RESOURCES,
-        **gpu_resources("train"),
+        **model_env_resources("train", mem_mb=TRAIN["mem_mb"]),
     conda:
         MODEL_ENV
     shell:
