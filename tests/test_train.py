@@ -477,3 +477,22 @@ def test_bare_hydra_overrides_reach_the_recipe_with_the_same_validation(tmp_path
     assert "max_train_rows must be >= 0" in capsys.readouterr().err
     assert cli.main(base + ["oops"]) == 2
     assert "'oops' is not an override" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("recipe", "bad", "named"), [
+    ("grpo", ["per_device_train_batch_size=3", "num_generations=2"], "num_generations"),
+    ("sft", ["lr_scheduler_type=sometimes"], "sometimes"),
+])
+def test_a_value_trl_rejects_fails_before_any_model_loads(recipe, bad, named, tmp_path, capsys):
+    """TRL's config is built first: its error is one line naming the recipe, in a second, although
+    the model and prompts named here do not exist (the model used to load first, then a traceback)."""
+    from grail_sim import cli
+
+    argv = ["train", "--recipe", str(RECIPES / f"{recipe}.yaml"), "--dataset", str(tmp_path / "no-prompts"),
+            "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "out"), "--set", "report_to=none"]
+    for override in bad:
+        argv += ["--set", override]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"recipe {RECIPES / f'{recipe}.yaml'}: TRL's" in error and named in error, error
+    assert "no-model" not in error

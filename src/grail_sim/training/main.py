@@ -95,6 +95,7 @@ class Run:
     push_repo: str | None = None  # push_to_hub's hub_model_id: final/ is pushed once, after training
     mixture_eval: Any = None  # the dataset mixture's held-out rows (test_split_size), evaluated during training
     token_map: Any = None  # reasoning_vocab_size > 0: the ReasoningTokenMap of the expanded vocabulary
+    trl_config: Any = None  # the GRPOConfig or SFTConfig, built and validated before any model loads
 
     @property
     def use_gail(self) -> bool:
@@ -126,6 +127,9 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
         return train_sft(run, started)
     reward_names, weights = get_reward_weights(run)
     configure_run(run, reward_names, weights)
+    from trl import GRPOConfig
+
+    run.trl_config = trl_config(run, GRPOConfig)
     data = get_dataset(run)
     eval_data = get_eval_dataset(run)
     tokenizer, model = get_model(run)
@@ -264,6 +268,18 @@ def _device_defaults(grpo: dict, script: ScriptArguments | SftArguments) -> str:
     return "cuda" if has_cuda and not grpo.get("use_cpu") else "cpu"
 
 
+def trl_config(run: Run, config_class):
+    """TRL's config for the run, built before the model, the warm-up or the discriminator load: a value
+    TRL rejects fails in a second with one line naming the recipe, not minutes later in a traceback,
+    and under `accelerate launch` with a DeepSpeed ZeRO-3 config the TrainingArguments exist before
+    from_pretrained, so its zero.Init applies to the policy's weights."""
+    try:
+        return config_class(output_dir=str(run.out), **run.trl)
+    except (TypeError, ValueError) as err:
+        message = " ".join(str(err).split())
+        raise RecipeError(f"recipe {run.recipe_path}: TRL's {config_class.__name__} rejects it: {message}") from None
+
+
 def get_dataset(run: Run):
     """The training rows: --dataset's train_split, or the recipe's dataset mixture (whose held-out
     part, with test_split_size, is what evaluation during training then uses)."""
@@ -372,11 +388,9 @@ def get_reward_funcs(run: Run, reward_names: list[str]):
 def build_trainer(run: Run, model, tokenizer, data, eval_data, reward_funcs, discriminator, gail_reward):
     """TRL's GRPOTrainer, as grail-sim's subclass for the recipe's trainer (training/trainers.py):
     MaxEnt-GRPO's objective for `maxent`, GRPO otherwise, with adaptive KL control under `kl_target`."""
-    from trl import GRPOConfig
-
     from grail_sim.training.trainers import MaxEntGRPOTrainer, trainer_class
 
-    config = GRPOConfig(output_dir=str(run.out), **run.trl)
+    config = run.trl_config
     kind = trainer_class(run.script.trainer)
     extra = {"maxent": run.script.maxent_settings()} if kind is MaxEntGRPOTrainer else {}
     callbacks = get_callbacks(run.out, discriminator)

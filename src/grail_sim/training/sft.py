@@ -35,6 +35,7 @@ from grail_sim.training.main import (
     save_final,
     save_run_outputs,
     train_with_resume,
+    trl_config,
 )
 from grail_sim.rows import with_system_prompt
 from grail_sim.training.prompting import prompt_overrides
@@ -46,6 +47,9 @@ LOG = logging.getLogger("grail_sim.train.sft")
 def train_sft(run: Run, started: float) -> dict:
     """Train the sft policy of `run` (an sft recipe); returns the summary written to OUT/final/grail_sim.json."""
     configure_sft(run)
+    from trl import SFTConfig
+
+    run.trl_config = trl_config(run, SFTConfig)
     tokenizer, model = get_model(run)
     overrides = prompt_overrides(run.script, tokenizer, run.model_dir)
     data = get_sft_dataset(run, overrides["system_prompt"])
@@ -105,7 +109,7 @@ def get_sft_dataset(run: Run, system_prompt: str | None = None):
 
 def build_sft_trainer(run: Run, model, tokenizer, data):
     """TRL's SFTTrainer on the pairs; LoRA through `peft_config`, or the start adapter trained further."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     peft_config = None
     if run.script.lora.enabled and run.start_adapter is not None:
@@ -115,7 +119,7 @@ def build_sft_trainer(run: Run, model, tokenizer, data):
     elif run.script.lora.enabled:
         peft_config = run.script.lora.to_peft()
     # TRL's collator pads on the right whatever the tokenizer's padding_side (left, for generation) says.
-    config = SFTConfig(output_dir=str(run.out), **run.trl)
+    config = run.trl_config
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=get_callbacks(run.out))
     check_completions_kept(trainer, config)
