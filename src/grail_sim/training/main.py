@@ -127,9 +127,6 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
         return train_sft(run, started)
     reward_names, weights = get_reward_weights(run)
     configure_run(run, reward_names, weights)
-    from trl import GRPOConfig
-
-    run.trl_config = trl_config(run, GRPOConfig)
     data = get_dataset(run)
     eval_data = get_eval_dataset(run)
     tokenizer, model = get_model(run)
@@ -192,8 +189,12 @@ def get_reward_weights(run: Run) -> tuple[list[str], list[float]]:
 
 
 def configure_run(run: Run, reward_names: list[str], weights: list[float]) -> None:
-    """Logging backends, device defaults, step defaults and seed; OUT/resolved_recipe.yaml."""
+    """Logging backends, device defaults, step defaults and seed; OUT/resolved_recipe.yaml; the
+    validated GRPOConfig."""
+    from trl import GRPOConfig
+
     configure_common(run, "grpo_config")
+    run.trl_config = trl_config(run, GRPOConfig)
     LOG.info("recipe %s -> %s: trainer %s, rewards %s, weights %s", run.recipe_path, run.out, run.script.trainer,
              reward_names, [round(w, 3) for w in weights])
 

@@ -47,9 +47,6 @@ LOG = logging.getLogger("grail_sim.train.sft")
 def train_sft(run: Run, started: float) -> dict:
     """Train the sft policy of `run` (an sft recipe); returns the summary written to OUT/final/grail_sim.json."""
     configure_sft(run)
-    from trl import SFTConfig
-
-    run.trl_config = trl_config(run, SFTConfig)
     tokenizer, model = get_model(run)
     overrides = prompt_overrides(run.script, tokenizer, run.model_dir)
     data = get_sft_dataset(run, overrides["system_prompt"])
@@ -69,11 +66,15 @@ def train_sft(run: Run, started: float) -> dict:
 
 
 def configure_sft(run: Run) -> None:
-    """The shared run set-up (logging, device, seed, resolved_recipe.yaml) with the SFT defaults."""
+    """The shared run set-up (logging, device, seed, resolved_recipe.yaml) with the SFT defaults, and
+    the validated SFTConfig."""
+    from trl import SFTConfig
+
     # Behaviour cloning of the answer, not language modelling of the prompt: the prompt is the
     # viewer's state, which the policy is given, never asked to write.
     run.trl.setdefault("completion_only_loss", True)
     configure_common(run, "sft_config")
+    run.trl_config = trl_config(run, SFTConfig)
     LOG.info("recipe %s -> %s: trainer sft, think template %r, lora %s", run.recipe_path, run.out,
              run.script.think_template, run.script.lora.enabled)
 
