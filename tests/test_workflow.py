@@ -281,3 +281,13 @@ def test_documented_snakemake_commands_dry_run(source, command, tmp_path):
 def test_troubleshooting_documents_the_flag_for_a_cluster_without_conda():
     text = (ROOT / "docs" / "troubleshooting.md").read_text()
     assert "--sdm env-modules" in text and "cores have to be specified" in text
+
+
+def test_slurm_profile_reads_job_states_with_squeue():
+    """With sacct as the status command and no accounting (slurmdbd), the plugin dropped every job
+    and Snakemake waited forever; squeue works with or without accounting."""
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["slurm-status-command"] == "squeue"
+    assert "set-resources" not in profile and "cpus_per_task" not in profile["default-resources"]

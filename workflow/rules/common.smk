@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The package is imported from this checkout, so the Snakefile needs no install of its own.
@@ -60,6 +61,22 @@ def model_env_resources(rule_name, **cpu_resources):
         if job["gpus"]:
             resources["gpu"] = job["gpus"]
     return resources
+
+
+
+
+# A job larger than every node of its partition would be accepted by sbatch and stay PENDING forever
+# without a message: before a SLURM run submits anything, compare the largest jobs with sinfo's nodes.
+onstart:
+    if workflow.executor_plugin is not None and workflow.executor_plugin.cli_prefix == "slurm":
+        from grail_sim import cluster as grail_cluster
+
+        nodes = grail_cluster.partition_nodes(config["slurm"]["partition"])
+        try:
+            grail_cluster.check_jobs_fit(grail_cluster.largest_requests(config, GPU_JOB_DEFAULTS), nodes or [],
+                                         config["slurm"]["partition"])
+        except grail_config.ConfigError as err:
+            raise WorkflowError(f"grail-sim: {err}") from None
 
 
 ISSUES = SHORT_TO_ISSUE  # short name of targets (gun, wage) -> long name of prompt folders
