@@ -1,6 +1,8 @@
-# grail-sim: the two commands.
-#   make run    set up .venv from the pins and run the default workflow (demo data, embedded model, CPU)
-#   make test   set up the same .venv and run the test suite
+# grail-sim: the two commands, and the integration step CI runs after them.
+#   make run          set up .venv from the pins and run the default workflow (demo data, embedded model, CPU)
+#   make test         set up the same .venv and run the test suite
+#   make integration  (root) a one-node Slurm (scripts/slurm-local.sh) and the tests that need it or the
+#                     package registry: the used-by command through sbatch, the job envs resolved by pip
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test dry-run lint clean-results benchmarks/default_run.md
+.PHONY: run test integration dry-run lint clean-results benchmarks/default_run.md
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +29,14 @@ run: $(BIN)/.installed
 # One pytest worker per core (pytest-xdist), whole test files per worker so that module fixtures
 # (one torch thread, a trained tiny model) are built once; the model cache is shared under a file lock.
 test: $(BIN)/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile -m 'not integration'
+
+# Brings the local cluster up when it is not (and down again after), whatever the tests' outcome;
+# -s prints the per-job table of the Slurm run (benchmarks/slurm_integration.md).
+integration: $(BIN)/.installed
+	@if scripts/slurm-local.sh status >/dev/null 2>&1; then started=0; else scripts/slurm-local.sh up && started=1; fi; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -s -m integration tests/integration; rc=$$?; \
+	if [ $$started = 1 ]; then scripts/slurm-local.sh down; fi; exit $$rc
 
 dry-run: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local -n
