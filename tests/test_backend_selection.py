@@ -62,11 +62,41 @@ def test_vllm_gets_a_full_model_as_it_is(tiny_model_dir, vllm_here):
 def test_vllm_gets_an_adapter_merged_once_into_its_base(adapter_dir, vllm_here):
     generators.make_generator(adapter_dir, _settings())
     merged = Recorded.folders[0]
-    assert merged.parent == vllm_here / "merged" and (merged / "config.json").is_file()
+    assert merged.parent == vllm_here and merged.name.startswith("merged-") and (merged / "config.json").is_file()
     assert not (merged / "adapter_config.json").exists() and (merged / "tokenizer_config.json").is_file()
     written = (merged / "config.json").stat().st_mtime_ns
     scorers.make_scorer(adapter_dir, backend="vllm")
     assert Recorded.folders[1] == merged and (merged / "config.json").stat().st_mtime_ns == written  # reused
+
+
+def test_split_jobs_merging_one_adapter_at_once_merge_it_once(adapter_dir, monkeypatch, tmp_path):
+    """The validation and test jobs of one model start together: each merged the adapter and replaced
+    the folder the other's engine was loading from. Under the cache lock one merges, the rest reuse it."""
+    import threading
+
+    from grail_sim.model import loading
+
+    monkeypatch.setenv("GRAIL_SIM_CACHE", str(tmp_path / "cache"))
+    merges, real_load = [], loading.load_policy
+
+    def counted(*args, **kwargs):
+        merges.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_policy", counted)
+    start, found = threading.Barrier(3), []
+
+    def job():
+        start.wait()
+        found.append(loading.served_model_dir(adapter_dir, dtype="float32"))
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(merges) == 1 and len(set(found)) == 1
+    assert (found[0] / "config.json").is_file() and (found[0] / "tokenizer_config.json").is_file()
 
 
 def test_without_vllm_auto_is_batched_hf_and_vllm_fails_clearly(tiny_model_dir, monkeypatch):

@@ -291,8 +291,7 @@ def served_model_dir(path: str | os.PathLike, *, dtype: str = "bfloat16") -> Pat
     adapter merged into its base and saved (with its tokenizer) under the grail-sim cache, keyed by
     the adapter's and the base's content, so each adapter is merged once. vLLM's own LoRA path needs
     the base served with enable_lora and a rank limit; a merged copy works for every adapter."""
-    from grail_sim import io
-    from grail_sim.model.embedded import cache_dir
+    from grail_sim.model.embedded import cache_entry
 
     path = Path(path)
     if not (path / "adapter_config.json").is_file():
@@ -300,14 +299,15 @@ def served_model_dir(path: str | os.PathLike, *, dtype: str = "bfloat16") -> Pat
     base = adapter_base(path)
     base_identity = file_sha256(base) if Path(base).is_dir() else base  # a hub id names its own content
     key = hashlib.sha256(f"{file_sha256(path)}:{base_identity}:{dtype}".encode()).hexdigest()[:16]
-    merged = cache_dir() / "merged" / f"{path.parent.name}-{key}"
-    if (merged / "config.json").is_file():
-        return merged
-    model, tokenizer = load_policy(path, dtype=dtype, device="cpu")
-    with io.atomic_dir(merged) as tmp:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-    log.info("merged adapter %s into %s for vLLM", path, merged)
+    # A locked cache entry: the split jobs of one model (validation, test, ...) merge the same adapter
+    # at the same time, and an unlocked second merge replaced the folder the first job's engine was
+    # loading from. The first merges; the others wait on the lock and reuse its complete entry.
+    with cache_entry(f"merged-{path.parent.name}-{key}") as (merged, build):
+        if build is not None:
+            model, tokenizer = load_policy(path, dtype=dtype, device="cpu")
+            model.save_pretrained(str(build))
+            tokenizer.save_pretrained(str(build))
+            log.info("merged adapter %s into %s for vLLM", path, merged)
     return merged
 
 
