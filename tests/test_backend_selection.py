@@ -104,7 +104,7 @@ def test_without_vllm_auto_is_batched_hf_and_vllm_fails_clearly(tiny_model_dir, 
     monkeypatch.setattr(scorers, "vllm_usable", lambda: False)
     assert generators.make_generator(Path(tiny_model_dir), _settings()).backend == "hf"
     assert scorers.make_scorer(Path(tiny_model_dir), backend="auto").backend == "hf"
-    with pytest.raises(errors.EvaluationError, match="needs vllm installed and a CUDA device"):
+    with pytest.raises(errors.EvaluationError, match="needs vllm installed, with a CUDA device or vLLM.s CPU build"):
         generators.make_generator(Path(tiny_model_dir), _settings("vllm"))
-    with pytest.raises(errors.EvaluationError, match="needs vllm installed and a CUDA device"):
+    with pytest.raises(errors.EvaluationError, match="needs vllm installed, with a CUDA device or vLLM.s CPU build"):
         scorers.make_scorer(Path(tiny_model_dir), backend="vllm")

@@ -184,47 +184,6 @@ def test_scoring_argmax_equals_the_greedy_answer_of_an_answer_only_policy(tiny_m
     assert argmax == parsed
 
 
-class _Logprob:
-    def __init__(self, logprob):
-        self.logprob = logprob
-
-
-class _HFBackedEngine:
-    """vLLM's `LLM.generate` as far as VLLMScorer uses it, answered by an HF model."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def generate(self, requests, params, use_tqdm=False):
-        import torch
-
-        assert params.prompt_logprobs == 0 and params.max_tokens == 1
-        outputs = []
-        for request in requests:
-            ids = request["prompt_token_ids"]
-            with torch.no_grad():
-                logprobs = torch.log_softmax(self.model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
-            # vLLM: None at position 0, then {token id: Logprob} of each prompt token given its past.
-            prompt_logprobs = [None] + [{ids[p]: _Logprob(float(logprobs[p - 1, ids[p]]))} for p in range(1, len(ids))]
-            outputs.append(type("Output", (), {"prompt_logprobs": prompt_logprobs})())
-        return outputs
-
-
-def test_vllm_scorer_reads_prompt_logprobs_like_the_hf_scorer(tiny_model_dir, monkeypatch):
-    import sys
-    import types
-
-    hf = scorers.HFScorer(tiny_model_dir, batch_size=2, device="cpu")
-    fake_vllm = types.ModuleType("vllm")
-    fake_vllm.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
-    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
-    vllm = scorers.VLLMScorer(tiny_model_dir, engine=_HFBackedEngine(hf.model), tokenizer=hf.tokenizer)
-    rows = _rows("next_video", "test", 2)
-    batch = [(row["prompt"], _empty_think(scorers.candidate_answers("next_video", row["n_options"]))) for row in rows]
-    for ours, theirs in zip(hf.score(batch), vllm.score(batch)):
-        assert ours.log_likelihoods == pytest.approx(theirs.log_likelihoods, abs=1e-4)
-
-
 class FixedScorer:
     """Half the mass on option 1 (or the first direction) and the rest spread evenly; counts calls."""
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from grail_sim import answers, io
 from grail_sim.errors import EvaluationError
-from grail_sim.evaluation import likelihood, metrics, scorers
+from grail_sim.evaluation import likelihood, metrics, scorers, vllm_engine
 from grail_sim.evaluation.direction_metrics import direction_metrics
 from grail_sim.config import resolve_section
 from grail_sim.data.demo_oracle import Oracle, load_truth
@@ -179,31 +179,48 @@ def evaluate(
                         "generated": len(jobs["generate"][task])} for task, ds in datasets_by_task.items()},
     }
 
-    score_stream = RecordStream(out_dir, SCORES, {**inputs, "score_rows": score_rows, "dtype": settings.dtype,
-                                                  **think.describe()})
-    result["scoring"] = _run_scoring(model_dir, split, settings, score_batch_size, think, datasets_by_task,
-                                     jobs["score"], score_stream)
-    scores = score_stream.records(tasks)
-    result["likelihood"] = {
-        task: likelihood.likelihood_metrics(task, scores[task], _rows_for(scores[task], datasets_by_task[task]),
-                                            _rows_of(train[task]), options, oracle=oracle)
-        for task in tasks if scores[task]}
+    context = engine_context(datasets_by_task, settings.max_new_tokens)
+    try:  # scoring and generation share one vLLM engine (evaluation/vllm_engine.py), shut down after both
+        score_stream = RecordStream(out_dir, SCORES, {**inputs, "score_rows": score_rows, "dtype": settings.dtype,
+                                                      **think.describe()})
+        result["scoring"] = _run_scoring(model_dir, split, settings, score_batch_size, think, datasets_by_task,
+                                         jobs["score"], score_stream, context)
+        scores = score_stream.records(tasks)
+        result["likelihood"] = {
+            task: likelihood.likelihood_metrics(task, scores[task], _rows_for(scores[task], datasets_by_task[task]),
+                                                _rows_of(train[task]), options, oracle=oracle)
+            for task in tasks if scores[task]}
 
-    generation_stream = RecordStream(out_dir, PREDICTIONS, {
-        **inputs, "generate_rows": generate_rows, "direction_tolerance": direction_tolerance, **settings.fingerprint()})
-    result["generation"] = _run_generation(model_dir, split, settings, datasets_by_task, jobs["generate"],
-                                           generation_stream, direction_tolerance)
-    predictions = generation_stream.records(tasks)
-    result["tasks"] = {task: _task_metrics(task, predictions[task], train[task], direction_tolerance, options)
-                       for task in tasks if predictions[task]}
-    result["samples"] = {task: _samples(datasets_by_task[task], jobs["generate"][task], predictions[task],
-                                        report_samples) for task in tasks if predictions[task]}
+        generation_stream = RecordStream(out_dir, PREDICTIONS, {
+            **inputs, "generate_rows": generate_rows, "direction_tolerance": direction_tolerance, **settings.fingerprint()})
+        result["generation"] = _run_generation(model_dir, split, settings, datasets_by_task, jobs["generate"],
+                                               generation_stream, direction_tolerance, context)
+        predictions = generation_stream.records(tasks)
+        result["tasks"] = {task: _task_metrics(task, predictions[task], train[task], direction_tolerance, options)
+                           for task in tasks if predictions[task]}
+        result["samples"] = {task: _samples(datasets_by_task[task], jobs["generate"][task], predictions[task],
+                                            report_samples) for task in tasks if predictions[task]}
 
-    count = score_stream.finish(record for task in tasks for record in scores[task])
-    count += generation_stream.finish(record for task in tasks for record in predictions[task])
+        count = score_stream.finish(record for task in tasks for record in scores[task])
+        count += generation_stream.finish(record for task in tasks for record in predictions[task])
+    finally:
+        vllm_engine.close_engines()
     io.write_json(out_dir / "metrics.json", result)
     log.info("wrote %d scored and generated records and metrics to %s", count, out_dir)
     return result
+
+
+# Tokens beyond the longest prompt that an engine's context must hold besides the new tokens: the
+# chat template's own, the forced think and answer tag of a scored row, the longest candidate.
+CONTEXT_MARGIN = 96
+
+
+def engine_context(datasets_by_task: dict[str, Any], max_new_tokens: int) -> int | None:
+    """The context a vLLM engine needs for these rows (Contract 2's `prompt_tokens`), None when the
+    rows do not count their tokens (then the model's own maximum)."""
+    longest = [max(ds["prompt_tokens"]) for ds in datasets_by_task.values()
+               if "prompt_tokens" in ds.column_names and len(ds)]
+    return int(max(longest)) + int(max_new_tokens) + CONTEXT_MARGIN if longest else None
 
 
 def _rows_for(records: Sequence[dict], dataset) -> list[dict]:
@@ -239,11 +256,12 @@ def _pending(stream: RecordStream, task: str, dataset, indices: list[int]) -> li
 
 def _run_scoring(model_dir: Path, split: str, settings: GenerationSettings, batch_size: int,
                  think: scorers.ThinkForcing, datasets_by_task: dict[str, Any], jobs: dict[str, list[int]],
-                 stream: RecordStream) -> dict[str, Any]:
+                 stream: RecordStream, context: int | None = None) -> dict[str, Any]:
     """Score the rows not yet in `stream`; returns the run's throughput record."""
     def load():
         scorer = scorers.make_scorer(model_dir, backend=settings.backend, batch_size=batch_size,
-                                     device=settings.device, dtype=settings.dtype, seed=settings.seed, think=think)
+                                     device=settings.device, dtype=settings.dtype, seed=settings.seed, think=think,
+                                     max_model_len=context)
         return scorer, lambda task, batch: likelihood.score_batch(scorer, task, batch)
 
     record = _run_pending(load, f"score {model_dir.name} [{split}]", datasets_by_task, jobs, stream,
@@ -252,10 +270,11 @@ def _run_scoring(model_dir: Path, split: str, settings: GenerationSettings, batc
 
 
 def _run_generation(model_dir: Path, split: str, settings: GenerationSettings, datasets_by_task: dict[str, Any],
-                    jobs: dict[str, list[int]], stream: RecordStream, tolerance: float) -> dict[str, Any]:
+                    jobs: dict[str, list[int]], stream: RecordStream, tolerance: float,
+                    context: int | None = None) -> dict[str, Any]:
     """Generate the rows not yet in `stream`; returns the run's throughput record."""
     def load():
-        generator = make_generator(model_dir, settings)
+        generator = make_generator(model_dir, settings, context)
 
         def work(task: str, batch: list[dict]) -> list[dict]:
             outputs = generator.generate([row["prompt"] for row in batch])

