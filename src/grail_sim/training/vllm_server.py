@@ -51,14 +51,22 @@ def log_tail(path: str | os.PathLike, lines: int = 40) -> str:
 def vllm_serve_command(model: str, *, host: str, port: int, gpu_memory_utilization: float = 0.9,
                        dtype: str = "auto", max_model_len: int | None = None, tensor_parallel_size: int = 1,
                        enable_prefix_caching: bool | None = None, extra_args: Sequence[str] = ()) -> list[str]:
-    """The `vllm serve` command TRL's server mode expects, as an argument list (never a shell string)."""
+    """The `vllm serve` command TRL's server mode expects, as an argument list (never a shell string).
+    With vLLM's CPU build, vLLM's CLI runs through grail_sim.training.vllm_cli (it cannot find its own
+    version there otherwise)."""
     from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    from grail_sim.evaluation.vllm_engine import cpu_build
 
     arguments = ScriptArguments(model=str(model), host=host, port=int(port), dtype=dtype,
                                 gpu_memory_utilization=float(gpu_memory_utilization),
                                 tensor_parallel_size=int(tensor_parallel_size), max_model_len=max_model_len,
                                 enable_prefix_caching=enable_prefix_caching)
-    return build_command(arguments, [str(arg) for arg in extra_args])
+    command = build_command(arguments, [str(arg) for arg in extra_args])
+    vllm_cli = "vllm.entrypoints.cli.main"
+    if cpu_build() and vllm_cli in command:
+        command[command.index(vllm_cli)] = "grail_sim.training.vllm_cli"
+    return command
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
@@ -151,9 +159,10 @@ def managed_server(command: Sequence[str], *, health_url: str, log_path: str | o
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log, _terminate_on_signals():
-        LOG.info("starting server (log %s): %s", log_path, " ".join(command[:6]) + (" ..." if len(command) > 6 else ""))
         process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, start_new_session=True)
+        LOG.info("started server, process group %d (log %s): %s", process.pid, log_path,
+                 " ".join(command[:6]) + (" ..." if len(command) > 6 else ""))
         try:
             seconds = wait_for_health(health_url, process, log_path, timeout=timeout, interval=interval)
             LOG.info("server healthy at %s after %.1fs (pid %d)", health_url, seconds, process.pid)
@@ -212,25 +221,37 @@ def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, 
 
     `context` (from `context_length`) is the server's max_model_len when the recipe sets none: a model's
     own maximum (32k and more) would reserve KV-cache memory that the short prompts never use."""
+    from grail_sim.evaluation.vllm_engine import CPU_ENVIRONMENT, cpu_build
+
     gpus = visible_gpus()
-    if len(gpus) < 2:
+    on_cpu = not gpus and cpu_build()  # vLLM's CPU build: the path runs up to TRL's weight sync (CUDA only)
+    if len(gpus) < 2 and not on_cpu:
         raise ServerError(f"vllm_mode: server needs at least 2 GPUs (found {len(gpus)}: {gpus}); "
                           "use vllm_mode: colocate on a single GPU")
     host = "127.0.0.1"
     port, group_port = free_port(host), free_port(host)
     log_path = Path(settings.log or Path(out_dir) / "vllm_server.log")
+    extra_args = list(settings.extra_args)
+    if on_cpu and "--enforce-eager" not in extra_args:
+        extra_args.append("--enforce-eager")  # compiling the graph takes minutes on CPU
     server_command = vllm_serve_command(
         model, host=host, port=port, gpu_memory_utilization=settings.gpu_memory_utilization,
         dtype=settings.dtype, max_model_len=settings.max_model_len or context,
-        tensor_parallel_size=1, extra_args=settings.extra_args)
-    server_env = local_service_env(os.environ, CUDA_VISIBLE_DEVICES=gpus[0], VLLM_SERVER_DEV_MODE="1")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(len(gpus) - 1)]
-    if accelerate_config:
-        launch += ["--config_file", str(accelerate_config)]
-    train_command = launch + ["-m", "grail_sim.cli", *argv,
-                              "--set", f"vllm_server_host={host}", "--set", f"vllm_server_port={port}",
-                              "--set", f"vllm_group_port={group_port}"]
-    train_env = local_service_env(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus[1:]), **{WORKER_ENV: "1"})
+        tensor_parallel_size=1, extra_args=extra_args)
+    overrides = ["--set", f"vllm_server_host={host}", "--set", f"vllm_server_port={port}",
+                 "--set", f"vllm_group_port={group_port}"]
+    if on_cpu:
+        kv_cache = {"VLLM_CPU_KVCACHE_SPACE": CPU_ENVIRONMENT["VLLM_CPU_KVCACHE_SPACE"]}  # vLLM's: most of RAM
+        server_env = local_service_env({**kv_cache, **os.environ}, VLLM_SERVER_DEV_MODE="1")
+        train_command = [sys.executable, "-m", "grail_sim.cli", *argv, *overrides]
+        train_env = local_service_env(os.environ, **{WORKER_ENV: "1"})
+    else:
+        server_env = local_service_env(os.environ, CUDA_VISIBLE_DEVICES=gpus[0], VLLM_SERVER_DEV_MODE="1")
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(len(gpus) - 1)]
+        if accelerate_config:
+            launch += ["--config_file", str(accelerate_config)]
+        train_command = launch + ["-m", "grail_sim.cli", *argv, *overrides]
+        train_env = local_service_env(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus[1:]), **{WORKER_ENV: "1"})
     return run_with_server(server_command, train_command, health_url=f"http://{host}:{port}/health",
                            log_path=log_path, server_env=server_env, train_env=train_env,
                            timeout=float(settings.timeout_s))
