@@ -41,8 +41,9 @@ class Recorded:
 @pytest.fixture
 def vllm_here(monkeypatch, tmp_path):
     monkeypatch.setenv("GRAIL_SIM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(generators, "vllm_usable", lambda: True)
-    monkeypatch.setattr(scorers, "vllm_usable", lambda: True)
+    for module in (generators, scorers):
+        monkeypatch.setattr(module, "vllm_usable", lambda: True)
+        monkeypatch.setattr(module, "vllm_preferred", lambda: True)
     monkeypatch.setattr(generators, "VLLMGenerator", Recorded)
     monkeypatch.setattr(scorers, "VLLMScorer", Recorded)
     Recorded.folders = []
@@ -100,8 +101,9 @@ def test_split_jobs_merging_one_adapter_at_once_merge_it_once(adapter_dir, monke
 
 
 def test_without_vllm_auto_is_batched_hf_and_vllm_fails_clearly(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(generators, "vllm_usable", lambda: False)
-    monkeypatch.setattr(scorers, "vllm_usable", lambda: False)
+    for module in (generators, scorers):
+        monkeypatch.setattr(module, "vllm_usable", lambda: False)
+        monkeypatch.setattr(module, "vllm_preferred", lambda: False)
     assert generators.make_generator(Path(tiny_model_dir), _settings()).backend == "hf"
     assert scorers.make_scorer(Path(tiny_model_dir), backend="auto").backend == "hf"
     with pytest.raises(errors.EvaluationError, match="needs vllm installed, with a CUDA device or vLLM.s CPU build"):

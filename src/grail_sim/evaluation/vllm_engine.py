@@ -50,6 +50,19 @@ def vllm_usable() -> bool:
     return torch.cuda.is_available() or cpu_build()
 
 
+def vllm_preferred() -> bool:
+    """What `backend: auto` picks vLLM for: vllm installed and a CUDA device. On CPU the HF backend
+    stays the default: with vLLM's CPU build a whole evaluation took 2.1-2.6x as long as with HF
+    (benchmarks/vllm_backend.md). vLLM's generation was faster there, but its scoring asks for prompt
+    log-probabilities, which it computes over the whole vocabulary at every prompt position of every
+    (prompt, candidate) request."""
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def engine(model_dir: str | os.PathLike, *, dtype: str, seed: int, max_model_len: int | None = None):
     """The engine for `model_dir` (a full model folder), built once per process and settings."""
     key = (str(Path(model_dir).resolve()), dtype, seed, max_model_len)
