@@ -9,8 +9,7 @@ from grail_sim import cluster
 from grail_sim import config as grail_config
 from grail_sim.errors import ConfigError
 
-GPU_JOB_DEFAULTS = {name: spec["default"] for name, spec in grail_config.load_schema()["properties"]["slurm"]
-                    ["properties"]["gpu_jobs"]["properties"].items()}
+GPU_JOB_DEFAULTS = cluster.gpu_job_defaults()
 
 
 @pytest.mark.parametrize(("gres", "gpus"), [("(null)", 0), ("gpu:4", 4), ("gpu:a100:4(S:0-1)", 4),

@@ -69,6 +69,14 @@ def partition_nodes(partition: str | None) -> list[Node] | None:
     return nodes
 
 
+def gpu_job_defaults() -> dict[str, dict]:
+    """The schema's `slurm.gpu_jobs` defaults by rule name: each GPU job's gpus, mem_mb and runtime."""
+    from grail_sim.config import load_schema
+
+    jobs = load_schema()["properties"]["slurm"]["properties"]["gpu_jobs"]["properties"]
+    return {name: dict(spec["default"]) for name, spec in jobs.items()}
+
+
 def largest_requests(config: Mapping, gpu_job_defaults: Mapping[str, Mapping]) -> list[Request]:
     """What the workflow's largest jobs ask for under `config` (the rules' threads, memory and GPUs,
     as workflow/rules/*.smk and common.smk's model_env_resources set them)."""

@@ -14,6 +14,7 @@ from snakemake.utils import validate
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
 from grail_sim import __version__ as GRAIL_VERSION  # noqa: E402
+from grail_sim import cluster as grail_cluster  # noqa: E402
 from grail_sim import config as grail_config  # noqa: E402
 from grail_sim.code_version import code_version as stage_code_version  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATE_KEYS as MATH_EVALUATE_KEYS  # noqa: E402
@@ -44,8 +45,7 @@ MODEL_ENV = {"cpu": "../../envs/grail.yaml", "gpu": "../../envs/grail-gpu.yaml"}
 SLURM_RESOURCES = {f"slurm_{key}": config["slurm"][key] for key in ("account", "partition") if config["slurm"][key]}
 
 
-GPU_JOB_DEFAULTS = {name: spec["default"] for name, spec in grail_config.load_schema()["properties"]["slurm"]
-                    ["properties"]["gpu_jobs"]["properties"].items()}
+GPU_JOB_DEFAULTS = grail_cluster.gpu_job_defaults()
 
 
 def model_env_resources(rule_name, **cpu_resources):
@@ -69,8 +69,6 @@ def model_env_resources(rule_name, **cpu_resources):
 # without a message: before a SLURM run submits anything, compare the largest jobs with sinfo's nodes.
 onstart:
     if workflow.executor_plugin is not None and workflow.executor_plugin.cli_prefix == "slurm":
-        from grail_sim import cluster as grail_cluster
-
         nodes = grail_cluster.partition_nodes(config["slurm"]["partition"])
         try:
             grail_cluster.check_jobs_fit(grail_cluster.largest_requests(config, GPU_JOB_DEFAULTS), nodes or [],
