@@ -76,15 +76,32 @@ def engine(model_dir: str | os.PathLike, *, dtype: str, seed: int, max_model_len
     if torch.cuda.is_available():
         options["gpu_memory_utilization"] = GPU_MEMORY_UTILIZATION
     else:
-        for variable, value in CPU_ENVIRONMENT.items():
-            os.environ.setdefault(variable, value)
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(0, (os.cpu_count() or 1) - 1)}")
+        set_cpu_environment()
         options["enforce_eager"] = True
     from vllm import LLM
 
     log.info("starting vLLM's engine: %s", {k: v for k, v in options.items() if k != "model"})
     _ENGINES[key] = LLM(**options)
     return _ENGINES[key]
+
+
+def set_cpu_environment() -> None:
+    """CPU_ENVIRONMENT, and vLLM's OpenMP threads on every core, where the environment sets none."""
+    for variable, value in CPU_ENVIRONMENT.items():
+        os.environ.setdefault(variable, value)
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(0, (os.cpu_count() or 1) - 1)}")
+
+
+def keep_cpu_weights_loadable() -> None:
+    """Colocated training on vLLM's CPU build: TRL pushes the policy's weights into the engine after
+    each step (`load_weights`), but the CPU build hands each linear layer's weight to a prepacked
+    oneDNN matmul and leaves an empty placeholder behind, so the first sync failed ("'Parameter'
+    object has no attribute 'weight_loader'") and a packed copy would not see new weights anyway.
+    Without oneDNN the layers multiply with torch's own linear on their live weights. vLLM has no
+    setting for this: its module flag is set before TRL builds the engine."""
+    import vllm._custom_ops as vllm_ops
+
+    vllm_ops._supports_onednn = False
 
 
 def close_engines() -> None:
