@@ -41,6 +41,7 @@ install_packages() {
         printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created=1
     fi
     local rc=0
+    export DEBIAN_FRONTEND=noninteractive
     # An old or empty package list (a fresh machine) needs `apt-get update` first.
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
         || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } \
