@@ -30,7 +30,7 @@ run: $(BIN)/.installed
 # One pytest worker per core (pytest-xdist), whole test files per worker so that module fixtures
 # (one torch thread, a trained tiny model) are built once; the model cache is shared under a file lock.
 test: $(BIN)/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile -m 'not integration and not vllm'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile -m 'not integration and not vllm' --ignore=tests/vllm_engine
 
 # Brings the local cluster up when it is not (and down again after), whatever the tests' outcome;
 # -s prints the per-job table of the Slurm run (benchmarks/slurm_integration.md).
