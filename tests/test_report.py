@@ -184,16 +184,21 @@ def test_trained_model_report_plots_training_curves(tmp_path):
     assert "GRAIL discriminator" not in text  # this log has no gail/accuracy: no discriminator figure
 
 
-def test_grail_report_plots_its_discriminator_and_states_the_gap(tmp_path):
+def _grail_report(tmp_path, metric_rows: list[dict]) -> str:
+    """`grail-sim report` of a grail model whose training logged `metric_rows`; the report's text."""
     evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", perfect_records(), None)
     train = tmp_path / "train" / "grail_gun"
-    io.write_jsonl(train / "metrics.jsonl", [
-        {"step": s, "reward": 0.5, "gail/accuracy": 0.5 + 0.1 * s, "gail/p_human_gold": 0.5 + 0.05 * s,
-         "gail/p_human_policy": 0.5 - 0.05 * s, "gail/p_human_negative": 0.45} for s in (1, 2, 3)])
+    io.write_jsonl(train / "metrics.jsonl", metric_rows)
     out = tmp_path / "reports" / "grail_gun.md"
     assert cli.main(["report", "--model", "grail", "--issue", "gun", "--eval", str(evaluation), "--train-dir",
                      str(train), "--out", str(out)]) == 0
-    text = out.read_text()
+    return out.read_text()
+
+
+def test_grail_report_plots_its_discriminator_and_states_the_gap(tmp_path):
+    text = _grail_report(tmp_path, [
+        {"step": s, "reward": 0.5, "gail/accuracy": 0.5 + 0.1 * s, "gail/p_human_gold": 0.5 + 0.05 * s,
+         "gail/p_human_policy": 0.5 - 0.05 * s, "gail/p_human_negative": 0.45} for s in (1, 2, 3)])
     assert "0.100 at the first logged step, 0.300 at the last (3 steps)" in text
     assert "](figures/grail_gun_training_discriminator.png)" in text
     assert (tmp_path / "reports" / "figures" / "grail_gun_training_discriminator.png").read_bytes()[:4] == b"\x89PNG"
@@ -203,13 +208,7 @@ def test_grail_report_renders_when_no_step_scored_the_policy(tmp_path):
     """A short GRAIL run whose completions named no option logs the discriminator's accuracy but no
     P(human) of policy choices: the report said nothing of the gap and failed ('None' has no attribute
     'first'), found by the first run through Slurm."""
-    evaluation = write_eval(tmp_path / "eval" / "grail_gun" / "test", "grail", perfect_records(), None)
-    train = tmp_path / "train" / "grail_gun"
-    io.write_jsonl(train / "metrics.jsonl", [{"step": s, "reward": 0.0, "gail/accuracy": 0.5} for s in (1, 2)])
-    out = tmp_path / "reports" / "grail_gun.md"
-    assert cli.main(["report", "--model", "grail", "--issue", "gun", "--eval", str(evaluation), "--train-dir",
-                     str(train), "--out", str(out)]) == 0
-    text = out.read_text()
+    text = _grail_report(tmp_path, [{"step": s, "reward": 0.0, "gail/accuracy": 0.5} for s in (1, 2)])
     assert "](figures/grail_gun_training_discriminator.png)" in text
     assert "No logged step scored both human and policy choices" in text
 
