@@ -69,6 +69,13 @@ def partition_nodes(partition: str | None) -> list[Node] | None:
     return nodes
 
 
+# What an evaluation job asks for on CPU (workflow/rules/evaluate.smk and math.smk use these).
+EVALUATION_THREADS = 2
+EVALUATION_MEM_MB = 8000
+# The rules whose CPUs are train.threads (the others on the model env evaluate).
+TRAINING_RULES = ("sft", "train", "math_train")
+
+
 def gpu_job_defaults() -> dict[str, dict]:
     """The schema's `slurm.gpu_jobs` defaults by rule name: each GPU job's gpus, mem_mb and runtime."""
     from grail_sim.config import load_schema
@@ -77,18 +84,23 @@ def gpu_job_defaults() -> dict[str, dict]:
     return {name: dict(spec["default"]) for name, spec in jobs.items()}
 
 
-def largest_requests(config: Mapping, gpu_job_defaults: Mapping[str, Mapping]) -> list[Request]:
+def gpu_job(config: Mapping, rule: str) -> dict:
+    """`slurm.gpu_jobs.<rule>` of `config` over the schema's defaults for that rule (a key left out
+    keeps its default): the GPUs, memory and runtime the rule asks for under `compute: gpu`."""
+    return {**gpu_job_defaults()[rule], **config["slurm"]["gpu_jobs"].get(rule, {})}
+
+
+def largest_requests(config: Mapping) -> list[Request]:
     """What the workflow's largest jobs ask for under `config` (the rules' threads, memory and GPUs,
     as workflow/rules/*.smk and common.smk's model_env_resources set them)."""
     threads = int(config["train"]["threads"])
     if config["compute"] != "gpu":
-        # evaluate's 2 threads and 8,000 MB are fixed in workflow/rules/evaluate.smk.
         return [Request("sft and train", threads, "train.threads", int(config["train"]["mem_mb"]), "train.mem_mb",
-                        0, ""), Request("evaluate", 2, "", 8000, "", 0, "")]
+                        0, ""), Request("evaluate", EVALUATION_THREADS, "", EVALUATION_MEM_MB, "", 0, "")]
     requests = []
-    for rule, defaults in gpu_job_defaults.items():
-        job = {**defaults, **config["slurm"]["gpu_jobs"].get(rule, {})}
-        cpus, cpus_key = (threads, "train.threads") if rule in ("sft", "train", "math_train") else (2, "")
+    for rule in gpu_job_defaults():
+        job = gpu_job(config, rule)
+        cpus, cpus_key = (threads, "train.threads") if rule in TRAINING_RULES else (EVALUATION_THREADS, "")
         key = f"slurm.gpu_jobs.{rule}"
         requests.append(Request(rule, cpus, cpus_key, int(job["mem_mb"]), f"{key}.mem_mb", int(job["gpus"]),
                                 f"{key}.gpus"))

@@ -45,9 +45,6 @@ MODEL_ENV = {"cpu": "../../envs/grail.yaml", "gpu": "../../envs/grail-gpu.yaml"}
 SLURM_RESOURCES = {f"slurm_{key}": config["slurm"][key] for key in ("account", "partition") if config["slurm"][key]}
 
 
-GPU_JOB_DEFAULTS = grail_cluster.gpu_job_defaults()
-
-
 def model_env_resources(rule_name, **cpu_resources):
     """The resources of the rules that train and evaluate (those on MODEL_ENV). Under `compute: gpu`,
     `slurm.gpu_jobs` by rule name (GPUs, memory, runtime; a key left out keeps its schema default)
@@ -56,13 +53,11 @@ def model_env_resources(rule_name, **cpu_resources):
     `--config` value changes them without replacing the profile's resources."""
     resources = {**cpu_resources, **SLURM_RESOURCES}
     if config["compute"] == "gpu":
-        job = {**GPU_JOB_DEFAULTS[rule_name], **config["slurm"]["gpu_jobs"].get(rule_name, {})}
+        job = grail_cluster.gpu_job(config, rule_name)
         resources.update(mem_mb=job["mem_mb"], runtime=job["runtime"])
         if job["gpus"]:
             resources["gpu"] = job["gpus"]
     return resources
-
-
 
 
 # A job larger than every node of its partition would be accepted by sbatch and stay PENDING forever
@@ -71,7 +66,7 @@ onstart:
     if workflow.executor_plugin is not None and workflow.executor_plugin.cli_prefix == "slurm":
         nodes = grail_cluster.partition_nodes(config["slurm"]["partition"])
         try:
-            grail_cluster.check_jobs_fit(grail_cluster.largest_requests(config, GPU_JOB_DEFAULTS), nodes or [],
+            grail_cluster.check_jobs_fit(grail_cluster.largest_requests(config), nodes or [],
                                          config["slurm"]["partition"])
         except grail_config.ConfigError as err:
             raise WorkflowError(f"grail-sim: {err}") from None
@@ -79,6 +74,9 @@ onstart:
 
 ISSUES = SHORT_TO_ISSUE  # short name of targets (gun, wage) -> long name of prompt folders
 MATH = config["math"]  # the math task's section (workflow/rules/math.smk)
+# What an evaluation job asks for on CPU; the pre-submission check reads the same values.
+EVALUATION_THREADS = grail_cluster.EVALUATION_THREADS
+EVALUATION_MEM_MB = grail_cluster.EVALUATION_MEM_MB
 
 
 def stage_json(stage, exclude=()):

@@ -34,9 +34,9 @@ rule evaluate:
         "results/logs/evaluate_{model}_{short}_{split}.log",
     benchmark:
         "results/benchmarks/evaluate_{model}_{short}_{split}.tsv"
-    threads: 2
+    threads: EVALUATION_THREADS
     resources:
-        **model_env_resources("evaluate", mem_mb=8000),
+        **model_env_resources("evaluate", mem_mb=EVALUATION_MEM_MB),
     conda:
         MODEL_ENV
     shell:
@@ -90,9 +90,9 @@ if EXTERNAL["next_video"] and EXTERNAL["opinion"]:
             code=code_version("evaluate"),
         log:
             "results/logs/evaluate_{model}_external.log",
-        threads: 2
+        threads: EVALUATION_THREADS
         resources:
-            **model_env_resources("evaluate_external", mem_mb=8000),
+            **model_env_resources("evaluate_external", mem_mb=EVALUATION_MEM_MB),
         conda:
             MODEL_ENV
         shell:

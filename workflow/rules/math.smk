@@ -82,9 +82,9 @@ rule evaluate_math:
         "results/logs/evaluate_math_{model}_{split}.log",
     benchmark:
         "results/benchmarks/evaluate_math_{model}_{split}.tsv"
-    threads: 2
+    threads: EVALUATION_THREADS
     resources:
-        **model_env_resources("evaluate_math", mem_mb=8000),
+        **model_env_resources("evaluate_math", mem_mb=EVALUATION_MEM_MB),
     conda:
         MODEL_ENV
     shell:

