@@ -218,9 +218,7 @@ CONTEXT_MARGIN = 96
 def engine_context(datasets_by_task: dict[str, Any], max_new_tokens: int) -> int | None:
     """The context a vLLM engine needs for these rows (Contract 2's `prompt_tokens`), None when the
     rows do not count their tokens (then the model's own maximum)."""
-    longest = [max(ds["prompt_tokens"]) for ds in datasets_by_task.values()
-               if "prompt_tokens" in ds.column_names and len(ds)]
-    return int(max(longest)) + int(max_new_tokens) + CONTEXT_MARGIN if longest else None
+    return vllm_engine.needed_context(datasets_by_task.values(), max_new_tokens, CONTEXT_MARGIN)
 
 
 def _rows_for(records: Sequence[dict], dataset) -> list[dict]:

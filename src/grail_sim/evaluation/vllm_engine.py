@@ -59,6 +59,14 @@ def vllm_preferred() -> bool:
     return torch.cuda.is_available()
 
 
+def needed_context(datasets, new_tokens: int, margin: int) -> int | None:
+    """The context a vLLM engine needs for the rows of `datasets`: the longest prompt (Contract 2's
+    `prompt_tokens`) plus `new_tokens` plus `margin`; None when no dataset counts its tokens (then
+    the model's own maximum, whose KV cache the short prompts would never use)."""
+    longest = [max(data["prompt_tokens"]) for data in datasets if "prompt_tokens" in data.column_names and len(data)]
+    return int(max(longest)) + int(new_tokens) + int(margin) if longest else None
+
+
 def engine(model_dir: str | os.PathLike, *, dtype: str, seed: int, max_model_len: int | None = None):
     """The engine for `model_dir` (a full model folder), built once per process and settings."""
     key = (str(Path(model_dir).resolve()), dtype, seed, max_model_len)

@@ -205,14 +205,14 @@ def context_length(dataset_dir: str | os.PathLike, split: str, max_completion_le
     plus `max_completion_length` plus CONTEXT_MARGIN; None when the rows do not count their tokens."""
     from datasets import load_from_disk
 
+    from grail_sim.evaluation.vllm_engine import needed_context
+
     try:
         data = load_from_disk(str(dataset_dir))
         data = data[split] if hasattr(data, "keys") else data
     except (FileNotFoundError, KeyError, ValueError):
         return None
-    if "prompt_tokens" not in data.column_names or len(data) == 0:
-        return None
-    return int(max(data["prompt_tokens"])) + int(max_completion_length) + CONTEXT_MARGIN
+    return needed_context([data], max_completion_length, CONTEXT_MARGIN)
 
 
 def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, settings: VllmServerSettings, grpo: dict,
