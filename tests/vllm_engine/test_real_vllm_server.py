@@ -24,23 +24,10 @@ import pytest
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm")
 
-from grail_sim.model.loading import build_tiny_model  # noqa: E402
 from grail_sim.training import vllm_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTED = re.compile(r"started server, process group (\d+)")
-
-
-@pytest.fixture(scope="module")
-def vllm_model(tokenizer_dir, tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("vllm") / "model", tokenizer_dir, hidden_size=128, head_dim=64)
-
-
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory):
-    from test_train import make_prompt_dataset
-
-    return make_prompt_dataset(tmp_path_factory.mktemp("prompts") / "next_video", rows=8)
 
 
 def _group_gone(pgid: int, seconds: float = 30.0) -> bool:

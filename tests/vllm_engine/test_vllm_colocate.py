@@ -18,7 +18,6 @@ pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm")
 
 from grail_sim import cli  # noqa: E402
-from grail_sim.model.loading import build_tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "config" / "recipes"
@@ -35,13 +34,16 @@ SUM_TOLERANCE = {"torch.float32": 1e-2, "torch.bfloat16": 1.0}
 
 
 @pytest.fixture(scope="module")
-def vllm_model(tokenizer_dir, tmp_path_factory):
+def peaky_model(vllm_model, tmp_path_factory):
     """The tiny model with its output layer scaled up: a random model's next-token distribution is
     nearly uniform (about -10.8 nats for every token), which no change of its layers would move."""
+    import shutil
+
     import torch
     from transformers import AutoModelForCausalLM
 
-    folder = build_tiny_model(tmp_path_factory.mktemp("vllm") / "model", tokenizer_dir, hidden_size=128, head_dim=64)
+    folder = tmp_path_factory.mktemp("peaky") / "model"
+    shutil.copytree(vllm_model, folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
     with torch.no_grad():
         model.lm_head.weight.mul_(10.0)
@@ -49,17 +51,10 @@ def vllm_model(tokenizer_dir, tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory):
-    from test_train import make_prompt_dataset
-
-    return make_prompt_dataset(tmp_path_factory.mktemp("prompts") / "next_video", rows=8)
-
-
 @pytest.mark.parametrize("trainer", ["grpo", "grail"])
-def test_colocated_training_runs_two_steps(trainer, vllm_model, prompts, tmp_path):
+def test_colocated_training_runs_two_steps(trainer, peaky_model, prompts, tmp_path):
     argv = ["train", "--recipe", str(RECIPES / f"{trainer}.yaml"), "--dataset", str(prompts), "--model",
-            str(vllm_model), "--out", str(tmp_path / trainer), "--max-steps", "2", "--threads", "2"]
+            str(peaky_model), "--out", str(tmp_path / trainer), "--max-steps", "2", "--threads", "2"]
     for override in COLOCATE:
         if trainer != "grail" and override.startswith("gail."):
             continue
@@ -74,7 +69,7 @@ def test_colocated_training_runs_two_steps(trainer, vllm_model, prompts, tmp_pat
     assert all(value < SYNC_TOLERANCE for value in largest)
 
 
-def test_weight_sync_moves_vllm_to_the_policy(vllm_model, prompts, tmp_path):
+def test_weight_sync_moves_vllm_to_the_policy(peaky_model, prompts, tmp_path):
     import torch
     from vllm import SamplingParams
 
@@ -83,7 +78,7 @@ def test_weight_sync_moves_vllm_to_the_policy(vllm_model, prompts, tmp_path):
 
     recipe = RECIPES / "grpo.yaml"
     script, trl = load_recipe(recipe, COLOCATE, 1)
-    run = training_main.Run(str(recipe), str(prompts), str(vllm_model), tmp_path / "out", script, trl, is_main=True)
+    run = training_main.Run(str(recipe), str(prompts), str(peaky_model), tmp_path / "out", script, trl, is_main=True)
     names, weights = training_main.get_reward_weights(run)
     training_main.configure_run(run, names, weights)
     tokenizer, model = training_main.get_model(run)

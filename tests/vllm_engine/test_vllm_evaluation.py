@@ -19,17 +19,12 @@ pytest.importorskip("vllm")
 from grail_sim import io  # noqa: E402
 from grail_sim.evaluation import evaluate as evaluation, likelihood, scorers, vllm_engine  # noqa: E402
 from grail_sim.evaluation.generators import GenerationSettings, make_generator  # noqa: E402
-from grail_sim.model.loading import PROVENANCE_FILE, base_model_record, build_tiny_model  # noqa: E402
+from grail_sim.model.loading import PROVENANCE_FILE, base_model_record  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real"
 # Summed log-probabilities of a candidate (2-6 tokens) after a prompt of up to ~1,000 tokens: fp32 on
 # both sides; measured differences are below 1e-4 (docs/evaluate.md).
 TOLERANCE = 2e-3
-
-
-@pytest.fixture(scope="module")
-def vllm_model(tokenizer_dir, tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("vllm") / "model", tokenizer_dir, hidden_size=128, head_dim=64)
 
 
 @pytest.fixture(scope="module")
