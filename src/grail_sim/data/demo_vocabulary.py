@@ -53,19 +53,27 @@ CHANNELS = {
 TITLE_SUFFIXES = ["", " (Part 2)", " | Full Interview", " - Explained", " | Debate Highlights",
                    " - Documentary", " | News Report", " (Must Watch)", " - Town Hall", " | Podcast Clip"]
 
+# Wave-1 answers per leaning a profile states. A moderate states no side: a middle ideology, mostly
+# no party, and issue answers drawn from both sides and the middle.
 IDEOLOGY = {"liberal": ["Very liberal", "Liberal", "Somewhat liberal"],
-             "conservative": ["Very conservative", "Conservative", "Somewhat conservative"]}
+            "conservative": ["Very conservative", "Conservative", "Somewhat conservative"],
+            "moderate": ["Moderate", "Moderate", "Haven't thought much about it"]}
 
 PARTY = {"liberal": "Democrat", "conservative": "Republican"}
+MODERATE_PARTIES = ["Independent", "Independent", "Democrat", "Republican"]
 
 GUN_PRIORITY = {"liberal": "Reducing gun violence", "conservative": "Protecting gun rights"}
 
 GUN_OWN = {"liberal": "No", "conservative": "Yes"}
 
 MINWAGE_VIEW = {"liberal": ["Strongly support", "Somewhat support"],
-                 "conservative": ["Strongly oppose", "Somewhat oppose"]}
+                "conservative": ["Strongly oppose", "Somewhat oppose"],
+                "moderate": ["Neither support nor oppose", "Somewhat support", "Somewhat oppose"]}
 
+# The side a profile states by mistake (10% of profiles): the other side for a partisan; for a
+# moderate, one side drawn at random.
 OTHER_SIDE = {"liberal": "conservative", "conservative": "liberal"}
+SIDES = ("liberal", "conservative")
 
 # Arm names as in the experiment; in the demo `pro` seeds a video on the issue's "pro" side
 # (pro-gun for gun control, pro-raise for the minimum wage), `31` / `22` is the recommendation mix.
