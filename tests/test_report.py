@@ -179,7 +179,8 @@ def test_trained_model_report_plots_training_curves(tmp_path):
     assert "4 logged steps (last step 4)" in text
     assert "| `reward` | 0.2500 | 1.0000 | 4 |" in text and "`gail/disc_acc`" in text
     assert (tmp_path / "reports" / "figures" / "grail_gun_training.png").is_file()
-    assert "Opinion" in text and "Not evaluated." in text  # no opinion task in this evaluation
+    # No opinion task in this evaluation (a trained model's default): one line, no empty section.
+    assert report_model_report.OPINION_NOT_TRAINED in text and "Not evaluated." not in text
     assert io.file_sha256(train / "resolved_recipe.yaml") in text
     assert "GRAIL discriminator" not in text  # this log has no gail/accuracy: no discriminator figure
 
@@ -244,7 +245,8 @@ def test_portfolio_marks_only_a_model_whose_interval_clears_the_best_baseline(tm
     assert "| base (test) | 60 | 25.0%" in text and "★ 25.0%" not in text
     assert "baseline: most-frequent index (best)" in text
     assert "**★ 0.000 [0.000, 0.000]**" in text  # the perfect opinion model's MAE
-    assert "### study1" in text and "## gun control" in text
+    # Gun control has one study: its tables are the "all" tables, printed once under a label saying so.
+    assert "### all studies (study1 only)" in text and "### study1" not in text and "## gun control" in text
 
     # Identical to the baseline: no mark anywhere.
     same = write_eval(tmp_path / "grpo_gun" / "test", "grpo", constant_records(60), None)
@@ -402,6 +404,12 @@ def test_direction_opinion_summary_renders_in_both_reports(tmp_path):
     portfolio = report_portfolio.render_portfolio([evaluation], tmp_path / "p.md")
     assert "Opinion direction, generation on a small sample" in portfolio
     assert "baseline: majority direction (increase, learned on train)" in portfolio
+    # A trained model's direction answers are kept when asked for, labelled as off-task.
+    assert "| grail (test), off-task answers of a choice policy | 24 |" in portfolio
+    assert report_portfolio.OPINION_OFF_TASK in portfolio and report_portfolio.OPINION_ONLY_BASE not in portfolio
+    base = write_eval(tmp_path / "eval" / "base_gun" / "test", "base", None, None, opinion=summary)
+    portfolio = report_portfolio.render_portfolio([base], tmp_path / "p.md")
+    assert "| base (test) | 24 |" in portfolio and report_portfolio.OPINION_ONLY_BASE in portfolio
 
 
 def test_index_opinion_shows_change_correlation_and_train_mean_change(tmp_path):
@@ -428,7 +436,7 @@ def test_portfolio_leads_with_likelihood_and_stars_only_a_clearing_model(tmp_pat
                    likelihood=likelihood_block(records, peaked(0.85))),
     ]
     text = report_portfolio.render_portfolio(dirs, tmp_path / "p.md")
-    study = text.split("### all studies")[1].split("### study1")[0]
+    study = text.split("### all studies (study1 only)")[1]
     assert study.index("Next-video choice likelihood") < study.index("Next-video choice, generation on a small sample")
     grail = json.loads((dirs[1] / "metrics.json").read_text())["likelihood"]["next_video"]["overall"]["policy"]
     base = json.loads((dirs[0] / "metrics.json").read_text())["likelihood"]["next_video"]["overall"]["policy"]
@@ -458,7 +466,7 @@ def test_the_oracle_is_shown_as_the_ceiling_never_as_a_baseline_to_clear(tmp_pat
     assert "NLL oracle (the demo's ceiling)" in text  # the breakdowns carry the ceiling too
 
     portfolio = report_portfolio.render_portfolio([evaluation], tmp_path / "p.md")
-    study = portfolio.split("### all studies")[1].split("### study1")[0]
+    study = portfolio.split("### all studies (study1 only)")[1]
     assert f"| grail (test) | 60 | **★ {fmt(overall['policy']['nll'])}** |" in study
     assert f"| {fmt(share)} |" in study
     assert f"| ceiling: oracle (the demo's ceiling) | 60 | {fmt(overall['oracle']['nll'])} |" in study
@@ -471,3 +479,182 @@ def test_without_an_oracle_no_recovered_share_is_shown(tmp_path):
     assert "recovered share" not in _report(tmp_path, evaluation)
     portfolio = report_portfolio.render_portfolio([evaluation], tmp_path / "p.md")
     assert "recovered share of the oracle's gain" not in portfolio and "ceiling:" not in portfolio
+
+
+# --------------------------------------------------------------------------- the portfolio's summary
+def _evaluation(model, lik):
+    """An evaluation as `portfolio_context` reads it: the likelihood block only."""
+    return {"model": model, "split": "test", "tasks": {}, "likelihood": {"next_video": lik}}
+
+
+def _summary(*evaluations):
+    section = report_portfolio.portfolio_context(list(evaluations))["sections"][0]
+    return section["summary"]["likelihood"], section["summary"]["sentence"]
+
+
+def _first_table(text):
+    """The first Markdown table of `text`: its lines, header first."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def test_portfolio_opens_with_one_summary_table_and_its_sentence(tmp_path):
+    records = scored_records()
+    dirs = [write_eval(tmp_path / "base_gun" / "test", "base", None, None,
+                       likelihood=likelihood_block(records, uniform, oracle=peaked(0.95))),
+            write_eval(tmp_path / "grail_gun" / "test", "grail", None, None,
+                       likelihood=likelihood_block(records, peaked(0.85), oracle=peaked(0.95)))]
+    text = report_portfolio.render_portfolio(dirs, tmp_path / "p.md")
+    table = _first_table(text)
+    assert table[0] == "| issue | predictor | rows | NLL (nats) [95% CI] | accuracy@1 [95% CI] |"
+    # Before the explanatory paragraphs, the evaluations table and every detailed section.
+    assert text.index(table[0]) < text.index("Each study leads") < text.index("| model | split | folder |")
+    assert text.index(table[0]) < text.index("\n## gun control")
+    fmt = report_model_report.fmt_ci
+    overall = {d.parent.name: json.loads((d / "metrics.json").read_text())["likelihood"]["next_video"]["overall"]
+               for d in dirs}
+    grail, base = overall["grail_gun"], overall["base_gun"]
+    body = "\n".join(table[2:])
+    assert f"| gun control | grail (test) | 60 | **★ {fmt(grail['policy']['nll'])}** | " \
+           f"**★ {fmt(grail['policy']['accuracy_at_1'], percent=True)}** |" in body
+    assert f"| gun control | base (test) | 60 | {fmt(base['policy']['nll'])} |" in body
+    for label in ("uniform 1/n", "position prior (train shares per n)", "fitted choice model"):
+        assert f"| gun control | baseline: {label}" in body
+    assert f"| gun control | ceiling: oracle (the demo's ceiling) | 60 | {fmt(grail['oracle']['nll'])} |" in body
+    assert len(table) == 2 + 2 + 3 + 1  # header, rule, two models, three baselines, the ceiling
+    # Under the table, the one sentence of the issue, composed in portfolio.py.
+    _, sentence = _summary(*[report_model_report.load_metrics(d) for d in dirs])
+    after = text.split("\n".join(table), 1)[1]
+    assert after.startswith(f"\n\n**gun control:** {sentence}\n")
+    assert sentence.startswith(f"grail (NLL {fmt(grail['policy']['nll'])}) clears the best baseline")
+
+    # Without an oracle the summary has no ceiling row.
+    plain = write_eval(tmp_path / "sft_gun" / "test", "sft", None, None, likelihood=likelihood_block(records, uniform))
+    table = _first_table(report_portfolio.render_portfolio([plain], tmp_path / "p2.md"))
+    assert len(table) == 2 + 1 + 3 and "ceiling" not in "\n".join(table)
+
+
+def test_summary_sentence_names_a_starred_model_and_the_baseline_it_clears():
+    records = scored_records()
+    lik = likelihood_block(records, peaked(0.85), oracle=peaked(0.95))
+    table, sentence = _summary(_evaluation("grail", lik), _evaluation("base", likelihood_block(records, uniform)))
+    fmt = report_model_report.fmt_ci
+    best = next(b for b in table["baselines"] if "nll" in b["best"])
+    assert best["name"] == "uniform"  # these fixtures' position prior misses the gold distribution
+    overall = lik["overall"]
+    assert sentence == (
+        f"grail (NLL {fmt(overall['policy']['nll'])}) clears the best baseline (uniform 1/n, NLL {fmt(best['nll'])}); "
+        f"on accuracy@1, grail clears the best baseline (position prior, "
+        f"{fmt(overall['position_prior']['accuracy_at_1'], percent=True)}); "
+        f"the oracle's {report_model_report.fmt_num(overall['oracle']['nll']['value'])} is the ceiling.")
+
+
+def test_summary_sentence_when_no_model_clears_and_the_best_reaches_the_prior():
+    records = scored_records()
+    prior = lambda r: PRIOR[r["n_options"]]  # noqa: E731 - the position prior itself, as a policy
+    strong = peaked(0.9)
+    sft = likelihood_block(records, prior, choice_model=strong, oracle=peaked(0.95))
+    base = likelihood_block(records, peaked(0.2), choice_model=strong, oracle=peaked(0.95))
+    table, sentence = _summary(_evaluation("base", base), _evaluation("sft", sft))
+    fmt = report_model_report.fmt_ci
+    overall = sft["overall"]
+    assert not any(row["star"]["nll"] for row in table["rows"])
+    assert overall["policy"]["nll"]["ci_low"] <= overall["position_prior"]["nll"]["value"]
+    assert sentence == (
+        f"No model clears the best baseline (fitted choice model, NLL {fmt(overall['choice_model']['nll'])}); "
+        f"the best model by NLL, sft, has {fmt(overall['policy']['nll'])}, whose interval reaches the position "
+        f"prior's {fmt(overall['position_prior']['nll'])}; "
+        f"the oracle's {report_model_report.fmt_num(overall['oracle']['nll']['value'])} is the ceiling.")
+
+
+def test_summary_sentence_when_every_model_is_worse_than_the_prior():
+    records = scored_records()
+    worse = {name: likelihood_block(records, peaked(share)) for name, share in (("sft", 0.15), ("grpo", 0.1))}
+    table, sentence = _summary(*(_evaluation(name, lik) for name, lik in worse.items()))
+    fmt = report_model_report.fmt_ci
+    overall = worse["sft"]["overall"]
+    for lik in worse.values():
+        assert lik["overall"]["policy"]["nll"]["ci_low"] > overall["position_prior"]["nll"]["ci_high"]
+    assert sentence == (
+        f"No model clears the best baseline (uniform 1/n, NLL {fmt(overall['uniform']['nll'])}); the best model "
+        f"by NLL, sft, has {fmt(overall['policy']['nll'])}, worse than the position prior's "
+        f"{fmt(overall['position_prior']['nll'])}.")
+
+
+@pytest.mark.parametrize("low, value, high, relation", [
+    (0.70, 0.75, 0.79, "better than the position prior's"),    # wholly below the prior's interval
+    (0.80, 0.88, 0.95, "whose interval reaches the position prior's"),  # lower bound at or below its value
+    (0.86, 0.92, 0.99, "whose interval overlaps but does not reach the position prior's"),
+    (0.91, 0.97, 1.05, "worse than the position prior's"),    # wholly above the prior's interval
+])
+def test_summary_sentence_places_the_best_model_against_the_prior_by_its_interval(low, value, high, relation):
+    stat = lambda v, lo, hi: {"value": v, "ci_low": lo, "ci_high": hi}  # noqa: E731
+    accuracy = stat(0.3, 0.2, 0.4)
+    table = {"n": 50, "oracle": None, "rows": [
+        {"model": "sft", "split": "test", "nll": stat(value, low, high), "accuracy_at_1": accuracy,
+         "star": {"nll": False, "accuracy_at_1": False}}],
+        "baselines": [
+            {"name": "uniform", "nll": stat(1.2, 1.2, 1.2), "accuracy_at_1": accuracy, "best": []},
+            {"name": "position_prior", "nll": stat(0.85, 0.80, 0.90), "accuracy_at_1": accuracy, "best": []},
+            {"name": "choice_model", "nll": stat(0.60, 0.55, 0.65), "accuracy_at_1": accuracy,
+             "best": ["nll", "accuracy_at_1"]}]}
+    sentence = report_portfolio.summary_sentence(table)
+    assert sentence.startswith("No model clears the best baseline (fitted choice model, NLL 0.600 [0.550, 0.650]); "
+                               f"the only model, sft, has {value:.3f} [{low:.3f}, {high:.3f}], ")
+    assert sentence.endswith(f", {relation} 0.850 [0.800, 0.900].")
+    assert report_portfolio.summary_sentence(None).startswith("Not scored")
+
+
+def test_a_one_study_issue_prints_its_tables_once_and_a_two_study_issue_each(tmp_path):
+    evaluation = write_eval(tmp_path / "grail_gun" / "test", "grail", perfect_records(8), None,
+                            likelihood=likelihood_block(scored_records(), peaked(0.7)))
+    text = report_portfolio.render_portfolio([evaluation], tmp_path / "p.md")
+    assert text.count("Next-video choice likelihood (every scored row):") == 1
+    assert text.count("Next-video choice, generation on a small sample") == 1
+    assert "### all studies (study1 only)" in text and "### study1" not in text
+    # Two studies: the "all" tables and each study's, as before.
+    records = [_nv(i, 1, 3, 1, study="study2" if i % 2 else "study3") for i in range(8)]
+    for r in records:
+        r["issue"] = "minimum_wage"
+    wage = write_eval(tmp_path / "base_wage" / "test", "base", records, None)
+    text = report_portfolio.render_portfolio([wage], tmp_path / "p2.md")
+    assert "### all studies\n" in text and "### study2\n" in text and "### study3\n" in text
+    assert text.count("Next-video choice, generation on a small sample") == 3
+
+
+def test_portfolio_opinion_shows_the_untrained_base_beside_the_baselines(tmp_path):
+    dirs = [write_eval(tmp_path / "base_gun" / "test", "base", constant_records(20), opinion_records(30)),
+            write_eval(tmp_path / "grail_gun" / "test", "grail", perfect_records(20), None)]  # next_video only
+    text = report_portfolio.render_portfolio(dirs, tmp_path / "p.md")
+    opinion = text.split("Opinion, generation on a small sample")[1]
+    assert report_portfolio.OPINION_ONLY_BASE in opinion
+    assert "| base (test) | 0 of 30 |" in opinion and "grail" not in opinion and "off-task" not in text
+    assert "| baseline: no change |" in opinion
+    # A trained model's opinion answers, when asked for, stay, labelled as off-task.
+    dirs.append(write_eval(tmp_path / "sft_gun" / "test", "sft", perfect_records(20),
+                           opinion_records(30, parsed=lambda i: 0.4)))
+    opinion = report_portfolio.render_portfolio(dirs, tmp_path / "p.md").split("Opinion, generation on a small")[1]
+    assert report_portfolio.OPINION_OFF_TASK in opinion and report_portfolio.OPINION_ONLY_BASE not in opinion
+    assert "| sft (test), off-task answers of a choice policy | 30 of 30 |" in opinion
+    assert opinion.index("| base (test) |") < opinion.index("| sft (test)")
+    # No evaluation with opinion figures: said in one line.
+    text = report_portfolio.render_portfolio(dirs[1:2], tmp_path / "p.md")
+    assert f"Opinion, generation on a small sample: {report_portfolio.OPINION_NONE}" in text
+
+
+def test_trained_model_report_without_opinion_says_so_in_one_line(tmp_path):
+    evaluation = write_eval(tmp_path / "eval" / "sft_gun" / "test", "sft", perfect_records(8), None,
+                            likelihood=likelihood_block(scored_records(20), peaked(0.6)))
+    assert list(json.loads((evaluation / "metrics.json").read_text())["tasks"]) == ["next_video"]
+    text = _report(tmp_path, evaluation, model="sft")
+    assert f"### Opinion\n\n{report_model_report.OPINION_NOT_TRAINED}\n" in text
+    assert report_model_report.OPINION_NOT_TRAINED == (
+        "Opinion is not evaluated for trained models: no trainer is trained for opinion (the base model's report "
+        "and the portfolio show the opinion baselines; `evaluate.trained_model_tasks` adds it).")
+    assert "post-study index" not in text and "Not evaluated." not in text
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    # The untrained base model without the task keeps the plain "Not evaluated.".
+    base = write_eval(tmp_path / "eval" / "base_gun" / "test", "base", perfect_records(8), None)
+    assert report_model_report.OPINION_NOT_TRAINED not in _report(tmp_path, base, model="base")

@@ -40,6 +40,11 @@ MODEL_TEMPLATE = TEMPLATES / "model_report.md.j2"
 PORTFOLIO_TEMPLATE = TEMPLATES / "portfolio.md.j2"
 # What a figure of an empty group (metrics.py gives None, never NaN) reads as.
 NO_ROWS = "no rows"
+# A trained model's report in place of the opinion section when its evaluation did not run the task
+# (the default: every trainer learns the next-video choice only).
+OPINION_NOT_TRAINED = ("Opinion is not evaluated for trained models: no trainer is trained for opinion (the base "
+                       "model's report and the portfolio show the opinion baselines; `evaluate.trained_model_tasks` "
+                       "adds it).")
 
 
 # --------------------------------------------------------------------------- formatting
@@ -295,6 +300,7 @@ def render_model_report(
         "training": training,
         "config": {"path": str(config), "sha256": io.file_sha256(config)} if config and config.is_file() else None,
         "constant_share": constant_share,
+        "opinion_not_trained": OPINION_NOT_TRAINED,
     }
     text = environment(template).render(**context)
     io.write_text(out, text)
@@ -341,6 +347,10 @@ def split_context(data: dict[str, Any], eval_dir: Path, *, model: str, issue: st
                                 stem.with_name(f"{stem.name}_positions.png"))
         split["position_figure"] = _relative(figure, out_dir)
     split["samples"] = {task: rows[:samples] for task, rows in data.get("samples", {}).items()}
+    # Whether this evaluation ran the opinion task at all (a trained model's does only when
+    # `evaluate.trained_model_tasks` asks): its figures, its row counts or its prompts' hash.
+    split["opinion_evaluated"] = any("opinion" in (block or {}) for block in (
+        data["tasks"], data.get("rows"), (data.get("provenance") or {}).get("prompts_sha256")))
     return split
 
 
