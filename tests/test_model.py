@@ -15,7 +15,9 @@ from grail_sim.model.loading import (
     PROVENANCE_FILE,
     adapter_base,
     build_tiny_model,
+    cpu_has_native_bf16,
     load_policy,
+    resolve_dtype,
 )
 
 
@@ -367,3 +369,15 @@ def test_embedded_model_reloads_with_from_pretrained_and_generates(embedded_mode
     assert getattr(model.config, "quantization_config", None) is None
     new_tokens = _generate(model, tokenizer, "Name one video platform.", max_new_tokens=12)
     assert tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it_natively():
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    avx512_bf16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    amx = "flags\t\t: avx2 amx_bf16 amx_tile\n"
+    assert not cpu_has_native_bf16(avx2) and cpu_has_native_bf16(avx512_bf16) and cpu_has_native_bf16(amx)
+    assert resolve_dtype("auto", "cpu", avx2) == "float32"
+    assert resolve_dtype("auto", "cpu", avx512_bf16) == "bfloat16"
+    assert resolve_dtype("float32", "cpu", avx512_bf16) == "float32"
+    with pytest.raises(ModelError, match="unknown dtype"):
+        resolve_dtype("float8", "cpu")

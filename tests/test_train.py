@@ -260,6 +260,13 @@ def test_sections_default_once_and_lora_becomes_a_peft_config():
     assert (peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout) == (16, 32, 0.05)
     assert set(peft_config.target_modules) == set(script.lora.target_modules)
     assert script["lora"]["r"] == 16  # read by key too (benchmarks/choice_probe.py)
+    assert peft_config.layers_to_transform is None
+    top = settings_lib.LoraSettings(top_layers=8).to_peft(30)
+    assert top.layers_to_transform == list(range(22, 30))
+    with pytest.raises(errors.RecipeError, match="lora.top_layers 40 exceeds the model's 30"):
+        settings_lib.LoraSettings(top_layers=40).to_peft(30)
+    with pytest.raises(errors.RecipeError, match="lora.top_layers"):
+        settings_lib.LoraSettings(top_layers=0)
     defaults = training_recipe.ScriptArguments()
     assert defaults.warmup_sft == settings_lib.WarmupSettings() and defaults.gail is None
     assert training_recipe.ScriptArguments(gail={}).gail == settings_lib.GailSettings()

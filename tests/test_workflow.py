@@ -38,9 +38,9 @@ def _dry_run_jobs(output: str) -> dict[str, int]:
 
 
 # Every stage from the demo capsule to the portfolio, for the default config (issue gun; sft, then
-# grpo and grail from sft's model; base as the zero-shot reference; validation and test splits).
+# grpo and grail from sft's model; base as the zero-shot reference; the laptop run's test split).
 DEFAULT_DAG = {"model": 1, "model_smoke": 1, "demo_capsule": 1, "clean": 1, "prompts": 1, "sft": 1, "train": 2,
-               "evaluate": 8, "report": 4, "portfolio": 1, "all": 1}
+               "evaluate": 4, "report": 4, "portfolio": 1, "all": 1}
 
 
 def test_local_profile_dry_run_plans_the_whole_default_dag():
@@ -49,6 +49,22 @@ def test_local_profile_dry_run_plans_the_whole_default_dag():
     jobs = _dry_run_jobs(result.stdout + result.stderr)
     jobs.pop("total", None)
     assert jobs == DEFAULT_DAG
+
+
+def test_base_answers_every_task_and_a_trained_model_the_choice_only():
+    """No trainer learns opinion: by default only base's evaluation asks for the opinion prompts;
+    `evaluate.trained_model_tasks` adds them to a trained model's, and reruns only those."""
+    planned = _snakemake("--profile", "profiles/local", "-n", "--forceall", "-p",
+                         "results/eval/base_gun/test/metrics.json", "results/eval/sft_gun/test/metrics.json")
+    assert planned.returncode == 0, planned.stderr + planned.stdout
+    commands = [line for line in planned.stdout.splitlines() if " evaluate --model " in line]
+    tasks = {("base" if "--model-name base" in line else "sft"): line.split("--tasks ")[1].split(" --")[0]
+             for line in commands}
+    assert tasks == {"base": "next_video opinion", "sft": "next_video"}
+    both = _snakemake("--profile", "profiles/local", "-n", "--forceall", "-p", "results/eval/sft_gun/test/metrics.json",
+                      "--config", "evaluate={trained_model_tasks: [next_video, opinion]}")
+    assert both.returncode == 0, both.stderr + both.stdout
+    assert "--tasks next_video opinion" in both.stdout
 
 
 def test_rl_trainers_start_from_sft_unless_configured_otherwise():
@@ -90,7 +106,8 @@ def test_slurm_profile_dry_run_without_slurm():
     assert "slurm" in result.stdout + result.stderr
     jobs = _dry_run_jobs(result.stdout + result.stderr)
     jobs.pop("total", None)
-    assert jobs == DEFAULT_DAG
+    # config/cluster.yaml (the profile's overlay) scores both splits; the laptop run test only.
+    assert jobs == {**DEFAULT_DAG, "evaluate": 8}
 
 
 def test_the_used_by_command_plans_gpu_recipes_with_vllm_and_gpu_resources():

@@ -146,3 +146,12 @@ def final_outputs():
         *expand("reports/{model}_{short}.md", model=["base", *config["train"]["trainers"]], short=config["issues"]),
         "reports/portfolio.md",
     ]
+
+
+def evaluated_tasks(model):
+    """The tasks an evaluation answers: the untrained base every one of `evaluate.tasks`; a trained
+    model those also in `evaluate.trained_model_tasks` (every trainer learns next_video only)."""
+    tasks = config["evaluate"]["tasks"]
+    if model == "base":
+        return list(tasks)
+    return [task for task in tasks if task in config["evaluate"]["trained_model_tasks"]]

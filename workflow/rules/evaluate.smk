@@ -1,6 +1,7 @@
-# Score and generate (Contract 4) for the untrained base model and each trained model, per issue
-# and split, plus an external chat-prompt dataset when `evaluate.external` names one. Scoring covers
-# every row by default (`evaluate.score_rows: 0`); generation a seeded sample (`evaluate.generate_rows`).
+# Score and generate (Contract 4) for the untrained base model (every task) and each trained model
+# (next_video by default: `evaluate.trained_model_tasks`, common.smk's evaluated_tasks), per issue and
+# split, plus an external chat-prompt dataset when `evaluate.external` names one. Scoring covers every
+# row by default (`evaluate.score_rows: 0`); generation a seeded sample (`evaluate.generate_rows`).
 EVALUATE = config["evaluate"]
 EXTERNAL = EVALUATE["external"]
 # On the demo the generator's ground truth gives each row's Bayes-optimal choice probabilities:
@@ -11,8 +12,7 @@ DEMO_TRUTH = "results/demo_capsule/demo_ground_truth.json" if config["data"]["so
 rule evaluate:
     input:
         model=lambda w: evaluated_model(w.model, w.short),
-        next_video=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
-        opinion=lambda w: f"results/prompts/{ISSUES[w.short]}/opinion",
+        tasks=lambda w: [f"results/prompts/{ISSUES[w.short]}/{task}" for task in evaluated_tasks(w.model)],
         demo_capsule=rules.demo_capsule.output if DEMO_TRUTH else [],
     output:
         scores="results/eval/{model}_{short}/{split}/scores.jsonl",
@@ -27,8 +27,13 @@ rule evaluate:
         out="results/eval/{model}_{short}/{split}",
         grail=GRAIL,
         demo_truth=f"--demo-truth {DEMO_TRUTH}" if DEMO_TRUTH else "",
-        # `splits` (which splits reports show) and `external` do not change these predictions.
-        config=stage_json("evaluate", exclude=["evaluate.splits", "evaluate.external"]),
+        # The tasks this model answers: a param, so that adding opinion for trained models reruns
+        # their evaluations and not base's.
+        tasks=lambda w: " ".join(evaluated_tasks(w.model)),
+        # `splits` (which splits reports show), `external` and the task lists (the param above) do
+        # not change these predictions.
+        config=stage_json("evaluate", exclude=["evaluate.splits", "evaluate.external", "evaluate.tasks",
+                                               "evaluate.trained_model_tasks"]),
         code=code_version("evaluate"),
     log:
         "results/logs/evaluate_{model}_{short}_{split}.log",
@@ -41,7 +46,8 @@ rule evaluate:
         MODEL_ENV
     shell:
         "{params.grail} evaluate --model {input.model:q} --model-name {wildcards.model} --prompts {params.prompts:q} "
-        "--split {wildcards.split} --out {params.out:q} {params.demo_truth} --config-json {params.config} "
+        "--split {wildcards.split} --tasks {params.tasks} --out {params.out:q} {params.demo_truth} "
+        "--config-json {params.config} "
         "> {log:q} 2>&1"
 
 

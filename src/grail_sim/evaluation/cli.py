@@ -17,6 +17,7 @@ from pathlib import Path
 from grail_sim import config
 from grail_sim.evaluation.evaluate import evaluate
 from grail_sim.evaluation.generators import GenerationSettings
+from grail_sim.model.loading import resolve_dtype
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo-truth",
                         help="a demo capsule's demo_ground_truth.json (or the capsule folder): adds the demo's "
                              "oracle, the Bayes-optimal ceiling, and each source's recovered share of its gain")
+    parser.add_argument("--tasks", nargs="+", choices=["next_video", "opinion"],
+                        help="tasks to evaluate (default: evaluate.tasks; the workflow passes "
+                             "evaluate.trained_model_tasks for a trained model)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (HF backend)")
     config.add_arguments(parser, "evaluate")
 
@@ -45,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
     settings = GenerationSettings(
         max_new_tokens=section["max_new_tokens"], temperature=section["temperature"],
         batch_size=section["batch_size"], seed=section["seed"], backend=section["backend"],
-        device=args.device, dtype=section["dtype"],
+        device=args.device, dtype=resolve_dtype(section["dtype"], args.device),
     )
     rows = section["external"] if args.external else section
     evaluate(
-        model_dir=Path(args.model), prompts_dir=Path(args.prompts), tasks=section["tasks"], split=args.split,
+        model_dir=Path(args.model), prompts_dir=Path(args.prompts), tasks=args.tasks or section["tasks"], split=args.split,
         out_dir=Path(args.out), settings=settings,
         mode=section["mode"], generate_rows=rows["generate_rows"], score_rows=rows["score_rows"],
         score_batch_size=section["score_batch_size"], score_think=section["score_think"],

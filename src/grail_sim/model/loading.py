@@ -47,6 +47,35 @@ def _torch_dtype(dtype: str):
     return getattr(torch, dtype)
 
 
+# CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo names): without one, torch emulates bf16
+# matmuls on the CPU, far slower than fp32 (benchmarks/scoring_throughput.md).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo's flags."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def resolve_dtype(dtype: str, device: str = "cpu", cpuinfo: str | None = None) -> str:
+    """`auto`: bfloat16 on a GPU that supports it or a CPU with native bf16, else float32; any other
+    value is returned as given (and checked)."""
+    if dtype != "auto":
+        _torch_dtype(dtype)
+        return dtype
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
+
+
 def _prepare_tokenizer(tokenizer) -> None:
     """Left padding for batched generation, and a pad token (the EOS token when none is set)."""
     tokenizer.padding_side = "left"

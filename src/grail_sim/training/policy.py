@@ -118,7 +118,7 @@ def get_peft_model(run: Run, model):
         LOG.info("training the start adapter %s further (its own LoRA settings; the recipe's lora r, alpha and "
                  "target_modules apply to fresh adapters only)", run.start_adapter)
         return PeftModel.from_pretrained(model, str(run.start_adapter), is_trainable=True)
-    config = run.script.lora.to_peft()
+    config = run.script.lora.to_peft(model.config.num_hidden_layers)
     if run.token_map is not None:  # the new rows train beside the adapter (peft's trainable tokens)
         from grail_sim.training.reasoning_vocab import lora_trainable_tokens
 

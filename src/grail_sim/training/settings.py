@@ -129,6 +129,9 @@ class LoraSettings(Section):
     dropout: float = helped(0.05, help="dropout on the LoRA path (peft LoraConfig.lora_dropout), in [0, 1)")
     target_modules: list[str] = helped(factory=lambda: list(DEFAULT_TARGET_MODULES),
                                        help="module names that get adapters (peft LoraConfig.target_modules)")
+    top_layers: int | None = helped(None, help="adapt only the top N decoder layers (peft LoraConfig."
+                                    "layers_to_transform); the backward pass then stops at the lowest adapted "
+                                    "layer, the cheaper step on a CPU. null: every layer")
 
     def __post_init__(self) -> None:
         self.enabled = as_bool("lora.enabled", self.enabled)
@@ -138,13 +141,20 @@ class LoraSettings(Section):
         self.target_modules = as_text_list("lora.target_modules", self.target_modules)
         if not self.target_modules:
             raise RecipeError("lora.target_modules must name at least one module")
+        self.top_layers = as_int("lora.top_layers", self.top_layers, minimum=1, optional=True)
 
-    def to_peft(self):
-        """peft's `LoraConfig` for a causal LM."""
+    def to_peft(self, num_layers: int | None = None):
+        """peft's `LoraConfig` for a causal LM of `num_layers` decoder layers (needed with top_layers)."""
         from peft import LoraConfig
 
+        layers = None
+        if self.top_layers is not None:
+            if num_layers is None or self.top_layers > num_layers:
+                raise RecipeError(f"lora.top_layers {self.top_layers} exceeds the model's {num_layers} decoder layers")
+            layers = list(range(num_layers - self.top_layers, num_layers))
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=list(self.target_modules), task_type="CAUSAL_LM")
+                          target_modules=list(self.target_modules), layers_to_transform=layers,
+                          task_type="CAUSAL_LM")
 
 
 @dataclass

@@ -118,7 +118,7 @@ def build_sft_trainer(run: Run, model, tokenizer, data):
 
         model = PeftModel.from_pretrained(model, str(run.start_adapter), is_trainable=True)
     elif run.script.lora.enabled:
-        peft_config = run.script.lora.to_peft()
+        peft_config = run.script.lora.to_peft(model.config.num_hidden_layers)
     # TRL's collator pads on the right whatever the tokenizer's padding_side (left, for generation) says.
     config = run.trl_config
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
