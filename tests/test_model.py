@@ -16,6 +16,7 @@ from grail_sim.model.loading import (
     adapter_base,
     build_tiny_model,
     cpu_has_native_bf16,
+    float32_output_head,
     load_policy,
     resolve_dtype,
 )
@@ -381,3 +382,24 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it_natively():
     assert resolve_dtype("float32", "cpu", avx512_bf16) == "float32"
     with pytest.raises(ModelError, match="unknown dtype"):
         resolve_dtype("float8", "cpu")
+
+
+def test_a_bf16_model_scores_with_a_float32_head(tiny_model_dir):
+    import torch
+
+    half, _ = load_policy(tiny_model_dir, dtype="bfloat16")
+    weight = half.get_output_embeddings().weight.detach().float().clone()
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+    with torch.no_grad():
+        rounded = half(input_ids=ids).logits
+        float32_output_head(half)
+        upcast = half(input_ids=ids).logits
+        hidden = half.model(input_ids=ids).last_hidden_state
+    assert rounded.dtype == torch.bfloat16 and upcast.dtype == torch.float32
+    assert hidden.dtype == torch.bfloat16  # the body keeps its dtype
+    # the logits are the float32 product of the bf16 hidden state, never rounded to bf16
+    assert torch.allclose(upcast, hidden.float() @ weight.T, atol=1e-6)
+    full, _ = load_policy(tiny_model_dir, dtype="float32")
+    head = full.get_output_embeddings()
+    float32_output_head(full)  # a float32 model is left alone
+    assert full.get_output_embeddings() is head

@@ -141,10 +141,15 @@ class HFScorer:
                  dtype: str = DEFAULTS["dtype"], think: ThinkForcing = ThinkForcing(), loaded: tuple | None = None):
         """`loaded` = (model, tokenizer) already in memory (a benchmark scoring during training) in
         place of loading `model_dir`."""
-        from grail_sim.model.loading import load_policy
+        from grail_sim.model.loading import float32_output_head, load_policy
 
         self.model, self.tokenizer = loaded if loaded is not None else load_policy(model_dir, dtype=dtype,
                                                                                      device=device)
+        if loaded is None:
+            # bf16 logits are rounded to 1/8 at the magnitudes a head gives (8 mantissa bits), which
+            # moves an option's log-probability by up to 0.06: the body runs in the dtype asked
+            # for, the head in float32 (benchmarks/scoring_throughput.md).
+            float32_output_head(self.model)
         self.chunk_size = batch_size
         self.think = think
         self._candidate_ids: dict[str, list[int]] = {}

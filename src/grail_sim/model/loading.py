@@ -76,6 +76,28 @@ def resolve_dtype(dtype: str, device: str = "cpu", cpuinfo: str | None = None) -
     return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
 
 
+def float32_output_head(model) -> None:
+    """Compute a half-precision model's output head (the LM head) in float32, in place.
+
+    The body keeps its dtype; the head becomes a float32 copy fed a float32 hidden state, so the
+    logits are not rounded to bf16's 8 mantissa bits. A tied head is untied: fine for inference,
+    which never updates it. A float32 model is left as it is.
+    """
+    import torch
+
+    head = model.get_output_embeddings()
+    if head is None or head.weight.dtype == torch.float32:
+        return
+    full = torch.nn.Linear(head.in_features, head.out_features, bias=head.bias is not None,
+                           dtype=torch.float32, device=head.weight.device)
+    with torch.no_grad():
+        full.weight.copy_(head.weight.float())
+        if head.bias is not None:
+            full.bias.copy_(head.bias.float())
+    full.register_forward_pre_hook(lambda _module, args: tuple(arg.float() for arg in args))
+    model.set_output_embeddings(full)
+
+
 def _prepare_tokenizer(tokenizer) -> None:
     """Left padding for batched generation, and a pad token (the EOS token when none is set)."""
     tokenizer.padding_side = "left"
