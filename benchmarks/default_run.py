@@ -96,8 +96,14 @@ def render(rows: list[dict], baseline: list[dict] | None = None, label: str = "t
     ]
     ours = {row["job"]: row for row in rows}
     theirs = {row["job"]: row for row in baseline}
-    order = sorted(set(ours) | set(theirs),
-                   key=lambda job: (ours.get(job) or theirs[job])["finished"] - dt.timedelta(seconds=(ours.get(job) or theirs[job])["seconds"]))
+
+    def offset(row: dict, first_end: dt.datetime) -> float:  # its start, in seconds after its run began
+        return (row["finished"] - dt.timedelta(seconds=row["seconds"]) - first_end).total_seconds()
+
+    first = {id(rows): min(r["finished"] - dt.timedelta(seconds=r["seconds"]) for r in rows),
+             id(baseline): min(r["finished"] - dt.timedelta(seconds=r["seconds"]) for r in baseline)}
+    order = sorted(set(ours) | set(theirs), key=lambda job: offset(ours[job], first[id(rows)]) if job in ours
+                   else offset(theirs[job], first[id(baseline)]))
     for job in order:
         before = f"{theirs[job]['seconds']:.0f} s" if job in theirs else "not run"
         after = f"{ours[job]['seconds']:.0f} s" if job in ours else "not run"

@@ -52,7 +52,8 @@ def test_sft_recipe_resolves_to_a_valid_sft_config(tmp_path):
     assert isinstance(script, training_recipe.SftArguments) and script.trainer == "sft"
     config = SFTConfig(output_dir=str(tmp_path), **{**sft, "use_cpu": True, "bf16": False})
     assert config.completion_only_loss is True and not config.packing
-    assert script.lora.enabled and "{short_title}" in script.think_template
+    # the laptop recipe: an empty think (the digit the evaluation scores), a small adapter on the top layers
+    assert script.lora.enabled and script.think_template == "" and script.lora.top_layers == 2
 
 
 def test_sft_recipe_refuses_unknown_keys_naming_key_and_file(tmp_path):
@@ -129,7 +130,7 @@ def test_sft_trains_writes_contract_3_outputs_and_resumes(tiny_model_dir, prompt
         assert (out / name).exists(), name
     provenance = json.loads((out / "final" / "grail_sim.json").read_text())
     assert provenance["trainer"] == "sft" and provenance["adapter"] is True and provenance["global_step"] == 2
-    assert provenance["think_template"] == "Next: {short_title}"  # the recipe's, for the trained-think scoring
+    assert provenance["think_template"] == ""  # the recipe's (empty), for the trained-think scoring
     assert provenance["base_model_path"] == str(Path(tiny_model_dir).resolve())
     assert provenance["base_model_sha256"] == io.file_sha256(tiny_model_dir)
     steps = [row for row in _rows(out / "metrics.jsonl") if "loss" in row]
@@ -155,13 +156,14 @@ def test_grpo_starts_from_the_sft_adapter_and_load_policy_loads_the_result(tiny_
     from grail_sim.model.loading import adapter_base, load_policy
 
     sft_out, grpo_out = tmp_path / "sft_gun", tmp_path / "grpo_gun"
-    assert _train("sft", prompt_dataset, tiny_model_dir, sft_out, TINY_SFT + ["learning_rate=0.01"], 2) == 0
+    assert _train("sft", prompt_dataset, tiny_model_dir, sft_out,
+                  TINY_SFT + ["learning_rate=0.01", "think_template=Option {index}"], 2) == 0
     assert _train("grpo", prompt_dataset, sft_out / "final", grpo_out, TINY_GRPO, max_steps=1) == 0
     provenance = json.loads((grpo_out / "final" / "grail_sim.json").read_text())
     assert provenance["start_model"] == str(sft_out / "final")
     # The think sft taught is the one the RL policy writes, and the evaluation scores it after.
     sft_template = json.loads((sft_out / "final" / "grail_sim.json").read_text())["think_template"]
-    assert sft_template and provenance["think_template"] == sft_template
+    assert sft_template == "Option {index}" and provenance["think_template"] == sft_template
     assert provenance["base_model_sha256"] == io.file_sha256(tiny_model_dir)
     assert Path(adapter_base(grpo_out / "final")) == Path(tiny_model_dir).resolve()
 
