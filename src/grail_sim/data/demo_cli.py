@@ -14,7 +14,7 @@ import logging
 import os
 
 from grail_sim import config
-from grail_sim.data.demo_capsule import check_leaning_shares, write_demo_capsule
+from grail_sim.data.demo_capsule import write_demo_capsule
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     demo = config.from_arguments("demo-capsule", args, os.environ)["data"]["demo"]
-    try:
-        shares = check_leaning_shares(demo["leaning_shares"])
+    try:  # what the schema cannot check (the shares' sum) fails here, naming the key
+        truth = write_demo_capsule(args.out, participants=demo["participants"], seed=demo["seed"],
+                                   stance_match_prob=demo["stance_match_prob"],
+                                   position_weights=demo["position_weights"], leaning_shares=demo["leaning_shares"])
     except ValueError as err:
         raise config.ConfigError(str(err)) from None
-    truth = write_demo_capsule(args.out, participants=demo["participants"], seed=demo["seed"],
-                               stance_match_prob=demo["stance_match_prob"], position_weights=demo["position_weights"],
-                               leaning_shares=shares)
     log.info("wrote demo capsule %s: %d participants, %d sessions, %d expected rows (stance_match_prob %.2f; "
              "viewers %s)", args.out, truth["participants"], truth["sessions_written"], truth["expected_rows"],
              demo["stance_match_prob"], truth["behaviour_model"]["leaning_counts"])
