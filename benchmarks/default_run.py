@@ -38,11 +38,11 @@ def read_benchmarks(folder: Path) -> list[dict]:
 
 
 def summary(rows: list[dict]) -> dict:
-    """Sum of job times, first start to last end, and when the last job ended."""
+    """Sum of job times, first start to last end, and when the first job started and the last ended."""
     first_start = min(row["finished"] - dt.timedelta(seconds=row["seconds"]) for row in rows)
     last_end = max(row["finished"] for row in rows)
     return {"total": sum(row["seconds"] for row in rows), "span": (last_end - first_start).total_seconds(),
-            "last_end": last_end}
+            "first_start": first_start, "last_end": last_end}
 
 
 def _minutes(seconds: float) -> str:
@@ -89,13 +89,11 @@ def render(rows: list[dict], baseline: list[dict] | None = None, label: str = "t
     ours = {row["job"]: row for row in rows}
     theirs = {row["job"]: row for row in baseline}
 
-    def offset(row: dict, first_end: dt.datetime) -> float:  # its start, in seconds after its run began
-        return (row["finished"] - dt.timedelta(seconds=row["seconds"]) - first_end).total_seconds()
+    def offset(row: dict, began: dt.datetime) -> float:  # its start, in seconds after its run began
+        return (row["finished"] - dt.timedelta(seconds=row["seconds"]) - began).total_seconds()
 
-    first = {id(rows): min(r["finished"] - dt.timedelta(seconds=r["seconds"]) for r in rows),
-             id(baseline): min(r["finished"] - dt.timedelta(seconds=r["seconds"]) for r in baseline)}
-    order = sorted(set(ours) | set(theirs), key=lambda job: offset(ours[job], first[id(rows)]) if job in ours
-                   else offset(theirs[job], first[id(baseline)]))
+    order = sorted(set(ours) | set(theirs), key=lambda job: offset(ours[job], run["first_start"]) if job in ours
+                   else offset(theirs[job], base["first_start"]))
     for job in order:
         before = f"{theirs[job]['seconds']:.0f} s" if job in theirs else "not run"
         after = f"{ours[job]['seconds']:.0f} s" if job in ours else "not run"
