@@ -74,3 +74,7 @@ class EvaluationError(GrailSimError, RuntimeError):
 
 class ReportError(GrailSimError, RuntimeError):
     """The report stage: missing or inconsistent evaluation outputs."""
+
+
+class SimulationError(GrailSimError, RuntimeError):
+    """The simulate stage: an input the in-silico experiment needs is missing or unusable."""

@@ -68,7 +68,7 @@ def resolve_config(section: Mapping | None = None, *, source: str = "configurati
     return config
 
 
-def _meta_json(vid: str, meta: Mapping[str, VideoMeta]) -> dict:
+def slate_item(vid: str, meta: Mapping[str, VideoMeta]) -> dict:
     """One `slate_items` entry: every key present (None when unknown), so all rows share one shape."""
     entry = meta.get(vid)
     if entry is None:
@@ -232,7 +232,7 @@ def _row(session: ParsedSession, step: ParsedStep, fields: Mapping, current_meta
         "history": json.dumps(history, ensure_ascii=False),
         "current_watched_s": session.watched_s[position],
         "current_total_s": session.total_s[position],
-        "slate_items": json.dumps([_meta_json(v, meta) for v in slate], ensure_ascii=False),
+        "slate_items": json.dumps([slate_item(v, meta) for v in slate], ensure_ascii=False),
         "slate_source": source,
         "n_options": len(slate),
         "gold_video_id": step.gold_id,

@@ -62,6 +62,7 @@ from grail_sim.data.demo_vocabulary import (
     TITLES,
     TOPIC_IDS,
 )
+from grail_sim.simulation.slates import ARM_SAME_STANCE_SHARE, draw_slate
 
 # The behaviour model.
 # The real study-2 rows (../shared/real/next_video_study2.jsonl, 364 rows) state ideology liberal in
@@ -134,16 +135,10 @@ def _choose(rng: np.random.Generator, slate_stances: list[str], leaning: str,
 
 
 def _display_slate(rng: np.random.Generator, videos: dict, current: str, arm_mix: str) -> list[str]:
-    """2-5 of the current video's tree recommendations, always mixing both stances."""
-    recs = videos[current]["recs"]
-    stance = videos[current]["stance"]
+    """2-5 of the current video's tree recommendations under the platform's slate rule for the arm's mix."""
     size = int(rng.choice(SLATE_SIZES))
-    same = [r for r in recs if videos[r]["stance"] == stance]
-    other = [r for r in recs if videos[r]["stance"] != stance]
-    n_same = max(1, min(len(same), size - 1, round(size * (0.75 if arm_mix == "31" else 0.5))))
-    n_other = min(len(other), size - n_same)
-    picked = list(rng.choice(same, n_same, replace=False)) + list(rng.choice(other, n_other, replace=False))
-    return [str(v) for v in rng.permutation(picked)]
+    stances = {vid: videos[vid]["stance"] for vid in [current, *videos[current]["recs"]]}
+    return draw_slate(rng, videos[current]["recs"], stances, current, ARM_SAME_STANCE_SHARE[arm_mix], size)
 
 
 def _clip01(x: float) -> float:

@@ -95,6 +95,19 @@ def _dataset_row(task: str, row: Mapping[str, Any], messages: list[dict], tokens
             "n_options": 0, "slate_items": "[]", "gold_id": "", "slate_source": "", "answer": answer}
 
 
+def prompt_row(task: str, record: Mapping[str, Any], settings: PromptSettings, count: TokenCounter | None = None) -> dict:
+    """One Contract-2 row from one Contract-1 record, rendered as the build renders it: history cut
+    oldest first to `settings.max_prompt_tokens` as counted by `count` (None: no token budget, only
+    `max_history`). For rows made outside the build, such as the simulate stage's sessions."""
+    if count is None:
+        messages, tokens, cut = BUILDERS[task](record, settings), 0, 0
+    else:
+        messages, tokens, cut, _ = render_within_budget(task, record, settings, count)
+    full = len(_shown_for(task, record, settings, None))
+    shown = [_nan_to_none(item) for item in _shown_for(task, record, settings, full - cut)]
+    return _dataset_row(task, record, messages, tokens, shown, settings)
+
+
 def _json_safe(value: Any) -> Any:
     """numpy scalars (from parquet) as Python numbers; anything else JSON cannot hold as null."""
     if hasattr(value, "item"):
