@@ -18,6 +18,7 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/simulate.smk"
 include: "workflow/rules/math.smk"
 
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "train": ("grail_sim.training.cli", "GRPO / GRAIL / MaxEnt-GRPO training with TRL"),
     "evaluate": ("grail_sim.evaluation.cli", "generate and score predictions against baselines"),
     "evaluate-math": ("grail_sim.evaluation.math_eval", "pass@1 and pass@k of the math task, with intervals"),
+    "simulate": ("grail_sim.simulation.cli", "run the experiment in silico: every arm's sessions with a predictor"),
     "report": ("grail_sim.report.cli", "render Markdown reports with Jinja2"),
     "config": ("grail_sim.config_cli", "print the resolved workflow configuration (defaults filled)"),
 }

@@ -39,6 +39,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
     "evaluate": ("evaluate", "prompts"),
     "report": ("report",),
+    "simulate": ("simulate", "evaluate", "prompts"),
     # The math task's commands (#15): its problems, and their evaluation with evaluate's generation
     # and bootstrap settings (math_eval.EVALUATE_KEYS; the rule drops the other evaluate keys).
     "prompts math": ("math",),

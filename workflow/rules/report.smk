@@ -16,7 +16,8 @@ rule report:
         report="reports/{model}_{short}.md",
         figures=directory("reports/figures/{model}_{short}"),
     wildcard_constraints:
-        model="[A-Za-z0-9_-]+",
+        # reports/simulation_{short}.md is simulate.smk's page, not a model called "simulation".
+        model="(?!simulation_?$)[A-Za-z0-9_-]+",
         short="|".join(ISSUES),
     params:
         grail=GRAIL,
