@@ -50,7 +50,8 @@ def test_every_key_has_one_default_and_a_type():
     schema = grail_config.load_schema()
     without = [path for path, sub in _leaves(schema) if "default" not in sub]
     # Optional overrides that have no value unless a user sets one (their rules fall back to the package).
-    assert sorted(without) == ["report.math_template", "report.model_template", "report.portfolio_template"]
+    assert sorted(without) == ["report.math_template", "report.model_template", "report.portfolio_template",
+                               "report.simulation_template"]
     assert all("type" in sub or "$ref" in sub for _, sub in _leaves(schema))
 
 

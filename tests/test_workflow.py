@@ -175,11 +175,12 @@ def test_every_rule_that_runs_a_gpu_recipe_asks_for_a_gpu(tmp_path):
     """The math rules ran GPU recipes (bf16, vLLM) without a GPU and stopped at once: every rule on the
     GPU env asks for GPUs under compute: gpu, and none does under compute: cpu."""
     gpu_rules = _rules_on_the_model_env()
-    assert {"sft", "train", "evaluate", "math_train", "evaluate_math", "evaluate_external"} <= gpu_rules
+    assert {"sft", "train", "evaluate", "math_train", "evaluate_math", "evaluate_external", "simulate"} <= gpu_rules
     for name in ("a.jsonl", "b.jsonl"):  # a user's own files
         (tmp_path / name).write_text("")
     external = ["--config", f"evaluate={{external: {{next_video: {tmp_path}/a.jsonl, opinion: {tmp_path}/b.jsonl}}}}"]
-    targets = ["reports/grail_gun.md", "reports/math_grpo.md", "results/eval/sft_external/test/metrics.json"]
+    targets = ["reports/grail_gun.md", "reports/math_grpo.md", "results/eval/sft_external/test/metrics.json",
+               "reports/simulation_gun.md"]
     for compute in ("gpu", "cpu"):
         result = _snakemake("--profile", "profiles/slurm", "-n", "--forceall", *targets, "--sdm", "env-modules",
                             *external, f"compute={compute}")

@@ -1,7 +1,8 @@
 """Report figures (matplotlib, Agg backend: no display needed): training curves, the
-distribution of answered vs chosen positions, and for scored rows the reliability diagram and the
-mean predicted position distribution of the policy and every baseline. PNG bytes are identical
-across reruns.
+distribution of answered vs chosen positions, for scored rows the reliability diagram and the
+mean predicted position distribution of the policy and every baseline, and the simulation
+report's effects of every predictor beside the observed ones. PNG bytes are identical across
+reruns.
 """
 
 from __future__ import annotations
@@ -159,12 +160,7 @@ def plot_reliability(figures: Mapping[str, Mapping[str, Any]], path: Path, title
         axis.set_xlabel("confidence of the top option")
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(loc="upper left", fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, path, title)
 
 
 def plot_mean_distribution(figures: Mapping[str, Mapping[str, Any]], path: Path, title: str = "", *,
@@ -193,6 +189,56 @@ def plot_mean_distribution(figures: Mapping[str, Mapping[str, Any]], path: Path,
     if title:
         axis.set_title(title)
     axis.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_simulated_effects(by_source: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]], path: Path, *,
+                           effects: Sequence[str], outcomes: Sequence[str], reference: str = "observed",
+                           title: str = "") -> Path:
+    """One panel per (effect, outcome): each source's effect with its interval as error bars.
+
+    `by_source` maps a source (observed or a predictor) to its summary's effects, {effect: {outcome:
+    {value, ci_low, ci_high}}}. The `reference` source is drawn in black, first; a source without a
+    value for a panel (observed has no counterfactual) leaves its slot empty, so a slot is the same
+    source in every panel.
+    """
+    plt = _pyplot()
+    sources = sorted(by_source, key=lambda name: name != reference)
+    rows, columns = max(len(effects), 1), max(len(outcomes), 1)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False)
+    markers = "osD^v<>pP*Xh"
+    for row, effect in enumerate(effects):
+        for column, outcome in enumerate(outcomes):
+            axis = axes[row][column]
+            axis.axhline(0.0, color="0.6", linestyle=":", linewidth=1)
+            for k, name in enumerate(sources):
+                stat = ((by_source[name].get(effect) or {}).get(outcome)) or {}
+                value = _finite(stat.get("value"))
+                if value is None:
+                    continue
+                low, high = _finite(stat.get("ci_low")), _finite(stat.get("ci_high"))
+                # Clamped: matplotlib rejects a negative bar, and a percentile interval may miss its point value.
+                error = ([[max(value - low, 0.0)], [max(high - value, 0.0)]]
+                         if low is not None and high is not None else None)
+                axis.errorbar([k], [value], yerr=error, fmt=markers[k % len(markers)], capsize=3,
+                              color="black" if name == reference else f"C{k % 10}")
+            axis.set_xticks(range(len(sources)), sources, rotation=45, ha="right", fontsize=7)
+            axis.set_xlim(-0.6, len(sources) - 0.4)
+            axis.set_title(f"{effect}: {outcome}", fontsize=9)
+    return _finish(plt, fig, path, title)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _finish(plt, fig, path: Path, title: str = "") -> Path:
+    """Title, lay out, save and close a figure; returns its path."""
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
