@@ -35,6 +35,8 @@ def _cases(root: Path, model: Path) -> dict[str, tuple[list[str], str]]:
     out = str(root / "out")
     missing = str(root / "does_not_exist")
     bad_key = json.dumps({"evaluate": {"max_rowz": 1}, "prompts": {}})
+    simulate = ["--predictor", "oracle", "--issue", "gun", "--capsule", missing, "--prompts", str(root / "prompts"),
+                "--out", out]
     return {
         # stage: missing file
         "clean/missing-file": (["clean", "--capsule", missing, "--out", f"{out}.parquet", "--stats", f"{out}.json"], missing),
@@ -93,6 +95,15 @@ def _cases(root: Path, model: Path) -> dict[str, tuple[list[str], str]]:
                                        "--config-json", json.dumps({"math": {"sampels": 2}, "evaluate": {}})], "sampels"),
         "report-math/missing-file": (["report", "math", "--model", "grpo", "--eval", missing, "--out", f"{out}.md"],
                                      missing),
+        # the simulate stage and its page
+        "simulate/missing-file": (["simulate", *simulate, "--clean", missing], missing),
+        "simulate/missing-column": (["simulate", *simulate, "--clean", str(root / "no_columns.parquet")],
+                                    "participant_id"),
+        "simulate/unknown-key": (["simulate", *simulate, "--clean", missing, "--config-json",
+                                  json.dumps({"simulate": {"replicate": 2}, "evaluate": {}, "prompts": {}})],
+                                 "replicate"),
+        "report-simulation/missing-file": (["report", "simulation", "--eval", missing, "--out", f"{out}.md"],
+                                           f"{missing}/summary.json"),
     }
 
 

@@ -27,6 +27,8 @@ rule simulate:
         prompts=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
         demo_capsule=rules.demo_capsule.output if DEMO_TRUTH else [],
         model=lambda w: [] if w.predictor in NOT_MODELS else evaluated_model(w.predictor, w.short),
+        # The real capsule's stance labels: an input, so relabelling a video reruns the simulations.
+        video_stances=SIMULATE["video_stances"] or [],
     output:
         summary="results/simulate/{predictor}_{short}/summary.json",
         sessions="results/simulate/{predictor}_{short}/sessions.jsonl",
