@@ -4,6 +4,7 @@
 #   make integration  (root) a one-node Slurm (scripts/slurm-local.sh) and the tests that need it or the
 #                     package registry: the used-by command through sbatch, the job envs resolved by pip
 #   make test-vllm    vLLM's real engine (its CPU build, in .venv-vllm): evaluation, server, colocated training
+#   make simulate     the experiment in silico on the default run's models (reports/simulation_gun.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test integration test-vllm dry-run lint clean-results benchmarks/default_run.md
+.PHONY: run test integration test-vllm simulate dry-run lint clean-results benchmarks/default_run.md
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,11 @@ $(BIN)/.installed: pyproject.toml
 
 run: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES)
+
+# Not part of `run`: about 12 more minutes on 2 cores (benchmarks/simulate.md). It reuses the default
+# run's trained models, so after `make run` only the simulations and their page run.
+simulate: $(BIN)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) reports/simulation_gun.md
 
 # One pytest worker per core (pytest-xdist), whole test files per worker so that module fixtures
 # (one torch thread, a trained tiny model) are built once; the model cache is shared under a file lock.

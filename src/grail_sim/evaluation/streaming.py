@@ -56,13 +56,13 @@ class RecordStream:
         return count
 
 
-def progress_bar(total: int, description: str):
-    """A tqdm bar over prompts, or None (then progress is logged per batch)."""
+def progress_bar(total: int, description: str, unit: str = "prompt"):
+    """A tqdm bar over `total` units (prompts by default), or None (then progress is logged per batch)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm ships with transformers; keep working without it
         return None
-    return tqdm(total=total, desc=description, unit="prompt", mininterval=5.0)
+    return tqdm(total=total, desc=description, unit=unit, mininterval=5.0)
 
 
 def run_batches(dataset, indices: Sequence[int], *, length: Callable[[dict], int], chunk_size: int,

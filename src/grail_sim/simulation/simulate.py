@@ -135,7 +135,7 @@ def _rollout(name: str, participants, arms, catalogue, *, issue: str, settings, 
     total = len(participants) * len(arms) * section["replicates"]
     log.info("simulate %s: %d of %d sessions to run (%d participants x %d arms x %d replicates), %d on disk",
              name, len(todo), total, len(participants), len(arms), section["replicates"], len(done))
-    bar = progress_bar(len(todo), f"simulate {name}")
+    bar = progress_bar(len(todo), f"simulate {name}", unit="session")
 
     def write(records: list[dict]) -> None:  # flushed and synced per group: a kill loses one group at most
         with open(stream.partial, "a", encoding="utf-8") as handle:
