@@ -21,9 +21,9 @@ from grail_sim.data.demo_capsule import check_leaning_shares  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATE_KEYS as MATH_EVALUATE_KEYS  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATION_ONLY_KEYS as MATH_EVALUATION_ONLY_KEYS  # noqa: E402
 from grail_sim.issues import SHORT_TO_ISSUE  # noqa: E402
-from grail_sim.simulation.predictors import BASELINES as SIMULATION_BASELINES  # noqa: E402
-from grail_sim.simulation.predictors import EVALUATE_KEYS as SIMULATE_EVALUATE_KEYS  # noqa: E402
-from grail_sim.simulation.predictors import OBSERVED, ORACLE  # noqa: E402
+from grail_sim.simulation.sources import BASELINES as SIMULATION_BASELINES  # noqa: E402
+from grail_sim.simulation.sources import EVALUATE_KEYS as SIMULATE_EVALUATE_KEYS  # noqa: E402
+from grail_sim.simulation.sources import OBSERVED, ORACLE  # noqa: E402
 
 # Environment variables of the earlier reference become ordinary config values here, before
 # validation, so Snakemake sees them (params) and provenance records them.

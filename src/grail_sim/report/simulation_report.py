@@ -23,8 +23,8 @@ from grail_sim import io, issues
 from grail_sim.errors import ReportError
 from grail_sim.report.model_report import TEMPLATES, VALID_MASS_WARNING, environment
 from grail_sim.report.plots import plot_simulated_effects
-from grail_sim.simulation.outcomes import STUDY_MIXES
-from grail_sim.simulation.predictors import OBSERVED, ORACLE
+from grail_sim.simulation.slates import STUDY_MIXES
+from grail_sim.simulation.sources import OBSERVED, ORACLE
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from grail_sim.evaluation.metrics import bootstrap_statistics
+from grail_sim.simulation.slates import STUDY_MIXES
 
 OUTCOMES = ("seed_stance_share", "own_leaning_share", "mean_position")
 PARTISAN = ("liberal", "conservative")
-STUDY_MIXES = ("31", "22")
 
 
 def session_outcomes(record: Mapping[str, Any]) -> dict[str, float | None]:

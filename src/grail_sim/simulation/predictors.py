@@ -15,13 +15,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from grail_sim.errors import SimulationError
+from grail_sim.simulation.sources import BASELINES, ORACLE
 
-BASELINES = ("position_prior", "choice_model")
-ORACLE = "oracle"
-OBSERVED = "observed"  # not a predictor: the participants' own sessions
-# The evaluate keys the simulate stage reads (scoring and bootstrap): the rule passes only these, so
-# editing the others does not rerun a simulation.
-EVALUATE_KEYS = ("dtype", "score_think", "backend", "score_batch_size", "seed", "bootstrap_samples", "confidence")
 
 
 class BaselinePredictor:

@@ -19,6 +19,8 @@ from typing import Any, Mapping
 from grail_sim import io
 from grail_sim.errors import SimulationError
 from grail_sim.simulation import observed, outcomes, predictors, rollout, world
+from grail_sim.simulation.slates import STUDY_MIXES
+from grail_sim.simulation.sources import BASELINES, OBSERVED, ORACLE
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ def stance_labels(section: Mapping[str, Any], demo_truth: Path | None) -> tuple[
 
 def _predictor(name: str, *, prompts_dir: Path, model_dir: Path | None, truth: Path | None,
                evaluate_section: Mapping[str, Any], device: str):
-    if name in predictors.BASELINES:
+    if name in BASELINES:
         from grail_sim.evaluation.evaluate import load_task_split
 
         try:
@@ -55,7 +57,7 @@ def _predictor(name: str, *, prompts_dir: Path, model_dir: Path | None, truth: P
         log.info("%s: fitted on %d displayed-slate train rows (%d tree-fallback rows left out)", name,
                  len(displayed), len(train) - len(displayed))
         return predictors.BaselinePredictor(name, displayed, evaluate_section["seed"])
-    if name == predictors.ORACLE:
+    if name == ORACLE:
         if truth is None:
             raise SimulationError("the oracle exists on demo data only: pass --demo-truth")
         from grail_sim.data.demo_oracle import load_truth
@@ -94,9 +96,9 @@ def simulate(*, predictor: str, issue: str, clean: Path, capsule: Path, prompts_
     settings = load_settings(prompts_section)
     out_dir.mkdir(parents=True, exist_ok=True)
     described, timing = {"name": predictor}, None
-    if predictor == predictors.OBSERVED:
+    if predictor == OBSERVED:
         records = rollout.observed_records(participants, catalogue.stances, issue=issue, settings=settings)
-        arm_names = [arm.name for arm in arms if arm.mix in outcomes.STUDY_MIXES]
+        arm_names = [arm.name for arm in arms if arm.mix in STUDY_MIXES]
         io.write_jsonl(out_dir / "sessions.jsonl", records)
     else:
         records, timing, described = _rollout(predictor, participants, arms, catalogue, issue=issue, settings=settings,
@@ -110,7 +112,7 @@ def simulate(*, predictor: str, issue: str, clean: Path, capsule: Path, prompts_
     figures = outcomes.arm_effects(records, arm_names, counterfactual["mix"], samples=evaluate_section["bootstrap_samples"],
                                    seed=evaluate_section["seed"], confidence=evaluate_section["confidence"])
     summary = {"predictor": predictor, "issue": issue, "split": section["split"], "stance_source": stance_source,
-               "replicates": 1 if predictor == predictors.OBSERVED else section["replicates"], "seed": section["seed"],
+               "replicates": 1 if predictor == OBSERVED else section["replicates"], "seed": section["seed"],
                "counterfactual": dict(counterfactual), "confidence": evaluate_section["confidence"],
                "bootstrap_samples": evaluate_section["bootstrap_samples"], "outcomes": list(outcomes.OUTCOMES),
                "predictor_settings": described, "left_out": dict(sorted(counters.items())), "timing": timing,

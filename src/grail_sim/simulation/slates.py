@@ -26,6 +26,7 @@ import numpy as np
 
 # The study's recommendation mixes: the share of each slate that keeps the current video's stance.
 ARM_SAME_STANCE_SHARE = {"31": 0.75, "22": 0.5}
+STUDY_MIXES = tuple(ARM_SAME_STANCE_SHARE)
 
 
 def same_stance_count(size: int, share: float, available_same: int) -> int:
