@@ -10,7 +10,8 @@ import pytest
 
 from grail_sim import cli
 from grail_sim.errors import ModelError
-from grail_sim.model.embedded import COMPLETE_MARKER, _extract_member, cache_entry
+from grail_sim.model.cache import COMPLETE_MARKER, cache_entry
+from grail_sim.model.embedded import _extract_member
 from grail_sim.model.loading import (
     PROVENANCE_FILE,
     adapter_base,

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from grail_sim.training import reasoning_vocab as rv
+from grail_sim.model import reasoning_vocab as rv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -188,9 +188,9 @@ def test_an_adapter_start_with_lora_off_merges_and_trains_every_weight(tiny_mode
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from grail_sim.training.main import Run
     from grail_sim.training.policy import get_model
     from grail_sim.training.recipe import load_recipe
+    from grail_sim.training.run import Run
 
     adapter = tmp_path / "sft_final"
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),

@@ -5,7 +5,8 @@ Next-video answers: `<think>...</think><answer>N</answer>` with N in 1..n_option
 Opinion answers: `<think>...</think><answer>0.42</answer>`, a post-study index on the 0-1 scale,
 or `<answer>increase</answer>` (one of `DIRECTIONS`) when the prompt asks for the direction.
 Math answers (the verifiable task): the `<answer>` content compared after `canonical_answer`, or a
-`\\boxed{...}` answer (`boxed_text`) for recipes that ask for that style.
+`\\boxed{...}` answer (`boxed_text`) for recipes that ask for that style; a math row's worked
+solution ends in `The answer is \\boxed{...}.` (`solution_text`), generated or imported alike.
 An answer that is missing, out of range or not a bare number parses to None, never to a fallback.
 """
 
@@ -67,6 +68,15 @@ def latex_answer(text: str | None) -> str:
     canonical = canonical_answer(text) or ""
     fraction = _FRACTION.match(canonical)
     return f"\\frac{{{fraction.group(1)}}}{{{fraction.group(2)}}}" if fraction else canonical
+
+
+# Every math solution ends in this sentence, so that its working can be told from its answer.
+ANSWER_SENTENCE = " The answer is \\boxed{"
+
+
+def solution_text(working: str, answer: str) -> str:
+    """A math row's `solution`: the working, then `The answer is \\boxed{answer}.`"""
+    return f"{working.strip()}{ANSWER_SENTENCE}{latex_answer(answer)}}}."
 
 
 def boxed_text(text: str) -> str | None:

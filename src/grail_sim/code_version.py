@@ -5,6 +5,8 @@ A rule's `code` param is this version, so upgrading grail-sim reruns exactly the
 changed and the stages below them. The files are found from the import statements (read with
 `ast`, nothing is imported), so a module a stage starts to import is covered without anyone
 editing a list; a hand-kept list missed the demo oracle, choice_metrics and the demo layout.
+`module_imports` and `module_path` also build the package's import graph for
+tests/test_import_graph.py, which keeps it free of loops.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ STAGE_ENTRIES = {stage: module for stage, (module, _) in COMMANDS.items()}
 DATA_FILES = {"*": ["resources/config.schema.yaml"], "report": ["report/templates"]}
 
 
-def _module_path(module: str) -> Path | None:
+def module_path(module: str) -> Path | None:
     """The file of a grail_sim module (a package's __init__.py), or None outside the package."""
     if module != PACKAGE and not module.startswith(PACKAGE + "."):
         return None
@@ -39,8 +41,10 @@ def _module_path(module: str) -> Path | None:
     return None
 
 
-def _imports(path: Path, module: str) -> set[str]:
-    """Every module named by an import in `path`, module-level or inside functions alike."""
+def module_imports(path: Path, module: str) -> set[str]:
+    """Every dotted name an import in `path` (the file of `module`) names, module-level or inside
+    functions alike: each module imported, and `source.name` for each `from source import name`
+    (`name` may be a submodule or any other name: `module_path` tells them apart)."""
     names: set[str] = set()
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
@@ -64,14 +68,14 @@ def stage_files(stage: str) -> list[Path]:
     pending = [PACKAGE, "grail_sim.cli", STAGE_ENTRIES[stage]]
     while pending:
         module = pending.pop()
-        path = _module_path(module)
+        path = module_path(module)
         if path is None or module in seen:
             continue
         seen[module] = path
         parent = module.rsplit(".", 1)[0]
         if parent != module:
             pending.append(parent)  # importing a submodule runs its package's __init__ too
-        pending.extend(_imports(path, module))
+        pending.extend(module_imports(path, module))
     files = set(seen.values())
     for name in DATA_FILES["*"] + DATA_FILES.get(stage, []):
         path = ROOT / name

@@ -67,7 +67,7 @@ class HFGenerator:
         if self.token_map is not None:
             from transformers import LogitsProcessorList
 
-            from grail_sim.training.reasoning_vocab import make_logits_processor
+            from grail_sim.model.reasoning_vocab import make_logits_processor
 
             self.processors = LogitsProcessorList([make_logits_processor(self.tokenizer, self.token_map)])
 
@@ -96,7 +96,7 @@ class HFGenerator:
             output = self.model.generate(**encoded, **options)
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
         if self.token_map is not None:
-            from grail_sim.training.reasoning_vocab import count_reasoning
+            from grail_sim.model.reasoning_vocab import count_reasoning
 
             self.reasoning_tokens += count_reasoning(new_tokens.tolist(), self.token_map)
             self.generated_tokens += int((new_tokens != self.tokenizer.pad_token_id).sum())
@@ -134,7 +134,7 @@ def make_generator(model_dir: Path, settings: GenerationSettings, max_model_len:
     """The generator `settings.backend` asks for (`auto`: vLLM on a GPU, else HF), seeded; vLLM
     serves an adapter merged into its base, with a context of `max_model_len` tokens (None: the
     model's own)."""
-    from grail_sim.training.reasoning_vocab import MAP_FILE
+    from grail_sim.model.reasoning_vocab import MAP_FILE
 
     reasoning = (Path(model_dir) / MAP_FILE).is_file()
     if settings.backend == "vllm" and reasoning:

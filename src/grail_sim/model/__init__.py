@@ -1,2 +1,3 @@
 """The base policy: build the embedded model offline (`embedded`), load a policy and smoke-test it
-(`loading`)."""
+(`loading`), the cache of built artefacts (`cache`) and the reasoning vocabulary a policy may
+carry (`reasoning_vocab`)."""

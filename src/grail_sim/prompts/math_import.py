@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
-from grail_sim.answers import canonical_answer
+from grail_sim.answers import canonical_answer, solution_text
 from grail_sim.errors import PromptError
 
 LOG = logging.getLogger(__name__)
@@ -55,8 +55,6 @@ def load_source(name: str, config_name: str | None):
 def mapped_fields(source: Mapping[str, Any], section: Mapping[str, Any], pattern: re.Pattern | None
                  ) -> tuple[dict[str, Any] | None, str | None]:
     """(the math fields of one source row, None) or (None, why it is dropped)."""
-    from grail_sim.prompts.math_task import solution_text
-
     columns = section["columns"]
     problem = str(source.get(columns["problem"]) or "").strip()
     raw = str(source.get(columns["answer"]) or "").strip()

@@ -10,7 +10,7 @@ Each row (the math contract, beside Contract 2 of docs/DESIGN.md):
 | `prompt` | chat messages: the style's system prompt, then the problem |
 | `problem` | the problem text |
 | `answer` | the exact answer, canonical (`answers.canonical_answer`: an integer or a reduced fraction) |
-| `solution` | a worked solution ending in `The answer is \\boxed{answer}.` (`solution_text`) |
+| `solution` | a worked solution ending in `The answer is \\boxed{answer}.` (`answers.solution_text`) |
 | `difficulty` | 1 (one operation on small numbers) .. 3 (a two-step word problem with a fraction) |
 | `style` | `answer` (`<think>...</think><answer>...</answer>`) or `boxed` (`\\boxed{...}`) |
 
@@ -27,8 +27,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from grail_sim.answers import canonical_answer, latex_answer, reply
+from grail_sim.answers import ANSWER_SENTENCE, canonical_answer, reply, solution_text
 from grail_sim.errors import PromptError
+from grail_sim.prompts.math_import import dataset_splits
 
 STYLES = {
     "answer": ("Solve the arithmetic problem. Think step by step, then reply exactly as "
@@ -65,15 +66,6 @@ def problem(rng: random.Random, level: int) -> tuple[str, Fraction, str]:
 
 def _plain(value: Fraction) -> str:
     return canonical_answer(str(value)) or str(value)
-
-
-# Every solution ends in this sentence, so that its working can be told from its answer.
-ANSWER_SENTENCE = " The answer is \\boxed{"
-
-
-def solution_text(working: str, answer: str) -> str:
-    """A row's `solution`: the working, then `The answer is \\boxed{answer}.`"""
-    return f"{working.strip()}{ANSWER_SENTENCE}{latex_answer(answer)}}}."
 
 
 def reference_reply(row: dict) -> str:
@@ -123,8 +115,6 @@ def math_splits(section: dict[str, Any]) -> tuple[dict[str, list[dict]], dict[st
                   for offset, name in enumerate(("train", "validation", "test")) if counts[name] > 0}
         return splits, {"source": "generated", "style": style, "seed": seed,
                         "rows": {name: len(rows) for name, rows in splits.items()}, "dropped": {}}
-    from grail_sim.prompts.math_import import dataset_splits
-
     fields, dropped = dataset_splits(section)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(section["dataset"]).name).strip("-") or "math"
     splits = {name: [contract_row(f"{slug}-{name}-{index}", row, style) for index, row in enumerate(rows)]

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from grail_sim.errors import RecipeError, TrainingDataError
 from grail_sim.model.loading import adapter_base
-
-if TYPE_CHECKING:
-    from grail_sim.training.main import Run
+from grail_sim.training.run import Run
 
 LOG = logging.getLogger("grail_sim.train")
 
@@ -63,11 +60,11 @@ def get_model(run: Run):
 
 def expand_reasoning_vocabulary(run: Run, model, tokenizer) -> None:
     """`reasoning_vocab_size` > 0: the reasoning rows (copies of ids 0..N-1) added to the model, and
-    the tokenizer decoding them as the tokens they mirror (grail_sim.training.reasoning_vocab)."""
+    the tokenizer decoding them as the tokens they mirror (grail_sim.model.reasoning_vocab)."""
     size = getattr(run.script, "reasoning_vocab_size", 0)  # an RL recipe key; sft recipes have none
     if not size:
         return
-    from grail_sim.training.reasoning_vocab import expand_vocabulary, mirrored_decoding
+    from grail_sim.model.reasoning_vocab import expand_vocabulary, mirrored_decoding
 
     if run.start_adapter is not None and run.script.lora.enabled:
         # The start adapter's config has no trainable tokens for the new rows, and a fresh adapter on
@@ -120,7 +117,7 @@ def get_peft_model(run: Run, model):
         return PeftModel.from_pretrained(model, str(run.start_adapter), is_trainable=True)
     config = run.script.lora.to_peft(model.config.num_hidden_layers)
     if run.token_map is not None:  # the new rows train beside the adapter (peft's trainable tokens)
-        from grail_sim.training.reasoning_vocab import lora_trainable_tokens
+        from grail_sim.model.reasoning_vocab import lora_trainable_tokens
 
         config.trainable_token_indices = lora_trainable_tokens(run.token_map)
     return wrap(model, config)

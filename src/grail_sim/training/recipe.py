@@ -106,7 +106,7 @@ class ScriptArguments(PromptOverrides):
     reasoning_vocab_size: int = helped(0, help="reasoning-vocabulary expansion: N > 0 adds N embedding rows that "
                                                "copy token ids 0..N-1 and may be generated only inside <think> "
                                                "(the vocabulary size duplicates it all); 0: off. HF generation "
-                                               "only (use_vllm: false); grail_sim.training.reasoning_vocab")
+                                               "only (use_vllm: false); grail_sim.model.reasoning_vocab")
 
     def __post_init__(self) -> None:
         from grail_sim.training import rewards as reward_lib

@@ -11,8 +11,8 @@ completion only (`completion_only_loss: true` in the recipe, which is TRL's defa
 prompt-completion data; set explicitly so that it cannot silently change with the data's shape).
 
 LoRA (the recipe's `lora` section) is handed to `SFTTrainer` as `peft_config`; `lora.enabled: false`
-trains every weight. The outputs are Contract 3's (docs/DESIGN.md), written by the same steps as the
-RL trainers' (`grail_sim.training.main`): OUT/final (adapter or full model + tokenizer +
+trains every weight. The outputs are Contract 3's (docs/DESIGN.md), written by the steps it shares
+with the RL trainers (`grail_sim.training.run`): OUT/final (adapter or full model + tokenizer +
 grail_sim.json recording the base's absolute path and sha256), trainer_state.json, metrics.jsonl,
 resolved_recipe.yaml, checkpoint-*/ (a rerun resumes from the last complete one).
 """
@@ -26,10 +26,12 @@ from typing import Any
 from grail_sim.model.loading import PROMPT_OVERRIDES_KEY, THINK_TEMPLATE_KEY
 from grail_sim.training.callbacks import get_callbacks
 from grail_sim.training.data import load_training_data
-from grail_sim.training.main import (
+from grail_sim.rows import with_system_prompt
+from grail_sim.training.policy import get_model
+from grail_sim.training.prompting import prompt_overrides
+from grail_sim.training.run import (
     Run,
     configure_common,
-    get_model,
     prepare_resume,
     push_final_model,
     save_final,
@@ -37,8 +39,6 @@ from grail_sim.training.main import (
     train_with_resume,
     trl_config,
 )
-from grail_sim.rows import with_system_prompt
-from grail_sim.training.prompting import prompt_overrides
 from grail_sim.training.warmup import warmup_target
 
 LOG = logging.getLogger("grail_sim.train.sft")

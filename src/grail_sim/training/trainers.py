@@ -57,14 +57,14 @@ class GrailSimGRPOTrainer(GRPOTrainer):
         self.token_map = token_map
         self._reasoning_processor = None
         if token_map is not None:
-            from grail_sim.training.reasoning_vocab import make_logits_processor
+            from grail_sim.model.reasoning_vocab import make_logits_processor
 
             self._reasoning_processor = make_logits_processor(self.processing_class, token_map)
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         if self._reasoning_processor is None:
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
-        from grail_sim.training.reasoning_vocab import constrained_generate, count_reasoning
+        from grail_sim.model.reasoning_vocab import constrained_generate, count_reasoning
 
         # TRL generates with the unwrapped policy (a PeftModel under LoRA) and a GenerationConfig,
         # which cannot carry a logits processor: the processor is added to that model's generate.

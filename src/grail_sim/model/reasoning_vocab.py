@@ -1,5 +1,6 @@
 """Reasoning-vocabulary expansion (#15, the RLVR seed's `model.reasoning_vocab_size`): a second copy
-of (part of) the vocabulary that the policy may use only inside `<think>`.
+of (part of) the vocabulary that the policy may use only inside `<think>`. It belongs to the model:
+`load_policy` rebuilds and decodes it, and the trainers and evaluation's HF generator use it too.
 
 - `expand_vocabulary` resizes the embeddings from n_s to n_s + N rows. Row n_s + i copies the input
   embedding and output-head rows of the token it mirrors (ids 0..N-1 by default, so N = n_s
