@@ -158,3 +158,13 @@ def evaluated_tasks(model):
     if model == "base":
         return list(tasks)
     return [task for task in tasks if task in config["evaluate"]["trained_model_tasks"]]
+
+
+def simulated_capsule():
+    """The capsule whose recommendation trees the simulate stage draws slates from: the demo's, or
+    the real one; a pre-cleaned dataset has none, and the simulate rule stops naming it."""
+    capsule = {"demo": "results/demo_capsule", "capsule": config["data"].get("capsule_dir")}.get(config["data"]["source"])
+    if capsule is None:
+        raise WorkflowError("grail-sim: simulate draws slates from a capsule's recommendation trees; "
+                            f"data.source: {config['data']['source']} has none (use demo or capsule)")
+    return capsule

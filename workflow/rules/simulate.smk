@@ -8,17 +8,7 @@ SIMULATE = config["simulate"]
 SIMULATED_MODELS = SIMULATE["models"] if SIMULATE["models"] is not None else config["train"]["trainers"]
 SIMULATION_SOURCES = [OBSERVED, *SIMULATION_BASELINES, *([ORACLE] if DEMO_TRUTH else []), *SIMULATED_MODELS]
 NOT_MODELS = {OBSERVED, ORACLE, *SIMULATION_BASELINES}
-# The slates are drawn from the capsule's recommendation trees: the demo's, or the real capsule's.
-SIMULATED_CAPSULE = {"demo": "results/demo_capsule", "capsule": config["data"].get("capsule_dir")}.get(
-    config["data"]["source"])
 SIMULATE_EXCLUDE = [f"evaluate.{key}" for key in config["evaluate"] if key not in SIMULATE_EVALUATE_KEYS]
-
-
-def simulated_capsule():
-    if SIMULATED_CAPSULE is None:
-        raise WorkflowError("grail-sim: simulate draws slates from a capsule's recommendation trees; "
-                            f"data.source: {config['data']['source']} has none (use demo or capsule)")
-    return SIMULATED_CAPSULE
 
 
 rule simulate:
@@ -37,7 +27,7 @@ rule simulate:
         short="|".join(ISSUES),
     params:
         grail=GRAIL,
-        capsule=lambda w: shlex.quote(simulated_capsule()),
+        capsule=lambda w: shlex.quote(simulated_capsule()),  # common.smk
         prompts=lambda w: f"results/prompts/{ISSUES[w.short]}",
         out="results/simulate/{predictor}_{short}",
         model=lambda w, input: f"--model {shlex.quote(input.model)}" if input.model else "",
