@@ -28,7 +28,7 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES)
 
-# Not part of `run`: about 12 more minutes on 2 cores (benchmarks/simulate.md). It reuses the default
+# Not part of `run`: 18 more minutes on 2 cores (benchmarks/simulate.md). It reuses the default
 # run's trained models, so after `make run` only the simulations and their page run.
 simulate: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) reports/simulation_gun.md
