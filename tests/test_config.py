@@ -173,7 +173,7 @@ def test_exponent_floats_are_numbers_in_recipes_overrides_and_configs(tmp_path):
     assert io.yaml_load("a: 3e2\nb: 7\nc: '2e-5'\nd: 1.5\n") == {"a": 300.0, "b": 7, "c": "2e-5", "d": 1.5}
     assert yaml.safe_load("x: 2e-5") == {"x": "2e-5"}  # PyYAML's own loader is left as it was
     recipe = tmp_path / "grpo.yaml"
-    recipe.write_text("learning_rate: 5e-6\nmax_steps: 1\n")
+    recipe.write_text("trainer: grpo\nlearning_rate: 5e-6\nmax_steps: 1\n")
     _, trl_args = load_recipe(recipe, ["beta=1e-3"])
     assert trl_args["learning_rate"] == 5e-6 and trl_args["beta"] == 1e-3
 

@@ -157,10 +157,10 @@ def test_reasoning_vocabulary_refuses_vllm(tmp_path):
     from grail_sim.training.recipe import load_recipe
 
     recipe = tmp_path / "grpo.yaml"
-    recipe.write_text("reasoning_vocab_size: 8\nuse_vllm: true\n")
+    recipe.write_text("trainer: grpo\nreasoning_vocab_size: 8\nuse_vllm: true\n")
     with pytest.raises(RecipeError, match=r"grpo.yaml: reasoning_vocab_size needs use_vllm: false"):
         load_recipe(recipe)
-    recipe.write_text("reasoning_vocab_size: -1\n")
+    recipe.write_text("trainer: grpo\nreasoning_vocab_size: -1\n")
     with pytest.raises(RecipeError, match="reasoning_vocab_size"):
         load_recipe(recipe)
 

@@ -123,12 +123,47 @@ def test_unknown_recipe_key_fails_naming_it(tmp_path):
 
 
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text("learning_rate: 1.0e-5\nkl_coef: 0.1\n")  # a PPO key, not a GRPOConfig field
+    recipe.write_text("trainer: grpo\nlearning_rate: 1.0e-5\nkl_coef: 0.1\n")  # a PPO key, not a GRPOConfig field
     with pytest.raises(errors.RecipeError, match=r"kl_coef.*bad.yaml"):
         training_recipe.load_recipe(recipe)
-    recipe.write_text("lora: {rank: 8}\n")
+    recipe.write_text("trainer: grpo\nlora: {rank: 8}\n")
     with pytest.raises(errors.RecipeError, match=r"rank.*'lora'"):
         training_recipe.load_recipe(recipe)
+
+
+def test_a_recipe_inherits_its_base_and_names_a_registered_trainer(tmp_path):
+    """grail.yaml is grpo.yaml plus its trainer and discriminator: every other value comes from the base."""
+    grail, grail_args = training_recipe.load_recipe(RECIPES / "grail.yaml")
+    grpo, grpo_args = training_recipe.load_recipe(RECIPES / "grpo.yaml")
+    assert grail_args == grpo_args and grail.lora == grpo.lora and grail.rewards == grpo.rewards
+    assert (grail.trainer, grpo.trainer) == ("grail", "grpo") and grail.gail is not None and grpo.gail is None
+    assert training_recipe.recipe_chain(RECIPES / "grail.yaml") == [RECIPES / "grail.yaml",
+                                                                     (RECIPES / "grpo.yaml").resolve()]
+    # A section merges key by key over its base's.
+    (tmp_path / "parent.yaml").write_text("trainer: grpo\nlora: {r: 4, alpha: 8}\nlearning_rate: 0.5\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nlora: {r: 2}\n")
+    child, child_args = training_recipe.load_recipe(tmp_path / "child.yaml")
+    assert (child.lora.r, child.lora.alpha, child_args["learning_rate"]) == (2, 8, 0.5)
+    (tmp_path / "parent.yaml").write_text("base: child.yaml\ntrainer: grpo\n")
+    with pytest.raises(errors.RecipeError, match=r"child.yaml: base: child.yaml makes a loop"):
+        training_recipe.load_recipe(tmp_path / "child.yaml")
+    for text, message in (("max_steps: 1\n", r"none.yaml has no trainer: key; one of sft, grpo, grail"),
+                          ("trainer: ppo\n", r"none.yaml names trainer 'ppo'; one of sft, grpo"),
+                          ("trainer: grail\n", r"trainer 'grail' needs a gail: section"),
+                          ("trainer: grpo\ngail: {weight: 0.5}\n", r"trainer 'grpo' has a gail: section")):
+        (tmp_path / "none.yaml").write_text(text)
+        with pytest.raises(errors.RecipeError, match=message):
+            training_recipe.load_recipe(tmp_path / "none.yaml")
+
+
+def test_a_config_override_reaches_only_the_recipes_that_read_it():
+    """The workflow passes each training rule only these, so a key reruns exactly its trainers."""
+    overrides = ["gail.weight=0.5", "num_generations=2", "learning_rate=1e-5", "think_template=''"]
+    read = {name: training_recipe.overrides_read_by(RECIPES / f"{name}.yaml", overrides)
+            for name in ("sft", "grpo", "grail", "maxent")}
+    assert read["grail"] == ["gail.weight=0.5", "num_generations=2", "learning_rate=1e-5"]
+    assert read["grpo"] == read["maxent"] == ["num_generations=2", "learning_rate=1e-5"]
+    assert read["sft"] == ["learning_rate=1e-5", "think_template=''"]
 
 
 def test_overrides_and_max_steps_reach_nested_sections():
@@ -388,7 +423,7 @@ def test_cli_reports_a_bad_recipe_without_a_traceback(tmp_path, capsys, prompt_d
     from grail_sim import cli
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("rewards: [answer_accuracy, vibes]\n")
+    recipe.write_text("trainer: grpo\nrewards: [answer_accuracy, vibes]\n")
     code = cli.main(["train", "--recipe", str(recipe), "--dataset", str(prompt_dataset), "--model", str(tmp_path),
                      "--out", str(tmp_path / "out")])
     assert code == 2

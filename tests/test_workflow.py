@@ -197,7 +197,7 @@ def test_every_rule_that_runs_a_gpu_recipe_asks_for_a_gpu(tmp_path):
 def test_every_gpu_recipe_loads_and_the_cpu_set_stays_on_cpu():
     from grail_sim.training import recipe as training_recipe
 
-    for name in ("sft", "grpo", "grail", "maxent"):
+    for name in ("sft", "grpo", "grail", "maxent", "grpo-entropy"):
         gpu_script, gpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / "gpu" / f"{name}.yaml")
         cpu_script, cpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / f"{name}.yaml")
         assert gpu_script.trainer == cpu_script.trainer == name
@@ -255,6 +255,15 @@ def test_editing_a_stage_module_reruns_that_stage_and_below_only(tmp_path, tiny_
     assert plan_after_editing("data/clean.py") == {"clean", "prompts"}
     assert plan_after_editing("model/embedded.py") == {"model", "prompts"}
     assert plan_after_editing("training/rewards.py") == set()  # not upstream of prompts
+
+
+def test_a_trainer_without_a_recipe_stops_the_plan_naming_the_file():
+    """Each trainer needs a recipe in the compute profile's set: a missing one stops the run at
+    planning, before any job, instead of failing its job after the others ran."""
+    result = _snakemake("--profile", "profiles/local", "-n", "--config", "train={trainers: [sft, nope]}")
+    output = result.stderr + result.stdout
+    assert result.returncode != 0
+    assert "train.trainers lists 'nope' but config/recipes/nope.yaml does not exist (compute: cpu" in output
 
 
 def test_external_rules_exist_only_when_configured():

@@ -21,6 +21,7 @@ from grail_sim.data.demo_capsule import check_leaning_shares  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATE_KEYS as MATH_EVALUATE_KEYS  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATION_ONLY_KEYS as MATH_EVALUATION_ONLY_KEYS  # noqa: E402
 from grail_sim.issues import SHORT_TO_ISSUE  # noqa: E402
+from grail_sim.training.recipe import overrides_read_by, recipe_chain  # noqa: E402
 from grail_sim.simulation.sources import BASELINES as SIMULATION_BASELINES  # noqa: E402
 from grail_sim.simulation.sources import EVALUATE_KEYS as SIMULATE_EVALUATE_KEYS  # noqa: E402
 from grail_sim.simulation.sources import OBSERVED, ORACLE  # noqa: E402

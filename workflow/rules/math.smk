@@ -36,6 +36,7 @@ rule math_train:
         prompts=rules.math_prompts.output,
         model=lambda w: math_start_model(w.trainer),
         recipe=lambda w: f"{MATH_RECIPES}/{w.trainer}.yaml",
+        recipe_bases=lambda w: recipe_chain(f"{MATH_RECIPES}/{w.trainer}.yaml")[1:],
     output:
         final=directory("results/train/math_{trainer}/final"),
         state="results/train/math_{trainer}/trainer_state.json",
@@ -45,7 +46,7 @@ rule math_train:
     params:
         out="results/train/math_{trainer}",
         grail=GRAIL,
-        config=stage_json("train", exclude=TRAIN_DAG_KEYS),
+        config=lambda w: train_json(f"{MATH_RECIPES}/{w.trainer}.yaml"),
         code=code_version("train"),
     log:
         main="results/logs/train_math_{trainer}.log",

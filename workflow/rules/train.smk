@@ -9,15 +9,45 @@
 # `vllm serve` on the first allotted GPU, waits for /health and runs `accelerate launch` on the
 # others, and always stops the server (grail_sim.training.vllm_server; docs/train.md).
 TRAIN = config["train"]
-# Keys of the train section that only shape the DAG: changing them must not rerun a finished job.
-TRAIN_DAG_KEYS = ["train.trainers", "train.mem_mb", "train.start_from"]
+# Keys of the train section that only shape the DAG: changing them must not rerun a finished job;
+# `train.overrides` reaches each rule as the overrides its recipe reads (train_json below).
+TRAIN_DAG_KEYS = ["train.trainers", "train.mem_mb", "train.start_from", "train.overrides"]
+
+
+def recipe_path(trainer):
+    return f"{RECIPE_DIR}/{trainer}.yaml"
+
+
+# Every trainer the DAG may run has a recipe in the compute profile's set, or the run stops here,
+# before any job, naming the file (a missing GPU recipe used to fail its job after hours of queueing).
+for _trainer in {*TRAIN["trainers"], *([TRAIN["start_from"]] if TRAIN["start_from"] != "base" else [])}:
+    if not os.path.isfile(recipe_path(_trainer)):
+        raise WorkflowError(f"grail-sim: train.trainers lists {_trainer!r} but {recipe_path(_trainer)} does not exist "
+                            f"(compute: {config['compute']} reads {RECIPE_DIR}/)")
+
+
+def train_json(recipe):
+    """The train section for the rule that trains `recipe`: `train.overrides` cut to those the recipe
+    reads, so setting a key (GAIL_WEIGHT, num_generations) reruns exactly the trainers that read it."""
+    sections = {"train": json.loads(json.dumps(TRAIN))}
+    for dotted in TRAIN_DAG_KEYS:
+        sections["train"].pop(dotted.split(".", 1)[1], None)
+    overrides = TRAIN["overrides"]
+    if overrides:  # reading TRL's fields costs seconds: only when there is something to filter
+        read = set(overrides_read_by(recipe, grail_config.recipe_overrides(overrides)))
+        overrides = {key: value for (key, value), text in zip(overrides.items(),
+                     grail_config.recipe_overrides(overrides)) if text in read}
+    sections["train"]["overrides"] = overrides
+    return shlex.quote(json.dumps(sections, sort_keys=True))
 
 
 rule sft:
     input:
         prompts=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
         model=rules.model.output,
-        recipe=f"{RECIPE_DIR}/sft.yaml",
+        recipe=recipe_path("sft"),
+        # The files it inherits from (base:), so that editing one reruns the trainers built on it.
+        recipe_bases=recipe_chain(recipe_path("sft"))[1:],
     output:
         final=directory("results/train/sft_{short}/final"),
         state="results/train/sft_{short}/trainer_state.json",
@@ -27,7 +57,7 @@ rule sft:
     params:
         out="results/train/sft_{short}",
         grail=GRAIL,
-        config=stage_json("train", exclude=TRAIN_DAG_KEYS),
+        config=train_json(recipe_path("sft")),
         code=code_version("train"),
     log:
         "results/logs/train_sft_{short}.log",
@@ -47,7 +77,8 @@ rule train:
     input:
         prompts=lambda w: f"results/prompts/{ISSUES[w.short]}/next_video",
         model=lambda w: start_model(w.trainer, w.short),
-        recipe=lambda w: f"{RECIPE_DIR}/{w.trainer}.yaml",
+        recipe=lambda w: recipe_path(w.trainer),
+        recipe_bases=lambda w: recipe_chain(recipe_path(w.trainer))[1:],
     output:
         final=directory("results/train/{trainer}_{short}/final"),
         state="results/train/{trainer}_{short}/trainer_state.json",
@@ -59,7 +90,7 @@ rule train:
     params:
         out="results/train/{trainer}_{short}",
         grail=GRAIL,
-        config=stage_json("train", exclude=TRAIN_DAG_KEYS),
+        config=lambda w: train_json(recipe_path(w.trainer)),
         code=code_version("train"),
     log:
         main="results/logs/train_{trainer}_{short}.log",

@@ -46,7 +46,7 @@ from grail_sim.training.data import first_rows, load_training_data, trainable_ro
 from grail_sim.rows import with_system_prompt
 from grail_sim.training.policy import get_model, get_peft_model
 from grail_sim.training.prompting import prompt_overrides
-from grail_sim.training.recipe import TRAINERS, SftArguments, evaluates_during_training, load_recipe
+from grail_sim.training.recipe import SftArguments, evaluates_during_training, load_recipe
 from grail_sim.training.resume import METRICS_LIVE_FILE
 from grail_sim.training.run import (
     Run,
@@ -122,8 +122,6 @@ def get_reward_weights(run: Run) -> tuple[list[str], list[float]]:
     from grail_sim.training import rewards as reward_lib
 
     script, grpo = run.script, run.trl
-    if script.trainer not in TRAINERS:
-        LOG.info("trainer label %r (known: %s)", script.trainer, ", ".join(TRAINERS))
     if script.gail is not None and not script.gail.use:
         LOG.info("GAIL disabled (gail.use false / GAIL_USE=0): pure GRPO")
     reward_names = list(script.rewards)

@@ -46,7 +46,16 @@ LOG = logging.getLogger(__name__)
 
 SFT = "sft"
 MAXENT = "maxent"
-TRAINERS = (SFT, "grpo", "grail", MAXENT, "grpo-entropy")
+GRAIL = "grail"
+# The registered trainers: a recipe's `trainer` must name one (docs/extending.md adds another).
+TRAINERS = {
+    SFT: "behaviour cloning of the human choice with TRL's SFTTrainer",
+    "grpo": "TRL's GRPO on the recipe's rewards",
+    GRAIL: "GRPO plus GRAIL's online discriminator reward (needs a gail: section)",
+    MAXENT: "the MaxEnt-GRPO objective (grail_sim.training.trainers.MaxEntGRPOTrainer)",
+    "grpo-entropy": "GRPO with TRL's entropy bonus (entropy_coef)",
+}
+BASE_KEY = "base"  # a recipe file's parent recipe, a path relative to the file
 DTYPES = ("float32", "bfloat16", "float16")
 SECRET_KEYS = ("hub_token", "push_to_hub_token")
 
@@ -60,8 +69,8 @@ class ScriptArguments(PromptOverrides):
 
     NAME = "recipe"
 
-    trainer: str | None = helped(None, help="label recorded in the outputs: grpo, grail, maxent (the "
-                                            "MaxEnt-GRPO objective) or grpo-entropy (null: the recipe file's stem)")
+    trainer: str = helped("grpo", help="the registered trainer that runs the recipe: grpo, grail (needs a gail: "
+                                       "section), maxent (the MaxEnt-GRPO objective) or grpo-entropy")
     dtype: str = helped("float32", help="policy weight dtype: float32 (CPU), bfloat16 or float16 (GPU)")
     rewards: list[str] = helped(factory=lambda: ["answer_accuracy", "format"],
                                 help="reward functions by name (grail_sim.training.rewards); weights in "
@@ -111,7 +120,7 @@ class ScriptArguments(PromptOverrides):
     def __post_init__(self) -> None:
         from grail_sim.training import rewards as reward_lib
 
-        self.trainer = as_text("trainer", self.trainer, optional=True)
+        self.trainer = as_text("trainer", self.trainer, choices=tuple(name for name in TRAINERS if name != SFT))
         self.dtype = as_text("dtype", self.dtype, choices=DTYPES)
         self.rewards = as_text_list("rewards", self.rewards)
         for name in self.rewards:
@@ -239,8 +248,12 @@ def _known_keys(is_sft: bool) -> set[str]:
 
 
 def recipe_trainer(recipe: Mapping[str, Any], path: Path) -> str:
-    """The trainer a recipe names: its `trainer` key, else the file's stem (which selects its keys)."""
-    return str(recipe.get("trainer") or path.stem)
+    """The registered trainer a recipe names in its `trainer` key (which also selects its keys)."""
+    trainer = recipe.get("trainer")
+    if trainer not in TRAINERS:
+        problem = "has no trainer: key" if trainer is None else f"names trainer {trainer!r}"
+        raise RecipeError(f"recipe {path} {problem}; one of {', '.join(TRAINERS)} is required")
+    return str(trainer)
 
 
 def shared_overrides_for(path: str | os.PathLike, overrides: list[str]) -> list[str]:
@@ -266,6 +279,22 @@ def shared_overrides_for(path: str | os.PathLike, overrides: list[str]) -> list[
     return kept
 
 
+def overrides_read_by(path: str | os.PathLike, overrides: list[str]) -> list[str]:
+    """The config overrides the recipe at `path` reads: `shared_overrides_for`'s, less the dotted
+    ones of an optional section it lacks (`gail.weight` for a recipe without `gail:`). The workflow
+    passes each training rule only these, so setting a key reruns exactly the trainers that read it."""
+    path = Path(path)
+    recipe = _read_yaml(path)
+    return [text for text in shared_overrides_for(path, overrides)
+            if not _skipped_section(parse_override(text)[0], recipe)]
+
+
+def _skipped_section(key: str, recipe: Mapping[str, Any]) -> bool:
+    """Whether a dotted override reaches an optional section the recipe does not have."""
+    parts = key.split(".")
+    return len(parts) > 1 and parts[0] in OPTIONAL_SECTIONS and recipe.get(parts[0]) is None
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`key=value` (dotted keys reach nested sections: `gail.weight=0.5`); the value is YAML."""
     if "=" not in text:
@@ -280,15 +309,42 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise RecipeError(f"--set {text!r}: the value is not valid YAML: {err}") from None
 
 
+def recipe_chain(path: str | os.PathLike) -> list[Path]:
+    """The recipe file and the files it inherits from through `base:`, the file first."""
+    chain = [Path(path)]
+    while True:
+        parent = read_yaml_mapping(chain[-1], what="recipe", error=RecipeError).get(BASE_KEY)
+        if parent is None:
+            return chain
+        parent_path = (chain[-1].parent / str(parent)).resolve()
+        if parent_path in [p.resolve() for p in chain]:
+            raise RecipeError(f"recipe {path}: {BASE_KEY}: {parent} makes a loop ({' -> '.join(map(str, chain))})")
+        chain.append(parent_path)
+
+
+def merged(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict:
+    """`child` over `base`: a section (a mapping in both) merges key by key, any other value replaces."""
+    out = dict(base)
+    for key, value in child.items():
+        out[key] = merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) \
+            else value
+    return out
+
+
 def _read_yaml(path: Path) -> dict:
-    return read_yaml_mapping(path, what="recipe", error=RecipeError)
+    """A recipe with what it inherits: its base's values (and theirs), then its own over them."""
+    recipe: dict = {}
+    for link in reversed(recipe_chain(path)):
+        recipe = merged(recipe, read_yaml_mapping(link, what="recipe", error=RecipeError))
+    recipe.pop(BASE_KEY, None)
+    return recipe
 
 
 def _apply_overrides(recipe: dict, overrides: list[str], path: Path) -> None:
     for text in overrides:
         key, value = parse_override(text)
         parts = key.split(".")
-        if len(parts) > 1 and parts[0] in OPTIONAL_SECTIONS and recipe.get(parts[0]) is None:
+        if _skipped_section(key, recipe):
             LOG.info("override %s skipped: recipe %s has no %s: section (add one, or set %s={} first)",
                         text, path, parts[0], parts[0])
             continue
@@ -313,7 +369,11 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
     _apply_overrides(recipe, list(overrides or []), path)
     if max_steps is not None:
         recipe["max_steps"] = int(max_steps)
-    is_sft = recipe_trainer(recipe, path) == SFT
+    trainer = recipe_trainer(recipe, path)
+    is_sft = trainer == SFT
+    if (trainer == GRAIL) != (recipe.get("gail") is not None):
+        raise RecipeError(f"recipe {path}: trainer {trainer!r} " + ("needs a gail: section (the discriminator)"
+                          if trainer == GRAIL else "has a gail: section, which only trainer: grail reads"))
     kind, keys, config_name = _recipe_kind(is_sft)
     trl_fields = _trl_fields(config_name)
     unknown = sorted(key for key in recipe if key not in keys and key not in trl_fields)
@@ -326,8 +386,6 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
         script = kind(**{key: value for key, value in recipe.items() if key in keys})
     except RecipeError as err:
         raise RecipeError(f"recipe {path}: {err}") from None
-    if script.trainer is None:
-        script.trainer = path.stem
     trl_args = {key: value for key, value in recipe.items() if key in trl_fields}
     if "output_dir" in trl_args:
         raise RecipeError(f"recipe {path}: output_dir comes from --out, remove it from the recipe")
@@ -379,7 +437,10 @@ def _resolve_kl_coefficient(script: ScriptArguments, trl_args: dict, recipe: Map
 
 def recipe_help() -> str:
     """Every grail-sim recipe key with its default and help, for `grail-sim train --help`."""
-    lines = ["recipe keys of grail-sim (YAML; override any with --set KEY=VALUE, dotted for sections):"]
+    lines = ["recipe keys of grail-sim (YAML; override any with --set KEY=VALUE, dotted for sections):",
+             f"  {BASE_KEY}: a recipe file this one inherits from (a path relative to it); its values apply first, "
+             "a section merging key by key",
+             "  trainer (required): " + "; ".join(f"{name}: {text}" for name, text in TRAINERS.items())]
     for item in dataclasses.fields(ScriptArguments):
         kind = SECTIONS.get(item.name)
         if kind is None:
