@@ -90,6 +90,43 @@ EVALUATION_THREADS = grail_cluster.EVALUATION_THREADS
 EVALUATION_MEM_MB = grail_cluster.EVALUATION_MEM_MB
 
 
+# Keys of the train section that only shape the DAG (changing them must not rerun a finished job),
+# and `train.overrides`, which reaches each training rule as the overrides its recipe reads.
+TRAIN_RULE_EXCLUDED_KEYS = ["train.trainers", "train.mem_mb", "train.start_from", "train.overrides"]
+
+
+def recipe_path(trainer):
+    return f"{RECIPE_DIR}/{trainer}.yaml"
+
+
+def check_trainer_recipes():
+    """Every trainer the DAG may run has a recipe in the compute profile's set, or the run stops
+    before any job, naming the file (a missing GPU recipe used to fail its job after the others ran)."""
+    start = config["train"]["start_from"]
+    for trainer in sorted({*config["train"]["trainers"], *([start] if start != "base" else [])}):
+        if not os.path.isfile(recipe_path(trainer)):
+            raise WorkflowError(f"grail-sim: train.trainers lists {trainer!r} but {recipe_path(trainer)} does not "
+                                f"exist (compute: {config['compute']} reads {RECIPE_DIR}/)")
+
+
+check_trainer_recipes()
+
+
+def train_json(recipe):
+    """The train section of the job training `recipe`, with `train.overrides` cut to those the recipe
+    reads, so setting a key (GAIL_WEIGHT, num_generations) reruns exactly the trainers that read it."""
+    sections = {"train": json.loads(json.dumps(config["train"]))}
+    for dotted in TRAIN_RULE_EXCLUDED_KEYS:
+        sections["train"].pop(dotted.split(".", 1)[1], None)
+    overrides = config["train"]["overrides"]
+    if overrides:  # reading TRL's fields costs seconds: only when there is something to filter
+        read = set(overrides_read_by(recipe, grail_config.recipe_overrides(overrides)))
+        overrides = {key: value for (key, value), text in zip(overrides.items(),
+                     grail_config.recipe_overrides(overrides)) if text in read}
+    sections["train"]["overrides"] = overrides
+    return shlex.quote(json.dumps(sections, sort_keys=True))
+
+
 def stage_json(stage, exclude=()):
     """The config sections `stage` reads, as one shell-quoted JSON argument (`--config-json`).
 

@@ -8,37 +8,9 @@
 # `use_vllm: true` and `vllm_mode: server` (config/recipes/gpu/*.yaml), `grail-sim train` starts
 # `vllm serve` on the first allotted GPU, waits for /health and runs `accelerate launch` on the
 # others, and always stops the server (grail_sim.training.vllm_server; docs/train.md).
+# `train.overrides` reaches each rule as the overrides its recipe reads (common.smk's train_json), and
+# the keys that only shape the DAG reach none, so changing them reruns no finished job.
 TRAIN = config["train"]
-# Keys of the train section that only shape the DAG: changing them must not rerun a finished job;
-# `train.overrides` reaches each rule as the overrides its recipe reads (train_json below).
-TRAIN_DAG_KEYS = ["train.trainers", "train.mem_mb", "train.start_from", "train.overrides"]
-
-
-def recipe_path(trainer):
-    return f"{RECIPE_DIR}/{trainer}.yaml"
-
-
-# Every trainer the DAG may run has a recipe in the compute profile's set, or the run stops here,
-# before any job, naming the file (a missing GPU recipe used to fail its job after hours of queueing).
-for _trainer in {*TRAIN["trainers"], *([TRAIN["start_from"]] if TRAIN["start_from"] != "base" else [])}:
-    if not os.path.isfile(recipe_path(_trainer)):
-        raise WorkflowError(f"grail-sim: train.trainers lists {_trainer!r} but {recipe_path(_trainer)} does not exist "
-                            f"(compute: {config['compute']} reads {RECIPE_DIR}/)")
-
-
-def train_json(recipe):
-    """The train section for the rule that trains `recipe`: `train.overrides` cut to those the recipe
-    reads, so setting a key (GAIL_WEIGHT, num_generations) reruns exactly the trainers that read it."""
-    sections = {"train": json.loads(json.dumps(TRAIN))}
-    for dotted in TRAIN_DAG_KEYS:
-        sections["train"].pop(dotted.split(".", 1)[1], None)
-    overrides = TRAIN["overrides"]
-    if overrides:  # reading TRL's fields costs seconds: only when there is something to filter
-        read = set(overrides_read_by(recipe, grail_config.recipe_overrides(overrides)))
-        overrides = {key: value for (key, value), text in zip(overrides.items(),
-                     grail_config.recipe_overrides(overrides)) if text in read}
-    sections["train"]["overrides"] = overrides
-    return shlex.quote(json.dumps(sections, sort_keys=True))
 
 
 rule sft:
