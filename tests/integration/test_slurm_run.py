@@ -120,10 +120,15 @@ def _queued_jobs_of(work: Path) -> list[str]:
     return [line.split()[0] for line in listing.splitlines() if line.split()[1:] == [str(work)]]
 
 
-def _cancel_jobs_of(work: Path) -> None:
+def _cancel_jobs_of(work: Path, timeout_s: float = 60.0) -> None:
+    """scancel what is left, then wait for it to leave the queue: scancel only asks, and a job that
+    Snakemake resubmitted (restart-times) may still be starting or completing for some seconds."""
     jobs = _queued_jobs_of(work)
     if jobs:
         subprocess.run(["scancel", *jobs], check=False)
+    deadline = time.monotonic() + timeout_s
+    while _queued_jobs_of(work) and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def _submitted(output: str) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ rule sft:
     params:
         out="results/train/sft_{short}",
         grail=GRAIL,
-        config=train_json(recipe_path("sft")),
+        config=lambda w: train_json(recipe_path("sft")),  # a function: only a training job reads TRL's fields
         code=code_version("train"),
     log:
         "results/logs/train_sft_{short}.log",
