@@ -188,13 +188,17 @@ def test_a_cancelled_training_job_resumes_from_its_last_checkpoint(cluster, work
     out = work / "results" / "train" / "grpo_gun"
     target = "results/train/grpo_gun/final"
     args = [*USED_BY[:2], target, *USED_BY[3:], *FAST_STATUS]
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=work, env=_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # Its output goes to a file, not a pipe nobody reads while it runs: a full pipe blocks Snakemake's
+    # writes (show-failed-logs prints the cancelled job's whole log), and it then cannot act on SIGINT.
+    output = work / "cancelled_run.log"
+    with open(output, "w") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=work, env=_env(), stdout=sink,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 900
         while not any(int(path.name.split("-")[1]) >= 3 for path in out.glob("checkpoint-*")
                       if (path / "trainer_state.json").is_file()):
-            assert process.poll() is None, process.stdout.read()[-4000:]
+            assert process.poll() is None, output.read_text()[-4000:]
             assert time.monotonic() < deadline, "no checkpoint-3 within 900 s"
             time.sleep(1)
         cancelled = _queued_jobs_of(work)
@@ -203,6 +207,8 @@ def test_a_cancelled_training_job_resumes_from_its_last_checkpoint(cluster, work
         time.sleep(5)
     finally:
         _stop(process, work)
+    # Snakemake stopped on SIGINT (a SIGKILL after 120 s would leave its lock and its jobs behind).
+    assert process.returncode != -signal.SIGKILL, output.read_text()[-4000:]
     assert _queued_jobs_of(work) == []
     state = out / "trainer_state.json"
     assert not state.is_file() or yaml.safe_load(state.read_text())["global_step"] < 40
