@@ -48,16 +48,7 @@ from grail_sim.training.policy import get_model, get_peft_model
 from grail_sim.training.prompting import prompt_overrides
 from grail_sim.training.recipe import SftArguments, evaluates_during_training, load_recipe
 from grail_sim.training.resume import METRICS_LIVE_FILE
-from grail_sim.training.run import (
-    Run,
-    configure_common,
-    prepare_resume,
-    push_final_model,
-    save_final,
-    save_run_outputs,
-    train_with_resume,
-    trl_config,
-)
+from grail_sim.training.run import Run, configure_common, prepare_resume, train_and_save, trl_config
 from grail_sim.training.sft import train_sft
 from grail_sim.training.warmup import quick_accuracy, supervised_warmup
 
@@ -95,11 +86,8 @@ def train(recipe_path: str, dataset_dir: str, model_dir: str, out_dir: str, *, o
     model.train()
     reward_funcs, discriminator, gail_reward = get_reward_funcs(run, reward_names)
     trainer = build_trainer(run, model, tokenizer, data, eval_data, reward_funcs, discriminator, gail_reward)
-    result, train_seconds = train_with_resume(run, trainer)
-    if not save_final(run, trainer, tokenizer, summary, result, train_seconds, gail_reward):
+    if not train_and_save(run, trainer, tokenizer, summary, gail_reward=gail_reward, discriminator=discriminator):
         return summary  # not rank 0: the files are written
-    save_run_outputs(run, discriminator)
-    push_final_model(run)
     if heldout is not None:
         summary["heldout_after"] = heldout_accuracy(run, trainer.model, tokenizer, heldout, "after")
         io.write_json(out / "heldout.json", {"before": summary["heldout_before"], "after": summary["heldout_after"]})

@@ -224,3 +224,14 @@ def save_run_outputs(run: Run, discriminator) -> None:
     live = run.out / METRICS_LIVE_FILE
     rows = io.write_jsonl(run.out / METRICS_FILE, io.read_jsonl(live) if live.is_file() else [])
     LOG.info("metric log: %d rows -> %s", rows, run.out / METRICS_FILE)
+
+
+def train_and_save(run: Run, trainer, tokenizer, summary: dict, *, gail_reward=None, discriminator=None) -> bool:
+    """Every trainer's ending: train (resuming), write OUT/final, the metric log and GRAIL's
+    discriminator, push when the recipe asks. False on ranks other than 0, which write nothing."""
+    result, train_seconds = train_with_resume(run, trainer)
+    if not save_final(run, trainer, tokenizer, summary, result, train_seconds, gail_reward):
+        return False
+    save_run_outputs(run, discriminator)
+    push_final_model(run)
+    return True

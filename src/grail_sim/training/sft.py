@@ -29,16 +29,7 @@ from grail_sim.training.data import load_training_data
 from grail_sim.rows import with_system_prompt
 from grail_sim.training.policy import get_model
 from grail_sim.training.prompting import prompt_overrides
-from grail_sim.training.run import (
-    Run,
-    configure_common,
-    prepare_resume,
-    push_final_model,
-    save_final,
-    save_run_outputs,
-    train_with_resume,
-    trl_config,
-)
+from grail_sim.training.run import Run, configure_common, prepare_resume, train_and_save, trl_config
 from grail_sim.training.warmup import warmup_target
 
 LOG = logging.getLogger("grail_sim.train.sft")
@@ -54,11 +45,8 @@ def train_sft(run: Run, started: float) -> dict:
     summary: dict[str, Any] = {"trainer": run.script.trainer, THINK_TEMPLATE_KEY: run.script.think_template,
                                PROMPT_OVERRIDES_KEY: overrides, "train_rows": len(data)}
     trainer = build_sft_trainer(run, model, tokenizer, data)
-    result, train_seconds = train_with_resume(run, trainer)
-    if not save_final(run, trainer, tokenizer, summary, result, train_seconds, None):
+    if not train_and_save(run, trainer, tokenizer, summary):
         return summary  # not rank 0: the files are written
-    save_run_outputs(run, None)
-    push_final_model(run)
     summary["total_seconds"] = time.perf_counter() - started
     LOG.info("done: %s steps in %.1fs -> %s", trainer.state.global_step, summary["total_seconds"],
              run.out / "final")
