@@ -157,7 +157,7 @@ def test_missing_inputs_name_themselves(tmp_path):
     with pytest.raises(SimulationError, match="simulate.video_stances"):
         from grail_sim.simulation.simulate import stance_labels
 
-        stance_labels({"video_stances": None}, None)
+        stance_labels({"video_stances": None}, None, None)
     bad = tmp_path / "stances.csv"
     bad.write_text("video,stance\nabcdefghijk,liberal\n")
     with pytest.raises(SimulationError, match=r"stances.csv: missing column\(s\) id"):

@@ -115,23 +115,19 @@ check_trainer_recipes()
 def train_json(recipe):
     """The train section of the job training `recipe`, with `train.overrides` cut to those the recipe
     reads, so setting a key (GAIL_WEIGHT, num_generations) reruns exactly the trainers that read it."""
-    sections = {"train": json.loads(json.dumps(config["train"]))}
-    for dotted in TRAIN_RULE_EXCLUDED_KEYS:
-        sections["train"].pop(dotted.split(".", 1)[1], None)
+    sections = stage_sections("train", exclude=TRAIN_RULE_EXCLUDED_KEYS)
     overrides = config["train"]["overrides"]
     if overrides:  # reading TRL's fields costs seconds: only when there is something to filter
-        read = set(overrides_read_by(recipe, grail_config.recipe_overrides(overrides)))
-        overrides = {key: value for (key, value), text in zip(overrides.items(),
-                     grail_config.recipe_overrides(overrides)) if text in read}
+        texts = grail_config.recipe_overrides(overrides)
+        read = set(overrides_read_by(recipe, texts))
+        overrides = {key: value for (key, value), text in zip(overrides.items(), texts) if text in read}
     sections["train"]["overrides"] = overrides
     return shlex.quote(json.dumps(sections, sort_keys=True))
 
 
-def stage_json(stage, exclude=()):
-    """The config sections `stage` reads, as one shell-quoted JSON argument (`--config-json`).
-
-    `exclude` drops dotted keys this rule does not use, so that changing them does not rerun it.
-    """
+def stage_sections(stage, exclude=()):
+    """A copy of the config sections `stage` reads, less the dotted keys in `exclude`: those this
+    rule does not use, so that changing them does not rerun it."""
     sections = {name: json.loads(json.dumps(config[name])) for name in grail_config.STAGE_SECTIONS[stage]}
     for dotted in exclude:
         *parents, leaf = dotted.split(".")
@@ -139,7 +135,12 @@ def stage_json(stage, exclude=()):
         for key in parents:
             node = node[key]
         node.pop(leaf, None)
-    return shlex.quote(json.dumps(sections, sort_keys=True))
+    return sections
+
+
+def stage_json(stage, exclude=()):
+    """`stage_sections` as one shell-quoted JSON argument (`--config-json`)."""
+    return shlex.quote(json.dumps(stage_sections(stage, exclude), sort_keys=True))
 
 
 def code_version(stage):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from grail_sim import io
-from grail_sim.errors import SimulationError
+from grail_sim.errors import EvaluationError, SimulationError
 from grail_sim.simulation import observed, outcomes, predictors, rollout, world
 from grail_sim.simulation.slates import STUDY_MIXES
 from grail_sim.simulation.sources import BASELINES, OBSERVED, ORACLE
@@ -25,15 +25,12 @@ from grail_sim.simulation.sources import BASELINES, OBSERVED, ORACLE
 log = logging.getLogger(__name__)
 
 
-def stance_labels(section: Mapping[str, Any], demo_truth: Path | None) -> tuple[dict[str, str], str]:
-    """Each video's stance and where it came from: the demo's ground truth, or simulate.video_stances."""
-    if demo_truth is not None:
-        from grail_sim.data.demo_oracle import load_truth
-
-        try:
-            return dict(load_truth(demo_truth)["oracle"]["stance_by_video"]), f"the demo ground truth {demo_truth}"
-        except Exception as err:  # EvaluationError from load_truth, or a truth without stances
-            raise SimulationError(f"{demo_truth}: {err}") from None
+def stance_labels(section: Mapping[str, Any], truth: Mapping[str, Any] | None,
+                  demo_truth: Path | None) -> tuple[dict[str, str], str]:
+    """Each video's stance and where it came from: the demo's ground `truth` (read from `demo_truth`),
+    or simulate.video_stances."""
+    if truth is not None:
+        return dict(truth["oracle"]["stance_by_video"]), f"the demo ground truth {demo_truth}"
     if section["video_stances"]:
         return world.read_stance_file(section["video_stances"]), f"simulate.video_stances ({section['video_stances']})"
     raise SimulationError("no video stances: the capsule files grail-sim reads label no video's stance, and the slate "
@@ -41,14 +38,26 @@ def stance_labels(section: Mapping[str, Any], demo_truth: Path | None) -> tuple[
                           "columns id and stance (liberal / conservative)")
 
 
-def _predictor(name: str, *, prompts_dir: Path, model_dir: Path | None, truth: Path | None,
+def _demo_truth(path: Path | None) -> dict[str, Any] | None:
+    """The demo capsule's ground truth (stances and the oracle), read once; None off the demo."""
+    if path is None:
+        return None
+    from grail_sim.data.demo_oracle import load_truth
+
+    try:
+        return load_truth(path)
+    except EvaluationError as err:  # the reader is the evaluation's; here it is this stage's input
+        raise SimulationError(str(err)) from None
+
+
+def _predictor(name: str, *, prompts_dir: Path, model_dir: Path | None, truth: Mapping[str, Any] | None,
                evaluate_section: Mapping[str, Any], device: str):
     if name in BASELINES:
         from grail_sim.evaluation.evaluate import load_task_split
 
         try:
             train = load_task_split(prompts_dir, "next_video", "train")
-        except Exception as err:
+        except EvaluationError as err:
             raise SimulationError(f"{name} is fitted on the prompts' train split: {err}") from None
         # Simulated slates are displayed slates: a row whose logged slate was lost holds the tree row
         # in its place, where the chosen video's position says nothing of the position the viewer
@@ -60,9 +69,7 @@ def _predictor(name: str, *, prompts_dir: Path, model_dir: Path | None, truth: P
     if name == ORACLE:
         if truth is None:
             raise SimulationError("the oracle exists on demo data only: pass --demo-truth")
-        from grail_sim.data.demo_oracle import load_truth
-
-        return predictors.OraclePredictor(load_truth(truth))
+        return predictors.OraclePredictor(truth)
     if model_dir is None:
         raise SimulationError(f"predictor {name!r} is a model: pass --model (its folder)")
     if not model_dir.is_dir():
@@ -72,8 +79,8 @@ def _predictor(name: str, *, prompts_dir: Path, model_dir: Path | None, truth: P
 
 def _fingerprint(name: str, model_dir: Path | None, inputs: Mapping[str, Any], section: Mapping[str, Any],
                  evaluate_section: Mapping[str, Any], prompts_section: Mapping[str, Any]) -> dict[str, Any]:
-    return {"predictor": name, "model_sha256": io.file_sha256(model_dir) if model_dir is not None else None, "inputs": {k: str(v) for k, v in inputs.items()},
-            "clean_sha256": io.file_sha256(inputs["clean"]),
+    return {"predictor": name, "model_sha256": io.file_sha256(model_dir) if model_dir is not None else None,
+            "inputs": {k: str(v) for k, v in inputs.items()}, "clean_sha256": io.file_sha256(inputs["clean"]),
             "settings": {"simulate": dict(section), "evaluate": dict(evaluate_section), "prompts": dict(prompts_section)}}
 
 
@@ -85,7 +92,8 @@ def simulate(*, predictor: str, issue: str, clean: Path, capsule: Path, prompts_
 
     counters: Counter = Counter()
     sessions = observed.observed_sessions(observed.read_clean_table(clean), issue, counters)
-    stances, stance_source = stance_labels(section, demo_truth)
+    truth = _demo_truth(demo_truth)
+    stances, stance_source = stance_labels(section, truth, demo_truth)
     catalogue = world.load_world(capsule, stances, observed.seed_pools(sessions), observed.slate_size_pools(sessions),
                                  stance_source)
     participants = observed.held_out(sessions, section["split"])
@@ -106,7 +114,7 @@ def simulate(*, predictor: str, issue: str, clean: Path, capsule: Path, prompts_
                                               prompts_section=prompts_section, inputs={
                                                   "clean": clean, "capsule": capsule, "prompts": prompts_dir,
                                                   "demo_truth": demo_truth},
-                                              model_dir=model_dir, demo_truth=demo_truth, device=device,
+                                              model_dir=model_dir, truth=truth, device=device,
                                               out_dir=out_dir)
         arm_names = [arm.name for arm in arms]
     figures = outcomes.arm_effects(records, arm_names, counterfactual["mix"], samples=evaluate_section["bootstrap_samples"],
@@ -124,11 +132,11 @@ def simulate(*, predictor: str, issue: str, clean: Path, capsule: Path, prompts_
 
 
 def _rollout(name: str, participants, arms, catalogue, *, issue: str, settings, section, evaluate_section,
-             prompts_section, inputs, model_dir, demo_truth, device, out_dir: Path):
+             prompts_section, inputs, model_dir, truth, device, out_dir: Path):
     from grail_sim.evaluation.streaming import RecordStream, progress_bar
     from grail_sim.prompts.settings import tokenizer_counter
 
-    chooser = _predictor(name, prompts_dir=inputs["prompts"], model_dir=model_dir, truth=demo_truth,
+    chooser = _predictor(name, prompts_dir=inputs["prompts"], model_dir=model_dir, truth=truth,
                          evaluate_section=evaluate_section, device=device)
     stream = RecordStream(out_dir, "sessions", _fingerprint(name, model_dir, inputs, section, evaluate_section,
                                                             prompts_section))

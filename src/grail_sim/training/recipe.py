@@ -266,7 +266,12 @@ def shared_overrides_for(path: str | os.PathLike, overrides: list[str]) -> list[
     before; `--set` overrides name one run and are not filtered.
     """
     path = Path(path)
-    is_sft = recipe_trainer(_read_yaml(path), path) == SFT
+    return _kind_filtered(_read_yaml(path), path, overrides)
+
+
+def _kind_filtered(recipe: Mapping[str, Any], path: Path, overrides: list[str]) -> list[str]:
+    """`overrides` less the keys only the other kind of recipe (sft or GRPO) has, each skip logged."""
+    is_sft = recipe_trainer(recipe, path) == SFT
     own, other = _known_keys(is_sft), _known_keys(not is_sft)
     kept = []
     for text in overrides:
@@ -285,7 +290,7 @@ def overrides_read_by(path: str | os.PathLike, overrides: list[str]) -> list[str
     passes each training rule only these, so setting a key reruns exactly the trainers that read it."""
     path = Path(path)
     recipe = _read_yaml(path)
-    return [text for text in shared_overrides_for(path, overrides)
+    return [text for text in _kind_filtered(recipe, path, overrides)
             if not _skipped_section(parse_override(text)[0], recipe)]
 
 
