@@ -91,7 +91,7 @@ def test_environment_overrides_are_config_values_with_one_meaning_of_zero():
     messages = grail_config.apply_environment(values, {"GRAIL_MAX_HISTORY": "0", "GAIL_USE": "false", "GAIL_LR": "",
                                                         "GRAIL_SHOW_IDS": "1"})
     assert values == {"prompts": {"max_history": 0, "show_ids": True},
-                      "train": {"overrides": {"gail.use": "false", "gail.max_history": "0"}}}
+                      "train": {"overrides": {"gail_use": "false", "gail_max_history": "0"}}}
     assert len(messages) == 4 and all("overrides" in m for m in messages)
     resolved = grail_config.resolve(values)
     assert resolved["prompts"]["max_history"] == 0  # 0 = full history, in prompts and in the discriminator
@@ -165,17 +165,25 @@ def test_exponent_floats_are_numbers_in_recipes_overrides_and_configs(tmp_path):
     import yaml
 
     from grail_sim import io
-    from grail_sim.training.recipe import load_recipe, parse_override
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
 
-    assert parse_override("learning_rate=2e-5") == ("learning_rate", 2e-5)
-    assert parse_override("training.learning_rate=1E-6")[1] == 1e-6
-    assert parse_override("hub_model_id=e5") == ("hub_model_id", "e5") and parse_override("x=2e")[1] == "2e"
-    assert io.yaml_load("a: 3e2\nb: 7\nc: '2e-5'\nd: 1.5\n") == {"a": 300.0, "b": 7, "c": "2e-5", "d": 1.5}
-    assert yaml.safe_load("x: 2e-5") == {"x": "2e-5"}  # PyYAML's own loader is left as it was
     recipe = tmp_path / "grpo.yaml"
     recipe.write_text("trainer: grpo\nlearning_rate: 5e-6\nmax_steps: 1\n")
-    _, trl_args = load_recipe(recipe, ["beta=1e-3"])
-    assert trl_args["learning_rate"] == 5e-6 and trl_args["beta"] == 1e-3
+    argv = ["--config", str(recipe), "--dataset", "D", "--model", "M", "--out", str(tmp_path / "out")]
+
+    def parsed(*flags: str, overrides=None):
+        return parse_recipe([*argv, *flags], overrides, defaults=run_defaults).config
+
+    assert parsed("learning_rate=2e-5").learning_rate == 2e-5
+    assert parsed("training.learning_rate=1E-6").learning_rate == 1e-6
+    assert parsed("hub_model_id=e5").hub_model_id == "e5" and parsed("hub_model_id=2e").hub_model_id == "2e"
+    assert io.yaml_load("a: 3e2\nb: 7\nc: '2e-5'\nd: 1.5\n") == {"a": 300.0, "b": 7, "c": "2e-5", "d": 1.5}
+    assert yaml.safe_load("x: 2e-5") == {"x": "2e-5"}  # PyYAML's own loader is left as it was
+    # the recipe file's 5e-6, and the workflow's train.overrides as the raw text the environment gives
+    config = parsed(overrides={"beta": "1e-3"})
+    assert config.learning_rate == 5e-6 and config.beta == 1e-3
+    assert isinstance(config.learning_rate, float) and isinstance(config.beta, float)
 
 
 def test_nested_command_line_values_get_their_schema_types_back():

@@ -10,6 +10,7 @@ import pytest
 from test_train import make_prompt_rows
 
 from grail_sim.training import discriminator as disc
+from grail_sim.training.arguments import GrpoRecipe
 from grail_sim.training.gail_reward import GailReward
 
 # One intra-op torch thread for every test here (conftest.one_torch_thread says why).
@@ -19,7 +20,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _settings(**kwargs) -> disc.GailSettings:
     values = {"lr": 3e-3, "batch_size": 16, "max_length": 96, "updates_per_step": 1, "seed": 0}
     values.update(kwargs)
-    return disc.GailSettings.from_recipe(values)
+    return disc.GailSettings.defaults(**values)
+
+
+def _grail_recipe(*flags: str):
+    from pathlib import Path
+
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
+
+    recipe = Path(__file__).resolve().parents[1] / "config" / "recipes" / "grail.yaml"
+    return parse_recipe(["--config", str(recipe), "--dataset", "D", "--model", "M", "--out", "OUT", *flags],
+                        defaults=run_defaults)
 
 
 def test_render_puts_the_action_first_so_truncation_keeps_it():
@@ -44,9 +56,10 @@ def test_max_history_zero_means_the_full_history_as_in_the_prompts():
     assert recent.startswith("RECENT (newest first): Earlier video 7")
     assert all(f"Earlier video {i} " in recent for i in range(1, 8))
     assert disc.render_pair(slate, 1, history=history, max_history=2).count("Earlier video") == 2
-    assert disc.GailSettings(max_history=0).max_history == 0
-    field = next(f for f in dataclasses.fields(disc.GailSettings) if f.name == "max_history")
-    assert "0 = full history" in field.metadata["help"]
+    assert disc.GailSettings.defaults(max_history=0).max_history == 0
+    assert disc.GailSettings.from_recipe(_grail_recipe("gail_max_history=0").config).max_history == 0
+    field = next(f for f in dataclasses.fields(GrpoRecipe) if f.name == "gail_max_history")
+    assert "0 = the full history" in field.metadata["help"]
 
 
 @pytest.fixture(scope="module")
@@ -199,15 +212,23 @@ def test_replay_draws_uniformly_or_by_recency():
     assert 20 < ages["recency"] < 40  # half-life 20 additions: mean age about 20 / ln 2 = 28.9
 
 
-@pytest.mark.parametrize("values, message", [({"human_fraction": 0}, "human_fraction must lie in"),
-                                             ({"human_fraction": 1}, "human_fraction must be"),
-                                             ({"replay": "fifo"}, "replay must be one of uniform, recency"),
-                                             ({"replay_half_life": 0}, "replay_half_life must be >= 1")])
-def test_mixer_settings_fail_naming_the_key(values, message):
+@pytest.mark.parametrize("flags, message", [
+    (["gail_human_fraction=0"], r"grail\.yaml: gail_human_fraction must be a number > 0 and < 1"),
+    (["gail_human_fraction=1"], r"grail\.yaml: gail_human_fraction must be a number > 0 and < 1"),
+    (["gail_replay=fifo"], r"grail\.yaml: gail_replay must be one of uniform, recency"),
+    (["gail_replay_half_life=0"], r"grail\.yaml: gail_replay_half_life must be a number >= 1"),
+])
+def test_mixer_settings_fail_naming_the_key(flags, message):
     from grail_sim.errors import RecipeError
 
     with pytest.raises(RecipeError, match=message):
-        _settings(**values)
+        _grail_recipe(*flags)
+
+
+def test_mixer_settings_come_from_the_recipes_gail_fields():
+    config = _grail_recipe("gail_human_fraction=0.25", "gail_replay=recency", "gail_replay_half_life=20").config
+    settings = disc.GailSettings.from_recipe(config)
+    assert (settings.human_fraction, settings.replay, settings.replay_half_life) == (0.25, "recency", 20)
 
 
 @pytest.mark.slow

@@ -84,7 +84,7 @@ def test_grpo_trains_on_the_math_task_through_the_cli(tiny_model_dir, tmp_path):
     dataset = tmp_path / "math"
     assert cli.main(["prompts", "math", "--out", str(dataset), "--train", "8", "--validation", "4",
                      "--test", "4"]) == 0
-    argv = ["train", "--recipe", str(RECIPES / "math" / "grpo.yaml"), "--dataset", str(dataset), "--model",
+    argv = ["train", "--config", str(RECIPES / "math" / "grpo.yaml"), "--dataset", str(dataset), "--model",
             str(tiny_model_dir), "--out", str(tmp_path / "out"), "--max-steps", "1", "--threads", "1"]
     for override in ("per_device_train_batch_size=4", "num_generations=2", "max_completion_length=8",
                      "report_to=none"):

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from grail_sim import errors
-from grail_sim.training import recipe as training_recipe
 from grail_sim.training.kl_control import BOUND_FACTOR, ERROR_CLIP, AdaptiveKLController
 from grail_sim.training.maxent import maxent_weights, reference_scores
 
@@ -111,29 +110,35 @@ def test_kl_controller_refuses_settings_that_cannot_control(kwargs, message):
 # --- recipe keys -----------------------------------------------------------------------------------
 
 
+def _parse(recipe: str, *flags: str):
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
+
+    return parse_recipe(["--config", str(RECIPES / f"{recipe}.yaml"), "--dataset", "D", "--model", "M", "--out", "OUT",
+                         *flags], defaults=run_defaults)
+
+
 def test_the_maxent_recipe_takes_the_seed_flags_and_init_kl_coeff_sets_beta():
-    script, grpo = training_recipe.load_recipe(RECIPES / "maxent.yaml", [
-        "maxent_tau=0.5", "maxent_q_temperature=2", "maxent_q_epsilon=1e-4", "maxent_length_normalize_ref=false",
-        "init_kl_coeff=0.05", "kl_target=0.1", "kl_horizon=20"])
-    assert script.trainer == "maxent" and grpo["beta"] == 0.05
-    settings = script.maxent_settings()
+    recipe = _parse("maxent", "maxent_tau=0.5", "maxent_q_temperature=2", "maxent_q_epsilon=1e-4",
+                    "maxent_length_normalize_ref=false", "init_kl_coeff=0.05", "kl_target=0.1", "kl_horizon=20")
+    assert recipe.trainer == "maxent" and recipe.config.beta == 0.05
+    settings = recipe.config.maxent_settings()
     assert (settings.tau, settings.q_temperature, settings.q_epsilon, settings.length_normalize_ref) == (
         0.5, 2.0, 1e-4, False)
-    controller = script.kl_controller(grpo["beta"])
+    controller = recipe.config.kl_controller()
     assert (controller.value, controller.kl_target, controller.kl_horizon) == (0.05, 0.1, 20)
-    _, grpo = training_recipe.load_recipe(RECIPES / "grpo.yaml", ["init_kl_coeff=0.1"])  # the recipe says beta: 0
-    assert grpo["beta"] == 0.1
+    assert _parse("grpo", "init_kl_coeff=0.1").config.beta == 0.1  # the recipe says beta: 0
 
 
 @pytest.mark.parametrize("recipe, overrides, message", [
-    ("grpo", ["maxent_tau=0.5"], r"maxent_tau.*trainer: maxent only"),
-    ("grpo", ["kl_target=0.1"], "kl_target needs a starting KL coefficient"),
-    ("maxent", ["maxent_q_temperature=0"], "maxent_q_temperature must be > 0"),
-    ("maxent", ["maxent_tau=-1"], "maxent_tau must be"),
+    ("grpo", ["maxent_tau=0.5"], r"grpo\.yaml.*maxent_tau.*trainer 'maxent' only"),
+    ("grpo", ["kl_target=0.1"], r"grpo\.yaml: kl_target needs a starting KL coefficient"),
+    ("maxent", ["maxent_q_temperature=0"], r"maxent\.yaml: maxent_q_temperature must be a number > 0"),
+    ("maxent", ["maxent_tau=-1"], r"maxent\.yaml: maxent_tau must be"),
 ])
 def test_kl_and_maxent_keys_fail_naming_the_key(recipe, overrides, message):
     with pytest.raises(errors.RecipeError, match=message):
-        training_recipe.load_recipe(RECIPES / f"{recipe}.yaml", overrides)
+        _parse(recipe, *overrides)
 
 
 def test_docs_table_of_maxent_keys_matches_the_recipe_defaults():
@@ -142,7 +147,9 @@ def test_docs_table_of_maxent_keys_matches_the_recipe_defaults():
 
     import yaml
 
-    defaults = {item.name: item.default for item in dataclasses.fields(training_recipe.ScriptArguments)}
+    from grail_sim.training.arguments import GrpoRecipe
+
+    defaults = {item.name: item.default for item in dataclasses.fields(GrpoRecipe)}
     text = (Path(__file__).resolve().parents[1] / "docs" / "train.md").read_text()
     rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", text.split("| recipe key | default |", 1)[1].split("\n\n", 1)[0],
                       flags=re.MULTILINE)
@@ -161,14 +168,13 @@ def maxent_dataset(tmp_path_factory):
 
 @pytest.mark.slow
 def test_maxent_trains_through_the_cli_with_a_gradient_and_adaptive_kl(tiny_model_dir, maxent_dataset, tmp_path):
-    """No warm-up, so the LoRA B matrices start at zero: non-zero after training means the weighted
-    NLL had a gradient through the policy. beta moves and is logged every step, with the KL."""
+    """A fresh adapter on the bare model, so the LoRA B matrices start at zero: non-zero after training
+    means the weighted NLL had a gradient through the policy. beta moves and is logged every step, with the KL."""
     from safetensors.torch import load_file
 
     out = tmp_path / "maxent"
-    assert _train_cli("maxent", maxent_dataset, tiny_model_dir, out, "warmup_sft.enabled=false",
-                      "init_kl_coeff=0.05", "kl_target=0.001", "kl_horizon=2", "learning_rate=0.01",
-                      max_steps=2) == 0
+    assert _train_cli("maxent", maxent_dataset, tiny_model_dir, out, "init_kl_coeff=0.05", "kl_target=0.001",
+                      "kl_horizon=2", "learning_rate=0.01", max_steps=2) == 0
     adapter = load_file(str(out / "final" / "adapter_model.safetensors"))
     assert any(float(tensor.abs().max()) > 0 for name, tensor in adapter.items() if "lora_B" in name)
     steps = [row for row in _metric_rows(out / "metrics.jsonl") if "beta" in row]
@@ -186,8 +192,7 @@ def test_maxent_trains_through_the_cli_with_a_gradient_and_adaptive_kl(tiny_mode
 @pytest.mark.slow
 def test_grpo_resumes_beta_from_its_checkpoint(tiny_model_dir, maxent_dataset, tmp_path):
     out = tmp_path / "grpo"
-    flags = ("warmup_sft.enabled=false", "init_kl_coeff=0.05", "kl_target=0.001", "kl_horizon=2",
-             "learning_rate=0.01")
+    flags = ("init_kl_coeff=0.05", "kl_target=0.001", "kl_horizon=2", "learning_rate=0.01")
     assert _train_cli("grpo", maxent_dataset, tiny_model_dir, out, *flags, max_steps=1) == 0
     first = json.loads((out / "checkpoint-1" / "kl_controller.json").read_text())["value"]
     assert first == pytest.approx(0.05 * (1 - ERROR_CLIP / 2))  # step 1: KL 0
@@ -200,5 +205,5 @@ def test_grpo_resumes_beta_from_its_checkpoint(tiny_model_dir, maxent_dataset, t
 
 
 def test_recipes_directory_has_the_entropy_variant_under_its_own_name():
-    script, grpo = training_recipe.load_recipe(Path(RECIPES) / "grpo-entropy.yaml")
-    assert script.trainer == "grpo-entropy" and grpo["entropy_coef"] > 0
+    recipe = _parse("grpo-entropy")
+    assert recipe.trainer == "grpo-entropy" and recipe.config.entropy_coef > 0

@@ -11,7 +11,6 @@ import yaml
 
 from grail_sim import errors
 from grail_sim.training import mixture as mixture_lib
-from grail_sim.training import recipe as training_recipe
 
 from test_train import RECIPES, _train_cli, make_prompt_rows
 
@@ -90,12 +89,21 @@ def test_a_missing_split_of_a_prompt_folder_names_the_splits(sources):
         _load({"datasets": [{"id": sources["gun"], "split": "test"}]})
 
 
+def _parse(*flags: str, overrides=None):
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
+
+    return parse_recipe(["--config", str(RECIPES / "grpo.yaml"), "--dataset", "D", "--model", "M", "--out", "OUT",
+                         *flags], overrides, defaults=run_defaults)
+
+
 def test_the_recipe_carries_the_mixture(sources):
     mixture = {"datasets": [{"id": sources["gun"], "weight": 1}], "seed": 3}
-    script, _ = training_recipe.load_recipe(RECIPES / "grpo.yaml", [f"dataset_mixture={json.dumps(mixture)}"])
-    assert script.dataset_mixture == mixture
-    with pytest.raises(errors.RecipeError, match="dataset_mixture must be a mapping"):
-        training_recipe.load_recipe(RECIPES / "grpo.yaml", ["dataset_mixture=[1, 2]"])
+    recipe = _parse(f"dataset_mixture={json.dumps(mixture)}")
+    assert recipe.script.dataset_mixture == mixture and recipe.values["dataset_mixture"] == mixture
+    assert _parse(overrides={"dataset_mixture": mixture}).script.dataset_mixture == mixture  # train.overrides
+    with pytest.raises(errors.RecipeError, match=r"grpo\.yaml: dataset_mixture must be a mapping"):
+        _parse("dataset_mixture=[1, 2]")
 
 
 @pytest.mark.slow
@@ -106,6 +114,6 @@ def test_grpo_trains_on_a_mixture_and_evaluates_on_its_held_out_rows(tiny_model_
     assert _train_cli("grpo", Path(sources["gun"]), tiny_model_dir, out, f"dataset_mixture={json.dumps(mixture)}",
                       "eval_strategy=steps", "eval_steps=1", "per_device_eval_batch_size=4", max_steps=1) == 0
     resolved = yaml.safe_load((out / "resolved_recipe.yaml").read_text())
-    assert resolved["script"]["dataset_mixture"] == mixture
+    assert resolved["values"]["dataset_mixture"] == mixture
     provenance = json.loads((out / "final" / "grail_sim.json").read_text())
     assert (provenance["train_rows"], provenance["eval_rows"]) == (20, 4)  # 12 + 12 mixed, 4 held out

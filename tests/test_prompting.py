@@ -12,7 +12,6 @@ import pytest
 from grail_sim import errors
 from grail_sim.rows import replace_system
 from grail_sim.training import prompting
-from grail_sim.training import recipe as training_recipe
 
 from test_train import RECIPES, _train_cli, make_prompt_dataset
 
@@ -29,17 +28,24 @@ def test_replace_system_replaces_the_first_system_message_or_puts_one_first():
     assert chat[0]["content"] == "old"  # the input is not modified
 
 
+def _parse(recipe: str, *flags: str):
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
+
+    return parse_recipe(["--config", str(RECIPES / f"{recipe}.yaml"), "--dataset", "D", "--model", "M", "--out", "OUT",
+                         *flags], defaults=run_defaults)
+
+
 def test_chat_template_is_inline_or_a_file_and_a_missing_file_fails_at_recipe_load(tmp_path):
     file = tmp_path / "chat.jinja"
     file.write_text(TEMPLATE)
     assert prompting.chat_template_text(TEMPLATE) == (TEMPLATE, "inline")
     assert prompting.chat_template_text(str(file)) == (TEMPLATE, str(file))
     for recipe in ("grpo", "sft"):
-        script, _ = training_recipe.load_recipe(RECIPES / f"{recipe}.yaml", [f"chat_template={file}",
-                                                                            "system_prompt=Pick one."])
-        assert (script.chat_template, script.system_prompt) == (str(file), "Pick one.")
-        with pytest.raises(errors.RecipeError, match="chat_template 'nowhere.jinja' is neither"):
-            training_recipe.load_recipe(RECIPES / f"{recipe}.yaml", ["chat_template=nowhere.jinja"])
+        config = _parse(recipe, f"chat_template={file}", "system_prompt=Pick one.").config
+        assert (config.chat_template, config.system_prompt) == (str(file), "Pick one.")
+        with pytest.raises(errors.RecipeError, match=rf"{recipe}\.yaml: chat_template 'nowhere.jinja' is neither"):
+            _parse(recipe, "chat_template=nowhere.jinja")
 
 
 def test_a_template_that_does_not_render_fails_naming_its_source(tokenizer_dir):
@@ -62,7 +68,7 @@ def test_sft_records_its_overrides_grpo_inherits_the_system_prompt_and_evaluatio
     template = tmp_path / "chat.jinja"
     template.write_text(TEMPLATE)
     sft_out = tmp_path / "sft"
-    argv = ["train", "--recipe", str(RECIPES / "sft.yaml"), "--dataset", str(prompts), "--model", str(tiny_model_dir),
+    argv = ["train", "--config", str(RECIPES / "sft.yaml"), "--dataset", str(prompts), "--model", str(tiny_model_dir),
             "--out", str(sft_out), "--max-steps", "1", "--threads", "1"]
     for override in ("per_device_train_batch_size=2", "report_to=none", "system_prompt=Name the option.",
                      f"chat_template={template}"):
@@ -77,7 +83,7 @@ def test_sft_records_its_overrides_grpo_inherits_the_system_prompt_and_evaluatio
     assert saved == TEMPLATE
 
     grpo_out = tmp_path / "grpo"
-    assert _train_cli("grpo", prompts, sft_out / "final", grpo_out, "warmup_sft.enabled=false", max_steps=1) == 0
+    assert _train_cli("grpo", prompts, sft_out / "final", grpo_out, max_steps=1) == 0
     inherited = json.loads((grpo_out / "final" / "grail_sim.json").read_text())["prompt_overrides"]
     assert inherited["system_prompt"] == "Name the option." and inherited["chat_template"] is None
 

@@ -84,7 +84,7 @@ def test_publish_dry_run_prints_the_plan_and_a_folder_without_provenance_fails(t
 
 def test_push_to_hub_needs_a_repository(tiny_model_dir, tmp_path, capsys):
     dataset = make_prompt_dataset(tmp_path / "next_video", rows=4)
-    argv = ["train", "--recipe", str(RECIPES / "sft.yaml"), "--dataset", str(dataset), "--model", str(tiny_model_dir),
+    argv = ["train", "--config", str(RECIPES / "sft.yaml"), "--dataset", str(dataset), "--model", str(tiny_model_dir),
             "--out", str(tmp_path / "out"), "--max-steps", "1", "--threads", "1", "--set", "push_to_hub=true"]
     assert cli.main(argv) == 2
     assert "push_to_hub needs hub_model_id" in capsys.readouterr().err
@@ -96,7 +96,7 @@ def test_a_recipe_with_push_to_hub_pushes_final_once_after_training(tiny_model_d
     monkeypatch.setattr(publish, "push_final", lambda final, repo, **kw: pushed.append((final, repo, kw)))
     dataset = make_prompt_dataset(tmp_path / "next_video", rows=4)
     out = tmp_path / "out"
-    argv = ["train", "--recipe", str(RECIPES / "sft.yaml"), "--dataset", str(dataset), "--model", str(tiny_model_dir),
+    argv = ["train", "--config", str(RECIPES / "sft.yaml"), "--dataset", str(dataset), "--model", str(tiny_model_dir),
             "--out", str(out), "--max-steps", "1", "--threads", "1"]
     for override in ("per_device_train_batch_size=2", "report_to=none", "push_to_hub=true",
                      "hub_model_id=someone/sft-gun"):
@@ -105,5 +105,10 @@ def test_a_recipe_with_push_to_hub_pushes_final_once_after_training(tiny_model_d
     assert pushed == [(out / "final", "someone/sft-gun", {"private": True})]
     import yaml
 
+    import torch
+
     resolved = yaml.safe_load((out / "resolved_recipe.yaml").read_text())
-    assert resolved["sft_config"]["push_to_hub"] is False  # TRL pushed no checkpoint
+    assert resolved["values"]["push_to_hub"] is True and resolved["values"]["hub_model_id"] == "someone/sft-gun"
+    # the arguments TRL trained with: TRL pushed no checkpoint
+    trained_with = torch.load(out / "final" / "training_args.bin", weights_only=False)
+    assert trained_with.push_to_hub is False and trained_with.hub_model_id == "someone/sft-gun"

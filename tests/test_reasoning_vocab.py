@@ -125,7 +125,7 @@ def test_grpo_with_a_reasoning_vocabulary_end_to_end(tiny_model_dir, tmp_path):
     dataset, out = tmp_path / "math", tmp_path / "out"
     assert cli.main(["prompts", "math", "--out", str(dataset), "--train", "8", "--validation", "2",
                      "--test", "3"]) == 0
-    argv = ["train", "--recipe", str(recipes / "math" / "grpo.yaml"), "--dataset", str(dataset), "--model",
+    argv = ["train", "--config", str(recipes / "math" / "grpo.yaml"), "--dataset", str(dataset), "--model",
             str(tiny_model_dir), "--out", str(out), "--max-steps", "2", "--threads", "1",
             "reasoning_vocab_size=49152", "per_device_train_batch_size=4", "num_generations=2",
             "max_completion_length=8", "save_steps=1", "report_to=none"]
@@ -152,55 +152,66 @@ def test_grpo_with_a_reasoning_vocabulary_end_to_end(tiny_model_dir, tmp_path):
     assert 0 <= metrics["reasoning_tokens"]["used"] <= metrics["reasoning_tokens"]["generated"]
 
 
+def _parse(recipe, *flags: str, dataset="D", model="M", out="OUT"):
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
+
+    return parse_recipe(["--config", str(recipe), "--dataset", str(dataset), "--model", str(model), "--out", str(out),
+                         *flags], defaults=run_defaults)
+
+
 def test_reasoning_vocabulary_refuses_vllm(tmp_path):
     from grail_sim.errors import RecipeError
-    from grail_sim.training.recipe import load_recipe
 
     recipe = tmp_path / "grpo.yaml"
     recipe.write_text("trainer: grpo\nreasoning_vocab_size: 8\nuse_vllm: true\n")
     with pytest.raises(RecipeError, match=r"grpo.yaml: reasoning_vocab_size needs use_vllm: false"):
-        load_recipe(recipe)
+        _parse(recipe)
     recipe.write_text("trainer: grpo\nreasoning_vocab_size: -1\n")
-    with pytest.raises(RecipeError, match="reasoning_vocab_size"):
-        load_recipe(recipe)
+    with pytest.raises(RecipeError, match=r"grpo.yaml.*reasoning_vocab_size"):
+        _parse(recipe)
 
 
 def test_an_adapter_start_needs_every_weight_training():
     """The sft stage's adapter has no trainable tokens for the new rows: with LoRA on, a reasoning
-    vocabulary must start from a full model; with lora.enabled false the adapter is merged first."""
+    vocabulary must start from a full model; with use_peft false the adapter is merged first."""
     from types import SimpleNamespace
 
     from grail_sim.errors import RecipeError
     from grail_sim.training.policy import expand_reasoning_vocabulary
 
-    run = SimpleNamespace(recipe_path="grpo.yaml", model_dir="results/train/math_sft/final",
+    run = SimpleNamespace(recipe=SimpleNamespace(source="recipe grpo.yaml"), model_dir="results/train/math_sft/final",
                           start_adapter="results/train/math_sft/final",
-                          script=SimpleNamespace(reasoning_vocab_size=8, lora=SimpleNamespace(enabled=True)))
-    with pytest.raises(RecipeError, match=r"grpo.yaml: reasoning_vocab_size with --model .* needs lora.enabled: false"):
+                          model_args=SimpleNamespace(reasoning_vocab_size=8, use_peft=True))
+    with pytest.raises(RecipeError, match=r"grpo.yaml: reasoning_vocab_size with --model .* needs use_peft: false"):
         expand_reasoning_vocabulary(run, model=None, tokenizer=None)
 
 
 def test_an_adapter_start_with_lora_off_merges_and_trains_every_weight(tiny_model_dir, tmp_path):
-    """--model an adapter, lora.enabled false: the adapter is merged and every weight trains (peft had
+    """--model an adapter, use_peft false: the adapter is merged and every weight trains (peft had
     frozen the base to load it, so GRPO's first backward failed), reasoning rows included."""
     from pathlib import Path
 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from grail_sim import cli
     from grail_sim.training.policy import get_model
-    from grail_sim.training.recipe import load_recipe
-    from grail_sim.training.run import Run
+    from grail_sim.training.run import make_run
 
     adapter = tmp_path / "sft_final"
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                                 LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     peft_model.save_pretrained(str(adapter))
     (adapter / "grail_sim.json").write_text(json.dumps({"base_model": str(tiny_model_dir)}))
+    dataset = tmp_path / "math"
+    assert cli.main(["prompts", "math", "--out", str(dataset), "--train", "2", "--validation", "2",
+                     "--test", "2"]) == 0
     recipe = Path(__file__).resolve().parents[1] / "config" / "recipes" / "math" / "grpo.yaml"
-    script, trl_args = load_recipe(recipe, ["lora.enabled=false", "reasoning_vocab_size=16"])
-    run = Run(str(recipe), "unused", str(adapter), tmp_path / "out", script, trl_args, is_main=True)
-    tokenizer, model = get_model(run)
+    run = make_run(_parse(recipe, "use_peft=false", "reasoning_vocab_size=16", dataset=dataset, model=adapter,
+                          out=tmp_path / "out"), is_main=True)
+    assert run.start_adapter == adapter
+    tokenizer, model, token_map = get_model(run)
     assert not hasattr(model, "peft_config")  # merged
     assert all(parameter.requires_grad for parameter in model.parameters())
-    assert model.get_input_embeddings().weight.shape[0] == run.token_map.base_vocab_size + 16
+    assert model.get_input_embeddings().weight.shape[0] == token_map.base_vocab_size + 16

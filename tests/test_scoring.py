@@ -78,14 +78,14 @@ SLATE = [{"title": "Gun Bans Fail: What the Data Shows", "channel": "Armed Citiz
 
 
 def test_trained_think_writes_the_sft_target_of_each_option():
-    from grail_sim.training.warmup import warmup_target
+    from grail_sim.answers import gold_reply
 
     think = scorers.ThinkForcing(TEMPLATE)
     assert think.prefix == "<think>"
     for k, item in enumerate(SLATE, 1):
         # The prefix plus option k's continuation is exactly the reply sft teaches for a human who chose k.
         row = {"gold_index": k, "slate_items": json.dumps(SLATE)}
-        assert think.prefix + think.continuation(str(k), k, item) == warmup_target(row, TEMPLATE)
+        assert think.prefix + think.continuation(str(k), k, item) == gold_reply(row, TEMPLATE)
     # A direction names no option: it is scored after an empty think, written out.
     assert think.continuation("increase", 1, None) == "</think><answer>increase</answer>"
     assert scorers.ThinkForcing().prefix == scorers.ANSWER_PREFIX

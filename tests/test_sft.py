@@ -10,7 +10,6 @@ import pytest
 from test_train import RECIPES, make_prompt_dataset
 
 from grail_sim import errors
-from grail_sim.training import recipe as training_recipe
 
 # A tiny-model sft run: 2 rows a step, a checkpoint every step, no wandb.
 TINY_SFT = ["per_device_train_batch_size=2", "save_steps=1", "report_to=none"]
@@ -31,6 +30,7 @@ def prompt_dataset(tmp_path_factory):
 def _train(recipe: str, dataset: Path, model: Path, out: Path, overrides: list[str], max_steps: int) -> int:
     from grail_sim import cli
 
+    # --recipe: the workflow's older spelling of TRL's --config, still accepted
     argv = ["train", "--recipe", str(RECIPES / f"{recipe}.yaml"), "--dataset", str(dataset), "--model", str(model),
             "--out", str(out), "--max-steps", str(max_steps), "--threads", "1"]
     for override in overrides:
@@ -45,30 +45,37 @@ def _rows(path: Path) -> list[dict]:
 # --- the recipe -----------------------------------------------------------------------------------
 
 
+def _parse(recipe: Path, flags: list[str] = (), *, dataset="D", model="M", out="OUT", defaults=None):
+    from grail_sim.training.parser import parse_recipe
+
+    return parse_recipe(["--config", str(recipe), "--dataset", str(dataset), "--model", str(model), "--out", str(out),
+                         *flags], defaults=defaults)
+
+
 def test_sft_recipe_resolves_to_a_valid_sft_config(tmp_path):
     from trl import SFTConfig
 
-    script, sft = training_recipe.load_recipe(RECIPES / "sft.yaml")
-    assert isinstance(script, training_recipe.SftArguments) and script.trainer == "sft"
-    config = SFTConfig(output_dir=str(tmp_path), **{**sft, "use_cpu": True, "bf16": False})
+    recipe = _parse(RECIPES / "sft.yaml", ["use_cpu=true", "bf16=false"], out=tmp_path)
+    config = recipe.config
+    assert isinstance(config, SFTConfig) and recipe.trainer == "sft" and config.output_dir == str(tmp_path)
     assert config.completion_only_loss is True and not config.packing
     # the laptop recipe: an empty think (the digit the evaluation scores), a small adapter on the top layers
-    assert script.lora.enabled and script.think_template == "" and script.lora.top_layers == 2
+    assert recipe.model.use_peft and config.think_template == "" and recipe.model.lora_top_layers == 2
 
 
 def test_sft_recipe_refuses_unknown_keys_naming_key_and_file(tmp_path):
     recipe = tmp_path / "my-sft.yaml"
     recipe.write_text("trainer: sft\nnum_generations: 4\n")  # a GRPOConfig field, not an SFTConfig one
-    with pytest.raises(errors.RecipeError, match=r"num_generations.*my-sft\.yaml.*SFTConfig"):
-        training_recipe.load_recipe(recipe)
-    recipe.write_text("trainer: sft\nwarmup_sft: {enabled: true}\n")  # sft has no in-train warm-up
-    with pytest.raises(errors.RecipeError, match=r"warmup_sft.*my-sft\.yaml"):
-        training_recipe.load_recipe(recipe)
+    with pytest.raises(errors.RecipeError, match=r"my-sft\.yaml.*num_generations.*SFTConfig"):
+        _parse(recipe)
+    recipe.write_text("trainer: sft\nwarmup_sft: {enabled: true}\n")  # no recipe has an in-train warm-up
+    with pytest.raises(errors.RecipeError, match=r"my-sft\.yaml.*warmup_sft"):
+        _parse(recipe)
     recipe.write_text("trainer: sft\nthink_template: 'Pick {gold}'\n")
     with pytest.raises(errors.RecipeError, match=r"my-sft\.yaml.*think_template.*gold"):
-        training_recipe.load_recipe(recipe)
-    with pytest.raises(errors.RecipeError, match=r"sft\.yaml.*lora\.r"):
-        training_recipe.load_recipe(RECIPES / "sft.yaml", ["lora.r=0"])
+        _parse(recipe)
+    with pytest.raises(errors.RecipeError, match=r"sft\.yaml.*lora_r"):
+        _parse(RECIPES / "sft.yaml", ["lora_r=0"])
 
 
 def test_train_help_lists_the_sft_keys(capsys):
@@ -77,7 +84,7 @@ def test_train_help_lists_the_sft_keys(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     text = capsys.readouterr().out
-    assert "SFTConfig field" in text and "\n  think_template" in text
+    assert "SftRecipe (TRL's SFTConfig" in text and "\n  think_template" in text
 
 
 # --- the loss mask --------------------------------------------------------------------------------
@@ -85,22 +92,22 @@ def test_train_help_lists_the_sft_keys(capsys):
 
 def test_sft_loss_is_on_the_completion_only(tiny_model_dir, prompt_dataset, tmp_path):
     """The labels TRL builds mask every prompt token: only the think/answer turn and its end of turn count."""
-    from grail_sim.training import main, sft
-    from grail_sim.training.warmup import warmup_target
+    from grail_sim.answers import gold_reply
+    from grail_sim.training import policy, sft
+    from grail_sim.training.run import make_run, run_defaults
 
-    script, trl_args = training_recipe.load_recipe(RECIPES / "sft.yaml", TINY_SFT, max_steps=1)
-    run = main.Run(str(RECIPES / "sft.yaml"), str(prompt_dataset), str(tiny_model_dir), tmp_path, script, trl_args,
-                   is_main=True)
-    sft.configure_sft(run)
+    recipe = _parse(RECIPES / "sft.yaml", [*TINY_SFT, "--max_steps", "1"], dataset=prompt_dataset,
+                    model=tiny_model_dir, out=tmp_path, defaults=run_defaults)
+    run = make_run(recipe, is_main=True)
     data = sft.get_sft_dataset(run)
-    tokenizer, model = main.get_model(run)
+    tokenizer, model, _ = policy.get_model(run)
     trainer = sft.build_sft_trainer(run, model, tokenizer, data)
     assert trainer.completion_only_loss is True and trainer.args.completion_only_loss is True
     first = trainer.train_dataset[0]
     kept = [i for i, label in enumerate(first["labels"]) if label != -100]
     assert kept and kept == list(range(kept[0], len(first["input_ids"])))  # one trailing run: the completion
     completion = data[0]["completion"][0]["content"]
-    assert completion == warmup_target(_first_row(prompt_dataset, run.seed), script.think_template)
+    assert completion == gold_reply(_first_row(prompt_dataset, run.seed), run.config.think_template)
     assert tokenizer.decode([first["labels"][i] for i in kept]) == completion + "<|im_end|>\n"
     assert "<|im_start|>assistant" in tokenizer.decode(first["input_ids"][:kept[0]])  # the prompt is masked
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
@@ -188,7 +195,7 @@ def test_full_fine_tuned_sft_is_the_base_of_a_lora_grpo_run(tiny_model_dir, prom
     from grail_sim.model.loading import adapter_base, load_policy
 
     sft_out, grpo_out = tmp_path / "sft_full", tmp_path / "grpo_gun"
-    assert _train("sft", prompt_dataset, tiny_model_dir, sft_out, TINY_SFT + ["lora.enabled=false"], 1) == 0
+    assert _train("sft", prompt_dataset, tiny_model_dir, sft_out, TINY_SFT + ["use_peft=false"], 1) == 0
     assert (sft_out / "final" / "config.json").is_file() and not (sft_out / "final" / "adapter_config.json").exists()
     assert _train("grpo", prompt_dataset, sft_out / "final", grpo_out, TINY_GRPO, max_steps=1) == 0
     provenance = json.loads((grpo_out / "final" / "grail_sim.json").read_text())

@@ -8,14 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from grail_sim import config as grail_config
 from grail_sim import errors as errors
 from grail_sim.evaluation import provenance as evaluation_provenance
 from grail_sim.training import data as training_data
 from grail_sim.training import recipe as training_recipe
 from grail_sim.training import resume as training_resume
-from grail_sim.training import settings as settings_lib
-from grail_sim.training import warmup as training_warmup
 
 TOPICS = ["gun rights", "gun control", "hunting", "self defense", "policy debate", "news"]
 
@@ -64,19 +61,18 @@ def make_prompt_dataset(out_dir, rows: int = 16, seed: int = 0) -> Path:
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "config" / "recipes"
-# Keeps a tiny-model run to a few seconds per step: 2 prompts x 2 completions, 8 new tokens. These runs
-# start from the bare tiny model, so the in-train warm-up (off in the recipes, which start from sft) is on.
-TINY = ["warmup_sft.enabled=true", "warmup_sft.steps=2", "warmup_sft.batch_size=2", "per_device_train_batch_size=4", "num_generations=2",
-        "max_completion_length=8", "save_steps=1", "report_to=none", "gail.batch_size=4"]
+# Keeps a tiny-model run to a few seconds per step: 2 prompts x 2 completions, 8 new tokens.
+TINY = ["per_device_train_batch_size=4", "num_generations=2", "max_completion_length=8", "save_steps=1",
+        "report_to=none", "gail_batch_size=4"]
 
 
 def _train_cli(recipe: str, dataset: Path, model: Path, out: Path, *extra: str, max_steps: int = 2) -> int:
     from grail_sim import cli
 
-    argv = ["train", "--recipe", str(RECIPES / f"{recipe}.yaml"), "--dataset", str(dataset), "--model", str(model),
-            "--out", str(out), "--max-steps", str(max_steps), "--threads", "1"]
+    argv = ["train", "--config", str(RECIPES / f"{recipe}.yaml"), "--dataset", str(dataset), "--model", str(model),
+            "--out", str(out), "--max_steps", str(max_steps), "--threads", "1"]
     for override in TINY + list(extra):
-        if recipe != "grail" and override.startswith("gail."):
+        if recipe != "grail" and override.startswith("gail_"):
             continue
         argv += ["--set", override]
     return cli.main(argv)
@@ -100,211 +96,251 @@ def prompt_dataset(tmp_path_factory):
 # --- recipes --------------------------------------------------------------------------------------
 
 
+def _parse(name_or_path, *flags: str, overrides: dict | None = None, defaults=None):
+    """The recipe as `grail-sim train` reads it on a CPU machine, with made-up dataset, model and
+    output paths."""
+    from grail_sim.training.parser import parse_recipe
+
+    defaults = defaults or _cpu_defaults
+    path = name_or_path if isinstance(name_or_path, Path) else RECIPES / f"{name_or_path}.yaml"
+    argv = ["--config", str(path), "--dataset", "prompts", "--model", "model", "--out", "out", *flags]
+    return parse_recipe(argv, overrides, defaults=defaults)
+
+
+def _cpu_defaults(trainer):
+    from grail_sim.training.run import run_defaults
+
+    return run_defaults(trainer, cuda=False)
+
+
 @pytest.mark.parametrize("name", ["grpo", "grail", "maxent", "grpo-entropy"])
-def test_shipped_recipes_resolve_to_valid_grpo_configs(name, tmp_path):
+def test_shipped_recipes_resolve_to_valid_grpo_configs(name):
     from trl import GRPOConfig
 
     from grail_sim.training import rewards
 
-    script, grpo = training_recipe.load_recipe(RECIPES / f"{name}.yaml")
-    assert script.trainer == name
-    for reward in script.rewards:
+    recipe = _parse(name)
+    config = recipe.config
+    assert isinstance(config, GRPOConfig) and config.trainer == recipe.trainer == name
+    for reward in config.reward_funcs:
         rewards.get_reward(reward)
-    grpo.pop("reward_weights")
-    grpo.update(use_cpu=True, bf16=False)
-    config = GRPOConfig(output_dir=str(tmp_path), **grpo)
     assert config.max_completion_length <= 32 and config.num_generations >= 2
-    assert (script.gail is not None) == (name == "grail")
+    assert config.uses_gail == (name == "grail") and len(config.reward_weights) == len(config.reward_names)
+    assert abs(sum(config.reward_weights) - 1) < 1e-9 and (config.use_cpu, config.bf16) == (True, False)
     if name == "grpo-entropy":
         assert config.entropy_coef > 0
 
 
 def test_unknown_recipe_key_fails_naming_it(tmp_path):
-
-
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("trainer: grpo\nlearning_rate: 1.0e-5\nkl_coef: 0.1\n")  # a PPO key, not a GRPOConfig field
-    with pytest.raises(errors.RecipeError, match=r"kl_coef.*bad.yaml"):
-        training_recipe.load_recipe(recipe)
-    recipe.write_text("trainer: grpo\nlora: {rank: 8}\n")
-    with pytest.raises(errors.RecipeError, match=r"rank.*'lora'"):
-        training_recipe.load_recipe(recipe)
+    with pytest.raises(errors.RecipeError, match=r"unknown key\(s\) \['kl_coef'\] in recipe .*bad.yaml"):
+        _parse(recipe)
+    recipe.write_text("trainer: grpo\nlora: {r: 8}\n")  # the old nested section: the keys are flat now
+    with pytest.raises(errors.RecipeError, match=r"\['lora'\] in recipe .*bad.yaml"):
+        _parse(recipe)
+    with pytest.raises(errors.RecipeError, match=r"gail.weight=0.5.*flat"):
+        _parse("grail", "gail.weight=0.5")
+    with pytest.raises(errors.RecipeError, match=r"grpo.yaml: unknown argument.*--kl_coef"):
+        _parse("grpo", "--kl_coef", "0.1")
 
 
 def test_a_recipe_inherits_its_base_and_names_a_registered_trainer(tmp_path):
     """grail.yaml is grpo.yaml plus its trainer and discriminator: every other value comes from the base."""
-    grail, grail_args = training_recipe.load_recipe(RECIPES / "grail.yaml")
-    grpo, grpo_args = training_recipe.load_recipe(RECIPES / "grpo.yaml")
-    assert grail_args == grpo_args and grail.lora == grpo.lora and grail.rewards == grpo.rewards
-    assert (grail.trainer, grpo.trainer) == ("grail", "grpo") and grail.gail is not None and grpo.gail is None
+    grail, grpo = _parse("grail"), _parse("grpo")
+    assert grail.model == grpo.model and grail.config.reward_funcs == grpo.config.reward_funcs
+    assert grail.config.learning_rate == grpo.config.learning_rate and grail.config.max_steps == grpo.config.max_steps
+    assert (grail.trainer, grpo.trainer) == ("grail", "grpo") and grail.config.uses_gail and not grpo.config.uses_gail
     assert training_recipe.recipe_chain(RECIPES / "grail.yaml") == [RECIPES / "grail.yaml",
                                                                      (RECIPES / "grpo.yaml").resolve()]
-    # A section merges key by key over its base's.
-    (tmp_path / "parent.yaml").write_text("trainer: grpo\nlora: {r: 4, alpha: 8}\nlearning_rate: 0.5\n")
-    (tmp_path / "child.yaml").write_text("base: parent.yaml\nlora: {r: 2}\n")
-    child, child_args = training_recipe.load_recipe(tmp_path / "child.yaml")
-    assert (child.lora.r, child.lora.alpha, child_args["learning_rate"]) == (2, 8, 0.5)
+    (tmp_path / "parent.yaml").write_text("trainer: grpo\nlora_r: 4\nlora_alpha: 8\nlearning_rate: 0.5\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nlora_r: 2\n")
+    child = _parse(tmp_path / "child.yaml")
+    assert (child.model.lora_r, child.model.lora_alpha, child.config.learning_rate) == (2, 8, 0.5)
     (tmp_path / "parent.yaml").write_text("base: child.yaml\ntrainer: grpo\n")
     with pytest.raises(errors.RecipeError, match=r"child.yaml: base: child.yaml makes a loop"):
-        training_recipe.load_recipe(tmp_path / "child.yaml")
+        _parse(tmp_path / "child.yaml")
     for text, message in (("max_steps: 1\n", r"none.yaml has no trainer: key; one of sft, grpo, grail"),
                           ("trainer: ppo\n", r"none.yaml names trainer 'ppo'; one of sft, grpo"),
-                          ("trainer: grail\n", r"trainer 'grail' needs a gail: section"),
-                          ("trainer: grpo\ngail: {weight: 0.5}\n", r"trainer 'grpo' has a gail: section")):
+                          ("trainer: grpo\ngail_weight: 0.5\n", r"none.yaml: \['gail_weight'\] apply to trainer "
+                                                                r"'grail' only \(this recipe's trainer is 'grpo'\)"),
+                          ("trainer: grail\nmaxent_tau: 0.5\n", r"\['maxent_tau'\] apply to trainer 'maxent'")):
         (tmp_path / "none.yaml").write_text(text)
         with pytest.raises(errors.RecipeError, match=message):
-            training_recipe.load_recipe(tmp_path / "none.yaml")
+            _parse(tmp_path / "none.yaml")
 
 
-def test_a_config_override_reaches_only_the_recipes_that_read_it():
-    """The workflow passes each training rule only these, so a key reruns exactly its trainers."""
-    overrides = ["gail.weight=0.5", "num_generations=2", "learning_rate=1e-5", "think_template=''"]
-    read = {name: training_recipe.overrides_read_by(RECIPES / f"{name}.yaml", overrides)
-            for name in ("sft", "grpo", "grail", "maxent")}
-    assert read["grail"] == ["gail.weight=0.5", "num_generations=2", "learning_rate=1e-5"]
-    assert read["grpo"] == read["maxent"] == ["num_generations=2", "learning_rate=1e-5"]
-    assert read["sft"] == ["learning_rate=1e-5", "think_template=''"]
+def test_a_value_is_set_in_three_places_and_the_command_line_wins(tmp_path, monkeypatch):
+    """Precedence, written once (grail_sim.training.parser): the recipe file < the workflow config
+    (train.overrides, the environment's GAIL_* in it, then train.max_steps) < the command line, in any
+    of its spellings."""
+    from grail_sim import config
+    from grail_sim.training.cli import workflow_overrides
+
+    assert _parse("grail").config.learning_rate == 1e-4  # the recipe file
+    section = config.from_arguments("train", grail_config_args(tmp_path, {"overrides": {"learning_rate": 2e-5},
+                                                                         "max_steps": 4}),
+                                    {"GAIL_WEIGHT": "0.6"})["train"]
+    overrides = workflow_overrides(section)
+    assert overrides == {"learning_rate": 2e-5, "gail_weight": "0.6", "max_steps": 4}
+    configured = _parse("grail", overrides=overrides)
+    assert (configured.config.learning_rate, configured.config.gail_weight, configured.config.max_steps) == \
+        (2e-5, 0.6, 4)
+    for flags in (["--learning_rate", "3e-5", "--gail_weight", "0.1", "--max_steps", "5"],
+                  ["--learning-rate", "3e-5", "--gail-weight", "0.1", "--max-steps", "5"],
+                  ["--set", "learning_rate=3e-5", "--set", "gail_weight=0.1", "--set", "max_steps=5"],
+                  ["learning_rate=3e-5", "gail_weight=0.1", "training.max_steps=5"]):
+        cli = _parse("grail", *flags, overrides=overrides)
+        assert (cli.config.learning_rate, cli.config.gail_weight, cli.config.max_steps) == (3e-5, 0.1, 5), flags
+        assert cli.values["learning_rate"] == 3e-5 and cli.values["max_steps"] == 5
+    # The defaults of the machine sit under the recipe: a recipe's own value wins over them.
+    assert _parse("grpo", defaults=lambda trainer: {"logging_steps": 7, "save_steps": 99}).config.logging_steps == 1
 
 
-def test_overrides_and_max_steps_reach_nested_sections():
+def grail_config_args(tmp_path, train: dict):
+    """The namespace `config.from_arguments` reads: a workflow config file with this train section."""
+    import argparse
+
+    import yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"train": train}))
+    return argparse.Namespace(config=path, config_json=None)
 
 
-    script, grpo = training_recipe.load_recipe(RECIPES / "grail.yaml", ["gail.weight=0.5", "learning_rate=2e-5",
-                                                                "lora.enabled=false"], max_steps=3)
-    assert script.gail.weight == 0.5 and script.lora.enabled is False
-    assert script.lora.r == 16  # the rest of the section keeps its values
-    assert grpo["max_steps"] == 3 and float(grpo["learning_rate"]) == 2e-5
-    with pytest.raises(errors.RecipeError, match="key=value"):
-        training_recipe.load_recipe(RECIPES / "grpo.yaml", ["learning_rate"])
+def test_the_seeds_command_lines_are_accepted_verbatim(tmp_path):
+    """open-r1's and the seed launchers' spellings: --config, TRL flags, reward_funcs, model.* groups."""
+    seed_recipe = tmp_path / "seed.yaml"
+    seed_recipe.write_text("trainer: grpo\nreward_funcs: [answer_accuracy, format]\nreward_weights: [1.0, 1.0]\n"
+                           "learning_rate: 1.0e-5\nnum_generations: 2\nuse_peft: true\n")
+    recipe = _parse(seed_recipe, "--per_device_train_batch_size", "2", "model.reasoning_vocab_size=64",
+                    "training.learning_rate=2e-5", "--reward_funcs", "answer_accuracy", "format")
+    assert recipe.config.per_device_train_batch_size == 2 and recipe.model.reasoning_vocab_size == 64
+    assert recipe.config.learning_rate == 2e-5 and recipe.config.reward_weights == [0.5, 0.5]
+    assert recipe.config.reward_funcs == ["answer_accuracy", "format"]
 
 
-def test_environment_overrides_are_recipe_overrides_that_set_wins_over():
-    env = {"GAIL_USE": "0", "GAIL_WEIGHT": "0.7", "GAIL_ALPHA": "2", "GAIL_LR": "1e-3",
-           "GAIL_DISC_MODEL": "/models/encoder", "GAIL_DEVICE": "cpu", "GRAIL_MAX_HISTORY": "5",
-           "UNRELATED": "x", "GAIL_SEED": "9"}
-    overrides = grail_config.env_overrides(env)
-    assert overrides == ["gail.use=0", "gail.weight=0.7", "gail.alpha=2", "gail.lr=1e-3",
-                         "gail.disc_model=/models/encoder", "gail.device=cpu", "gail.max_history=5"]
-    assert grail_config.env_overrides({"GAIL_USE": "", "GAIL_DEVICE": "  "}) == []
-    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", overrides)
-    gail = script.gail
-    assert (gail.use, gail.weight, gail.alpha, gail.lr) == (False, 0.7, 2.0, 1e-3)
-    assert (gail.disc_model, gail.device, gail.max_history) == ("/models/encoder", "cpu", 5)
-    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", overrides + ["gail.weight=0.1"])
-    assert script.gail.weight == 0.1  # --set comes after the environment and wins
-    # A value YAML would not read back as itself is quoted for the string keys.
-    tricky = grail_config.env_overrides({"GAIL_DISC_MODEL": "null", "GAIL_DEVICE": "cuda:1"})
-    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", tricky)
-    assert (script.gail.disc_model, script.gail.device) == ("null", "cuda:1")
-    # The environment does not switch GRAIL on for a recipe without a gail: section.
-    script, _ = training_recipe.load_recipe(RECIPES / "grpo.yaml", overrides)
-    assert script.gail is None
-    with pytest.raises(errors.RecipeError, match=r"grail\.yaml.*gail\.weight.*heavy"):
-        training_recipe.load_recipe(RECIPES / "grail.yaml", grail_config.env_overrides({"GAIL_WEIGHT": "heavy"}))
-    with pytest.raises(errors.RecipeError, match="dsic_lr"):
-        training_recipe.load_recipe(RECIPES / "grail.yaml", ["gail.dsic_lr=1.0"])
+@pytest.mark.slow
+def test_the_seeds_launch_line_trains_the_tiny_model(tiny_model_dir, prompt_dataset, tmp_path):
+    """The seed launchers' command line, verbatim, runs end to end: a recipe of TRL fields with
+    `reward_funcs`, `--config`, a TRL flag and a Hydra `model.` override."""
+    from grail_sim import cli
+
+    seed_recipe = tmp_path / "recipe.yaml"
+    seed_recipe.write_text("trainer: grpo\nreward_funcs: [answer_accuracy, format]\nuse_peft: true\n"
+                           "lora_target_modules: [q_proj, v_proj]\nnum_generations: 2\nmax_completion_length: 8\n"
+                           "max_steps: 1\nreport_to: none\n")
+    out = tmp_path / "out"
+    assert cli.main(["train", "--config", str(seed_recipe), "--dataset", str(prompt_dataset), "--model",
+                     str(tiny_model_dir), "--out", str(out), "--per_device_train_batch_size", "2",
+                     "model.reasoning_vocab_size=64", "--threads", "1"]) == 0
+    provenance = json.loads((out / "final" / "grail_sim.json").read_text())
+    assert provenance["global_step"] == 1 and provenance["reasoning_vocab_size"] == 64
+    assert provenance["rewards"] == ["answer_accuracy", "format"]
+    resolved = training_io_yaml(out / "resolved_recipe.yaml")
+    assert resolved["values"]["per_device_train_batch_size"] == 2 and resolved["values"]["reasoning_vocab_size"] == 64
 
 
-def test_environment_overrides_land_in_train_overrides_and_set_wins():
+def training_io_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_a_config_override_reaches_only_the_recipes_that_read_it(caplog):
+    """The workflow passes each training rule only these, so a key reruns exactly its trainers; a key
+    no trainer knows is kept, to fail naming itself."""
+    from grail_sim.training.parser import overrides_read_by
+
+    overrides = {"gail_weight": 0.5, "num_generations": 2, "learning_rate": 1e-5, "think_template": "",
+                 "vllm_mode": "colocate", "maxent_tau": 0.3, "num_generaitons": 4}
+    with caplog.at_level("INFO", logger="grail_sim.training.parser"):
+        read = {name: overrides_read_by(RECIPES / f"{name}.yaml", overrides) for name in ("sft", "grpo", "grail",
+                                                                                          "maxent")}
+    assert read["grail"] == {"gail_weight": 0.5, "num_generations": 2, "learning_rate": 1e-5,
+                             "vllm_mode": "colocate", "num_generaitons": 4}
+    assert read["grpo"] == {"num_generations": 2, "learning_rate": 1e-5, "vllm_mode": "colocate",
+                            "num_generaitons": 4}
+    assert read["maxent"] == {**read["grpo"], "maxent_tau": 0.3}
+    assert read["sft"] == {"learning_rate": 1e-5, "think_template": "", "num_generaitons": 4}
+    assert "vllm_mode skipped for" in caplog.text
+    with pytest.raises(errors.RecipeError, match=r"num_generaitons.*train.overrides"):
+        _parse("sft", overrides=read["sft"])
+    with pytest.raises(errors.RecipeError, match="num_generations"):
+        _parse("sft", "--num_generations", "4")  # the command line names one run: not filtered
+
+
+def test_environment_overrides_land_in_train_overrides_and_the_command_line_wins(tmp_path):
     from grail_sim import config
 
+    env = {"GAIL_USE": "0", "GAIL_WEIGHT": "0.7", "GAIL_ALPHA": "2", "GAIL_LR": "1e-3",
+           "GAIL_DISC_MODEL": "/models/encoder", "GAIL_DEVICE": "cuda:1", "GRAIL_MAX_HISTORY": "0",
+           "UNRELATED": "x", "GAIL_SEED": "9"}
     values: dict = {}
-    messages = config.apply_environment(values, {"GAIL_USE": "0", "GRAIL_MAX_HISTORY": "0"})
+    messages = config.apply_environment(values, env)
     overrides = values["train"]["overrides"]
-    assert overrides == {"gail.use": "0", "gail.max_history": "0"} and values["prompts"]["max_history"] == 0
-    assert any("GAIL_USE" in m and "gail.use" in m for m in messages)
-    assert any("GRAIL_MAX_HISTORY" in m and "gail.max_history" in m for m in messages)
-    texts = config.recipe_overrides(overrides) + ["gail.use=true"]
-    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml", texts)
-    assert script.gail.use is True and script.gail.max_history == 0  # --set (last) wins; 0 = full history
-
-
-def test_config_overrides_skip_keys_only_the_other_kind_of_recipe_has(caplog):
-    """`train.overrides` reach every run of the DAG, sft included: a GRPO-only key (the cluster docs'
-    `vllm_mode: colocate`) is skipped for the sft recipe, not a failure of its job; a typo still fails,
-    and so does the same key given to sft by `--set`."""
-    shared = grail_config.recipe_overrides({"vllm_mode": "colocate", "num_generations": 4, "learning_rate": 3e-5})
-    with caplog.at_level("INFO", logger="grail_sim.training.recipe"):
-        for_sft = training_recipe.shared_overrides_for(RECIPES / "sft.yaml", shared)
-    assert for_sft == ["learning_rate=3e-05"]
-    assert "vllm_mode=colocate skipped" in caplog.text and "num_generations=4 skipped" in caplog.text
-    _, sft_args = training_recipe.load_recipe(RECIPES / "sft.yaml", for_sft)
-    assert sft_args["learning_rate"] == 3e-5
-    for_grpo = training_recipe.shared_overrides_for(RECIPES / "grpo.yaml", shared)
-    assert for_grpo == shared
-    _, grpo_args = training_recipe.load_recipe(RECIPES / "grpo.yaml", for_grpo)
-    assert grpo_args["vllm_mode"] == "colocate" and grpo_args["num_generations"] == 4
-    typo = training_recipe.shared_overrides_for(RECIPES / "sft.yaml", ["num_generaitons=4"])
-    with pytest.raises(errors.RecipeError, match="num_generaitons"):
-        training_recipe.load_recipe(RECIPES / "sft.yaml", typo)
-    with pytest.raises(errors.RecipeError, match="num_generations"):
-        training_recipe.load_recipe(RECIPES / "sft.yaml", ["num_generations=4"])
+    assert overrides == {"gail_use": "0", "gail_weight": "0.7", "gail_alpha": "2", "gail_lr": "1e-3",
+                         "gail_disc_model": "/models/encoder", "gail_device": "cuda:1", "gail_max_history": "0"}
+    assert values["prompts"]["max_history"] == 0
+    assert any("GAIL_USE" in m and "gail_use" in m for m in messages)
+    config.apply_environment(empty := {}, {"GAIL_USE": "", "GAIL_DEVICE": "  "})
+    assert "train" not in empty
+    settings = _parse("grail", overrides=overrides).config
+    assert (settings.gail_use, settings.gail_weight, settings.gail_alpha, settings.gail_lr) == (False, 0.7, 2.0, 1e-3)
+    assert (settings.gail_disc_model, settings.gail_device, settings.gail_max_history) == \
+        ("/models/encoder", "cuda:1", 0)
+    assert _parse("grail", "--gail_use", "true", overrides=overrides).config.uses_gail
+    with pytest.raises(errors.RecipeError, match=r"grail\.yaml.*gail_weight.*heavy"):
+        _parse("grail", overrides={"gail_weight": "heavy"})
 
 
 @pytest.mark.parametrize("override, key", [
-    ("lora.dropout=1.5", "lora.dropout"), ("lora.r=0", "lora.r"), ("warmup_sft.steps=-1", "warmup_sft.steps"),
-    ("warmup_sft.enabled=maybe", "warmup_sft.enabled"), ("gail.reward_form=linear", "gail.reward_form"),
-    ("gail.max_history=-2", "gail.max_history"), ("gail.num_layers=0", "gail.num_layers"),
-    ("gail.batch_size=1", "gail.batch_size"), ("dtype=float8", "dtype"), ("heldout_rows=-1", "heldout_rows"),
-    ("vllm_server.gpu_memory_utilization=1.5", "vllm_server.gpu_memory_utilization"),
-    ("lora=[1, 2]", "lora"),
+    ("lora_dropout=1.5", "lora_dropout"), ("lora_r=0", "lora_r"), ("gail_reward_form=linear", "gail_reward_form"),
+    ("gail_max_history=-2", "gail_max_history"), ("gail_num_layers=0", "gail_num_layers"),
+    ("gail_batch_size=1", "gail_batch_size"), ("dtype=float8", "dtype"), ("heldout_rows=-1", "heldout_rows"),
+    ("gail_human_fraction=1.0", "gail_human_fraction"), ("max_train_rows=-1", "max_train_rows"),
+    ("kl_target=0", "kl_target"), ("use_peft=maybe", "use_peft"), ("learning_rate=fast", "learning_rate"),
 ])
-def test_a_bad_value_fails_in_post_init_naming_the_key_and_the_file(override, key):
-    with pytest.raises(errors.RecipeError, match=rf"grail\.yaml.*{key}"):
-        training_recipe.load_recipe(RECIPES / "grail.yaml", [override])
-    # The dataclass alone fails the same way, in __post_init__.
-    section, _, name = key.rpartition(".")
-    kind = training_recipe.SECTIONS[section] if section else training_recipe.ScriptArguments
-    with pytest.raises(errors.RecipeError, match=key) as caught:
-        kind(**{name: training_recipe.parse_override(override)[1]})
-    assert "__post_init__" in {entry.name for entry in caught.traceback}
+def test_a_bad_value_fails_naming_the_key_and_the_file(override, key):
+    with pytest.raises(errors.RecipeError, match=rf"grail\.yaml: .*{key}") as caught:
+        _parse("grail", override)
+    assert "\n" not in str(caught.value)
 
 
 def test_every_recipe_field_has_help_and_train_help_lists_them(capsys):
-    import dataclasses
-
     from grail_sim import cli
+    from grail_sim.training import arguments
 
     with pytest.raises(SystemExit) as exited:
         cli.main(["train", "--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
-    keys = []
-    for item in dataclasses.fields(training_recipe.ScriptArguments):
-        assert item.metadata["help"], item.name
-        keys.append(item.name)
-        section = training_recipe.SECTIONS.get(item.name)
-        for sub in dataclasses.fields(section) if section else ():
-            assert sub.metadata["help"], f"{item.name}.{sub.name}"
-            keys.append(f"{item.name}.{sub.name}")
-    assert set(training_recipe.SCRIPT_KEYS) == {"chat_template", "system_prompt", "trainer", "dtype", "rewards",
-                                                "train_split", "max_train_rows", "lora", "quantization",
-                                                "warmup_sft", "gail", "heldout_rows", "accelerate_config",
-                                                "vllm_server", "dataset_mixture", "eval_split", "max_eval_samples",
-                                                "init_kl_coeff", "kl_target", "kl_horizon",
-                                                "maxent_tau", "maxent_q_temperature", "maxent_q_epsilon",
-                                                "maxent_length_normalize_ref", "reasoning_vocab_size"}
-    for key in keys:
-        assert f"\n  {key}" in text or f"\n    {key}" in text, key
-    assert "GRPOConfig field" in text and "GAIL_USE" in text and "0 = full history" in text
+    for kind in (arguments.DataArguments, arguments.PolicyModelConfig, arguments.GrpoRecipe, arguments.SftRecipe):
+        names = [item.name for item in arguments.project_fields(kind)]
+        assert names, kind
+        for item in arguments.project_fields(kind):
+            assert item.metadata["help"], item.name
+            assert f"\n  {item.name} (default: " in text, item.name
+    assert {"gail_weight", "maxent_tau", "kl_target", "reward_funcs", "vllm_server_log", "think_template",
+            "lora_top_layers", "reasoning_vocab_size", "max_train_rows", "trainer"} <= \
+        {item.name for kind in (arguments.DataArguments, arguments.PolicyModelConfig, arguments.GrpoRecipe,
+                                arguments.SftRecipe) for item in arguments.project_fields(kind)}
+    assert "TRL's GRPOConfig" in text and "GAIL_USE" in text and "0 = the full history" in text
 
 
-def test_sections_default_once_and_lora_becomes_a_peft_config():
-    script, _ = training_recipe.load_recipe(RECIPES / "grail.yaml")
-    peft_config = script.lora.to_peft()
+def test_lora_fields_become_trls_peft_config():
+    from grail_sim.training.policy import lora_config
+
+    model = _parse("grail").model
+    peft_config = lora_config(model, 30)
     assert (peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout) == (16, 32, 0.05)
-    assert set(peft_config.target_modules) == set(script.lora.target_modules)
-    assert script["lora"]["r"] == 16  # read by key too (benchmarks/choice_probe.py)
+    assert set(peft_config.target_modules) == set(model.lora_target_modules)
     assert peft_config.layers_to_transform is None
-    top = settings_lib.LoraSettings(top_layers=8).to_peft(30)
-    assert top.layers_to_transform == list(range(22, 30))
-    with pytest.raises(errors.RecipeError, match="lora.top_layers 40 exceeds the model's 30"):
-        settings_lib.LoraSettings(top_layers=40).to_peft(30)
-    with pytest.raises(errors.RecipeError, match="lora.top_layers"):
-        settings_lib.LoraSettings(top_layers=0)
-    defaults = training_recipe.ScriptArguments()
-    assert defaults.warmup_sft == settings_lib.WarmupSettings() and defaults.gail is None
-    assert training_recipe.ScriptArguments(gail={}).gail == settings_lib.GailSettings()
+    top = _parse("sft").model
+    assert lora_config(top, 30).layers_to_transform == [28, 29]
+    with pytest.raises(errors.RecipeError, match="lora_top_layers 2 exceeds the model's 1"):
+        lora_config(top, 1)
+    assert lora_config(_parse("grail", "--use_peft", "false").model, 30) is None
 
 
 def test_dataset_missing_a_contract_column_fails_naming_it(tmp_path):
@@ -318,55 +354,6 @@ def test_dataset_missing_a_contract_column_fails_naming_it(tmp_path):
     DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "ds"))
     with pytest.raises(errors.TrainingDataError, match="gold_index"):
         training_data.load_training_data(tmp_path / "ds", "train", need_grail=False, max_rows=None, seed=0)
-
-
-def test_warmup_target_teaches_the_answer_format():
-    from grail_sim import answers
-
-    row = make_prompt_rows(1)[0]
-    target = training_warmup.warmup_target(row, "Pick {title}")
-    assert answers.has_format(target)
-    assert answers.parse_choice(target, row["n_options"]) == row["gold_index"]
-    assert "Video about" in target
-
-
-def test_warmup_target_ends_with_the_chat_templates_end_of_turn(tokenizer_dir):
-    from transformers import AutoTokenizer
-
-
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    row = make_prompt_rows(1)[0]
-    prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-    turn = training_warmup.assistant_turn(tokenizer, row["prompt"], prompt_text, "<think>t</think><answer>2</answer>")
-    # The token generation stops on (generation_config.eos_token_id), not the chat's next <|im_start|>.
-    assert turn == "<think>t</think><answer>2</answer><|im_end|>\n"
-    assert tokenizer.convert_tokens_to_ids("<|im_end|>") == tokenizer.eos_token_id
-
-
-def test_balanced_warmup_order_does_not_teach_the_position_prior():
-    import random
-    from collections import Counter
-
-    from datasets import Dataset
-
-
-
-    golds = [1] * 60 + [2] * 25 + [3] * 10 + [4] * 5  # skewed like the real data
-    data = Dataset.from_dict({"gold_index": golds})
-    order = training_warmup.balanced_order(data, random.Random(0))
-    first = Counter(golds[i] for i in order[:40])
-    assert set(first.values()) == {10}  # each position equally often
-    assert len(set(order[:20])) == 20
-
-
-def test_warmup_think_template_fields():
-
-
-    row = make_prompt_rows(1)[0]
-    target = training_warmup.warmup_target(row, "Next: {short_title} [{channel}] #{index}")
-    title = json.loads(row["slate_items"])[row["gold_index"] - 1]["title"]
-    assert target.startswith(f"<think>Next: {' '.join(title.split()[:5])} [Channel {row['gold_index']}]")
 
 
 # --- training through the CLI ---------------------------------------------------------------------
@@ -392,7 +379,6 @@ def test_grail_trains_through_the_cli_and_resumes_after_interruption(tiny_model_
                 "gail/n_positive", "gail/loss"):
         assert key in steps[0], key
     assert steps[0]["gail/n_positive"] == 2  # one per prompt of the step
-    assert any("warmup_loss" in row for row in rows)
 
     # An interruption after checkpoint-1: the last checkpoint and the declared outputs are gone, and
     # a half-written checkpoint folder is left behind.
@@ -423,7 +409,7 @@ def test_cli_reports_a_bad_recipe_without_a_traceback(tmp_path, capsys, prompt_d
     from grail_sim import cli
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("trainer: grpo\nrewards: [answer_accuracy, vibes]\n")
+    recipe.write_text("trainer: grpo\nreward_funcs: [answer_accuracy, vibes]\n")
     code = cli.main(["train", "--recipe", str(recipe), "--dataset", str(prompt_dataset), "--model", str(tmp_path),
                      "--out", str(tmp_path / "out")])
     assert code == 2
@@ -454,12 +440,12 @@ def test_checkpoints_are_dropped_when_the_base_model_is_rebuilt_in_place(tmp_pat
         folder.mkdir(parents=True)
     (model / "tokenizer_config.json").write_text('{"eos_token": "<|im_start|>"}')
     (data / "rows.arrow").write_bytes(b"rows")
-    first = training_resume.run_fingerprint({"trainer": "grpo"}, {"max_steps": 6}, data, model)
+    first = training_resume.run_fingerprint({"trainer": "grpo", "max_steps": 6}, data, model)
     training_resume.prepare_output(out, first)
     assert (out / "checkpoint-3").is_dir()
-    assert training_resume.run_fingerprint({"trainer": "grpo"}, {"max_steps": 9}, data, model) == first  # resumable key
+    assert training_resume.run_fingerprint({"trainer": "grpo", "max_steps": 9}, data, model) == first  # resumable key
     (model / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>"}')
-    rebuilt = training_resume.run_fingerprint({"trainer": "grpo"}, {"max_steps": 6}, data, model)
+    rebuilt = training_resume.run_fingerprint({"trainer": "grpo", "max_steps": 6}, data, model)
     assert rebuilt != first
     training_resume.prepare_output(out, rebuilt)
     assert not (out / "checkpoint-3").exists()
@@ -476,11 +462,11 @@ def test_a_restarted_server_mode_job_keeps_its_checkpoints(tmp_path):
     recipe = str(RECIPES / "gpu" / "grail.yaml")
 
     def fingerprint(port: int, *more: str) -> str:
-        overrides = ["vllm_server_host=127.0.0.1", f"vllm_server_port={port}", f"vllm_group_port={port + 1}",
-                     f"vllm_server.log=logs/{port}.log", f"vllm_server.timeout_s={port}", *more]
-        script, grpo = training_recipe.load_recipe(recipe, overrides, None)
-        assert grpo["vllm_mode"] == "server" and grpo["vllm_server_port"] == port
-        return training_resume.run_fingerprint(script.as_dict(), grpo, data, model)
+        flags = ["vllm_server_host=127.0.0.1", f"vllm_server_port={port}", f"vllm_group_port={port + 1}",
+                 f"vllm_server_log=logs/{port}.log", f"vllm_server_timeout={port}", *more]
+        parsed = _parse(Path(recipe), *flags)
+        assert parsed.config.vllm_mode == "server" and parsed.config.vllm_server_port == port
+        return training_resume.run_fingerprint(parsed.values, data, model)
 
     first = fingerprint(41001)
     training_resume.prepare_output(out, first)
@@ -488,7 +474,7 @@ def test_a_restarted_server_mode_job_keeps_its_checkpoints(tmp_path):
     training_resume.prepare_output(out, fingerprint(52317))
     assert (out / "checkpoint-3").is_dir()
     assert fingerprint(41001, "learning_rate=1e-6") != first  # what it trains still counts
-    assert fingerprint(41001, "vllm_server.gpu_memory_utilization=0.5") != first
+    assert fingerprint(41001, "vllm_gpu_memory_utilization=0.5") != first
 
 
 def test_evaluation_of_an_adapter_depends_on_its_base(tmp_path):
@@ -505,20 +491,20 @@ def test_evaluation_of_an_adapter_depends_on_its_base(tmp_path):
     assert evaluation_provenance.adapter_base_sha256(base) is None  # a full model folder has no base
 
 
-def test_bare_hydra_overrides_reach_the_recipe_with_the_same_validation(tmp_path, capsys):
+def test_bare_and_hydra_overrides_are_flags_with_the_same_validation(tmp_path, capsys):
     from grail_sim import cli
-    from grail_sim.training.cli import hydra_override
 
-    assert hydra_override("training.learning_rate=1e-5") == "learning_rate=1e-5"
-    assert hydra_override("gail.weight=0.5") == "gail.weight=0.5"
-    base = ["train", "--recipe", str(RECIPES / "grpo.yaml"), "--dataset", str(tmp_path), "--model", str(tmp_path),
+    base = ["train", "--config", str(RECIPES / "grpo.yaml"), "--dataset", str(tmp_path), "--model", str(tmp_path),
             "--out", str(tmp_path / "out")]
     assert cli.main(base + ["training.kl_coef=0.1"]) == 2  # a PPO key: unknown, named, as with --set
-    assert "unknown key(s) ['kl_coef']" in capsys.readouterr().err
-    assert cli.main(base + ["--set", "max_train_rows=5", "training.max_train_rows=-1"]) == 2  # bare ones apply last
-    assert "max_train_rows must be >= 0" in capsys.readouterr().err
-    assert cli.main(base + ["oops"]) == 2
+    assert "--kl_coef" in capsys.readouterr().err
+    assert cli.main(base + ["--set", "max_train_rows=5", "training.max_train_rows=-1"]) == 2  # the later one wins
+    assert "max_train_rows must be a number >= 0" in capsys.readouterr().err
+    assert cli.main(base + ["--set", "oops"]) == 2
     assert "'oops' is not an override" in capsys.readouterr().err
+    # A word after a flag that takes a value is that value, not an override.
+    recipe = _parse("grpo", "--system_prompt", "answer=now")
+    assert recipe.config.system_prompt == "answer=now"
 
 
 @pytest.mark.parametrize(("recipe", "bad", "named"), [
@@ -530,11 +516,11 @@ def test_a_value_trl_rejects_fails_before_any_model_loads(recipe, bad, named, tm
     the model and prompts named here do not exist (the model used to load first, then a traceback)."""
     from grail_sim import cli
 
-    argv = ["train", "--recipe", str(RECIPES / f"{recipe}.yaml"), "--dataset", str(tmp_path / "no-prompts"),
+    argv = ["train", "--config", str(RECIPES / f"{recipe}.yaml"), "--dataset", str(tmp_path / "no-prompts"),
             "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "out"), "--set", "report_to=none"]
     for override in bad:
         argv += ["--set", override]
     assert cli.main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"recipe {RECIPES / f'{recipe}.yaml'}: TRL's" in error and named in error, error
+    assert f"recipe {RECIPES / f'{recipe}.yaml'}: " in error and named in error, error
     assert "no-model" not in error

@@ -6,30 +6,38 @@ from __future__ import annotations
 import pytest
 
 from grail_sim import errors
-from grail_sim.training import recipe as training_recipe
 
 from test_train import RECIPES, _metric_rows, _train_cli, make_prompt_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def _parse(recipe: str, *flags: str):
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
+
+    return parse_recipe(["--config", str(RECIPES / f"{recipe}.yaml"), "--dataset", "D", "--model", "M", "--out", "OUT",
+                         *flags], defaults=run_defaults)
+
+
 @pytest.mark.parametrize("overrides, message", [
-    (["do_eval=true"], r"eval_strategy: steps \(got 'no'"),
-    (["eval_strategy=epoch"], r"eval_strategy: steps \(got 'epoch'"),
-    (["eval_strategy=steps"], r"eval_steps > 0 \(got None\)"),
-    (["eval_strategy=steps", "eval_steps=0"], r"eval_steps > 0 \(got 0\)"),
+    (["do_eval=true"], r"grpo\.yaml: evaluation during training needs eval_strategy: steps \(got 'no'"),
+    (["eval_strategy=epoch"], r"grpo\.yaml: evaluation during training needs eval_strategy: steps \(got 'epoch'"),
+    (["eval_strategy=steps"], r"grpo\.yaml: eval_strategy: steps needs eval_steps > 0 \(got None\)"),
+    (["eval_strategy=steps", "eval_steps=0"], r"grpo\.yaml: eval_strategy: steps needs eval_steps > 0 \(got 0"),
 ])
 def test_evaluation_during_training_needs_steps_and_a_positive_eval_steps(overrides, message):
     with pytest.raises(errors.RecipeError, match=message):
-        training_recipe.load_recipe(RECIPES / "grpo.yaml", overrides)
+        _parse("grpo", *overrides)
 
 
 def test_a_complete_evaluation_setting_is_accepted_and_switches_do_eval_on():
-    script, grpo = training_recipe.load_recipe(RECIPES / "grail.yaml", [
-        "eval_strategy=steps", "eval_steps=5", "max_eval_samples=16", "eval_split=test"])
-    assert grpo["do_eval"] is True and (script.max_eval_samples, script.eval_split) == (16, "test")
-    _, plain = training_recipe.load_recipe(RECIPES / "grpo.yaml")
-    assert not training_recipe.evaluates_during_training(plain)
+    from grail_sim.training.arguments import evaluates_during_training
+
+    recipe = _parse("grail", "eval_strategy=steps", "eval_steps=5", "max_eval_samples=16", "dataset_test_split=test")
+    assert recipe.config.do_eval is True and evaluates_during_training(recipe.config)
+    assert (recipe.script.max_eval_samples, recipe.script.dataset_test_split) == (16, "test")
+    assert not evaluates_during_training(_parse("grpo").config)
 
 
 @pytest.fixture(scope="module")

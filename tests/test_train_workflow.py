@@ -60,7 +60,7 @@ def test_snakemake_train_rule_runs_the_cli_on_the_tiny_model(tiny_model_dir, tmp
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/answer_accuracy/mean" in row for row in rows)
     resolved = yaml.safe_load((out / "resolved_recipe.yaml").read_text())
-    assert resolved["grpo_config"]["max_steps"] == 1 and resolved["grpo_config"]["report_to"] == ["none"]
+    assert resolved["trainer"] == "grpo" and resolved["values"]["max_steps"] == 1 and resolved["values"]["report_to"] == []
     maxent_rows = [json.loads(line) for line in (work / "results" / "train" / "maxent_gun" / "metrics.jsonl")
                    .read_text().splitlines()]
     assert any("maxent/weight_entropy" in row and "beta" in row and "kl" in row for row in maxent_rows)

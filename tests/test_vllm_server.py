@@ -12,7 +12,6 @@ import time
 import pytest
 
 from grail_sim.training import vllm_server
-from grail_sim.training.settings import VllmServerSettings
 
 # A stand-in server: answers /health with 200 after DELAY seconds, 503 before; it also starts a
 # grandchild (sleep) to check that teardown leaves no orphans. PID files let the test find both.
@@ -44,6 +43,15 @@ def fake_server(tmp_path):
         return [sys.executable, str(script), str(port), str(delay), str(tmp_path)]
 
     return command
+
+
+def _grpo_config(out_dir, *assignments: str):
+    """The parsed GRPO recipe (GrpoRecipe) that `orchestrate` reads, as `grail-sim train` parses it."""
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
+
+    argv = ["--trainer", "grpo", "--dataset", "d", "--model", "m", "--out", str(out_dir), *assignments]
+    return parse_recipe(argv, defaults=run_defaults).config
 
 
 def _alive(pid: int) -> bool:
@@ -172,8 +180,7 @@ def test_vllm_command_is_an_argument_list_with_trl_weight_sync_flags():
 def test_server_mode_needs_two_gpus(monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(vllm_server.ServerError, match="colocate"):
-        vllm_server.orchestrate(["train"], model="m", out_dir=tmp_path, settings=VllmServerSettings(), grpo={},
-                                accelerate_config=None)
+        vllm_server.orchestrate(["train"], model="m", config=_grpo_config(tmp_path))
 
 
 def test_the_server_context_is_the_longest_prompt_plus_the_completion(tmp_path, monkeypatch):
@@ -187,14 +194,13 @@ def test_the_server_context_is_the_longest_prompt_plus_the_completion(tmp_path, 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setattr(vllm_server, "run_with_server", lambda server, train, **kw: seen.update(
         server=server, train=train, **kw) or 0)
-    assert vllm_server.orchestrate(["train"], model="m", out_dir=tmp_path, settings=VllmServerSettings(), grpo={},
-                                   accelerate_config=None, context=1104) == 0
+    assert vllm_server.orchestrate(["train"], model="m", config=_grpo_config(tmp_path), context=1104) == 0
     flags = dict(zip(seen["server"][5::2], seen["server"][6::2]))
     assert flags["--max-model-len"] == "1104" and flags["--host"] == "127.0.0.1"
     assert str(seen["log_path"]) == str(tmp_path / "vllm_server.log")
     ports = {flags["--port"], next(arg.split("=")[1] for arg in seen["train"] if arg.startswith("vllm_group_port="))}
     assert len(ports) == 2  # the server's and the weight-sync group's ports are distinct free ports
-    # A recipe's own max_model_len wins over the computed context.
-    vllm_server.orchestrate(["train"], model="m", out_dir=tmp_path, settings=VllmServerSettings(max_model_len=4096),
-                            grpo={}, accelerate_config=None, context=1104)
+    # A recipe's own vllm_max_model_length (TRL's field) wins over the computed context.
+    vllm_server.orchestrate(["train"], model="m", config=_grpo_config(tmp_path, "vllm_max_model_length=4096"),
+                            context=1104)
     assert dict(zip(seen["server"][5::2], seen["server"][6::2]))["--max-model-len"] == "4096"

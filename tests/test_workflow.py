@@ -90,7 +90,7 @@ def test_the_math_target_plans_its_own_dag_outside_the_default_one():
     jobs = _dry_run_jobs(output)
     jobs.pop("total", None)
     assert jobs == {"model": 1, "math_prompts": 1, "math_train": 2, "evaluate_math": 3, "report_math": 1}
-    assert "--recipe config/recipes/math/grpo.yaml" in planned.stdout
+    assert "--config config/recipes/math/grpo.yaml" in planned.stdout
     assert "--model results/train/math_sft/final" in planned.stdout
     from_base = _snakemake("--profile", "profiles/local", "-n", "--forceall", "reports/math_grpo.md",
                            "--config", "math={start_from: base}")
@@ -110,23 +110,33 @@ def test_slurm_profile_dry_run_without_slurm():
     assert jobs == {**DEFAULT_DAG, "evaluate": 8}
 
 
-def test_the_used_by_command_plans_gpu_recipes_with_vllm_and_gpu_resources():
+def _parsed(recipe: Path, out: Path):
+    """The recipe as `grail-sim train --config RECIPE` parses it on this machine (TRL's TrlParser,
+    grail_sim.training.parser): with the run defaults under the file, whose `use_cpu` lets TRL accept a
+    GPU recipe's bf16 on a machine without CUDA (the run itself would stop there, naming bf16)."""
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
+
+    return parse_recipe(["--config", str(recipe), "--dataset", "prompts", "--model", "model", "--out", str(out)],
+                        defaults=run_defaults)
+
+
+def test_the_used_by_command_plans_gpu_recipes_with_vllm_and_gpu_resources(tmp_path):
     """`snakemake --profile profiles/slurm reports/grail_gun.md`, dry run with commands: the profile's
     config/cluster.yaml switches training to config/recipes/gpu/ (bf16, vLLM server mode) and the
     rules that train and evaluate to envs/grail-gpu.yaml, with GPUs requested per rule."""
-    from grail_sim.training import recipe as training_recipe
-
     result = _snakemake("--profile", "profiles/slurm", "-n", "--forceall", "-p", "reports/grail_gun.md",
                         "--sdm", "env-modules")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    commands = [line for line in output.splitlines() if "grail_sim.cli train --recipe" in line]
-    recipes = sorted(line.split("--recipe ")[1].split()[0] for line in commands)
+    commands = [line for line in output.splitlines() if "grail_sim.cli train --config " in line]
+    recipes = sorted(line.split("--config ")[1].split()[0] for line in commands)
     assert any("--server-log results/logs/train_grail_gun.vllm.log" in line for line in commands)
     assert recipes == ["config/recipes/gpu/grail.yaml", "config/recipes/gpu/sft.yaml"]
-    script, grpo = training_recipe.load_recipe(ROOT / "config" / "recipes" / "gpu" / "grail.yaml")
-    assert grpo["use_vllm"] is True and grpo["vllm_mode"] == "server" and grpo["bf16"] is True
-    assert script.dtype == "bfloat16" and script.gail is not None
+    recipe = _parsed(ROOT / "config" / "recipes" / "gpu" / "grail.yaml", tmp_path / "out")
+    grpo = recipe.config
+    assert grpo.use_vllm is True and grpo.vllm_mode == "server" and grpo.bf16 is True
+    assert recipe.model.dtype == "bfloat16" and grpo.trainer == "grail" and grpo.uses_gail
     blocks = output.split("\n\n")
     gpus = {rule: [block for block in blocks if f"rule {rule}:" in block and "gpu=" in block]
             for rule in ("sft", "train", "evaluate")}
@@ -194,22 +204,21 @@ def test_every_rule_that_runs_a_gpu_recipe_asks_for_a_gpu(tmp_path):
             assert "cpus_per_task" not in resources, "CPUs come from the rule's threads"
 
 
-def test_every_gpu_recipe_loads_and_the_cpu_set_stays_on_cpu():
-    from grail_sim.training import recipe as training_recipe
-
+def test_every_gpu_recipe_loads_and_the_cpu_set_stays_on_cpu(tmp_path):
+    recipes = ROOT / "config" / "recipes"
     for name in ("sft", "grpo", "grail", "maxent", "grpo-entropy"):
-        gpu_script, gpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / "gpu" / f"{name}.yaml")
-        cpu_script, cpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / f"{name}.yaml")
-        assert gpu_script.trainer == cpu_script.trainer == name
-        assert gpu_args["bf16"] is True and gpu_script.dtype == "bfloat16"
-        assert cpu_args["bf16"] is False and cpu_script.dtype == "float32"
+        gpu = _parsed(recipes / "gpu" / f"{name}.yaml", tmp_path / "gpu" / name)
+        cpu = _parsed(recipes / f"{name}.yaml", tmp_path / "cpu" / name)
+        assert gpu.trainer == cpu.trainer == name
+        assert gpu.config.bf16 is True and gpu.model.dtype == "bfloat16"
+        assert cpu.config.bf16 is False and cpu.model.dtype == "float32"
         if name != "sft":
-            assert gpu_args["use_vllm"] is True and cpu_args["use_vllm"] is False
+            assert gpu.config.use_vllm is True and cpu.config.use_vllm is False
     for name in ("sft", "grpo"):
-        gpu_script, gpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / "gpu" / "math" / f"{name}.yaml")
-        cpu_script, cpu_args = training_recipe.load_recipe(ROOT / "config" / "recipes" / "math" / f"{name}.yaml")
-        assert gpu_script.trainer == cpu_script.trainer == name
-        assert gpu_args["bf16"] is True and cpu_args["bf16"] is False
+        gpu = _parsed(recipes / "gpu" / "math" / f"{name}.yaml", tmp_path / "gpu" / "math" / name)
+        cpu = _parsed(recipes / "math" / f"{name}.yaml", tmp_path / "cpu" / "math" / name)
+        assert gpu.trainer == cpu.trainer == name
+        assert gpu.config.bf16 is True and cpu.config.bf16 is False
 
 
 def test_lint_is_clean():

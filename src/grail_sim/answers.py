@@ -12,6 +12,7 @@ An answer that is missing, out of range or not a bare number parses to None, nev
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from fractions import Fraction
@@ -164,3 +165,19 @@ def think_template_problem(template: str) -> str | None:
 def reply(think: str, answer: str) -> str:
     """The whole reply the prompts ask for: `<think>{think}</think><answer>{answer}</answer>`."""
     return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+def gold_reply(row: dict, template: str) -> str:
+    """`<think>short text</think><answer>gold</answer>` for one training row: the sft target. The
+    think is `template` filled for the human's choice (`think_text`, which the think-forced scoring
+    fills the same way for every option)."""
+    gold = int(row["gold_index"])
+    item = {}
+    slate = row.get("slate_items")
+    if slate:
+        try:
+            items = json.loads(slate) if isinstance(slate, str) else slate
+            item = items[gold - 1] if 0 < gold <= len(items) else {}
+        except (ValueError, TypeError):
+            item = {}
+    return reply(think_text(template, gold, item), str(gold))

@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"grail-sim {name}", description=summary,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
-    args = parser.parse_args(rest)  # argparse itself exits 2 with a usage line on a bad flag
     try:
+        # argparse itself exits 2 with a usage line on a bad flag; `train` hands TRL's flags on.
+        parse = getattr(module, "parse_arguments", None)
+        args = parse(parser, rest) if parse else parser.parse_args(rest)
         logging.basicConfig(level=_log_level(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
         return int(module.run(args) or 0)
     except GrailSimError as err:

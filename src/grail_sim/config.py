@@ -56,17 +56,14 @@ ENVIRONMENT = {
 # the recipe's dataclasses check the values. GRAIL_MAX_HISTORY sets both history limits: 0 means
 # full history in the prompts and in the discriminator alike.
 RECIPE_ENVIRONMENT = {
-    "GAIL_USE": "gail.use",
-    "GAIL_WEIGHT": "gail.weight",
-    "GAIL_ALPHA": "gail.alpha",
-    "GAIL_LR": "gail.lr",
-    "GAIL_DISC_MODEL": "gail.disc_model",
-    "GAIL_DEVICE": "gail.device",
-    "GRAIL_MAX_HISTORY": "gail.max_history",
+    "GAIL_USE": "gail_use",
+    "GAIL_WEIGHT": "gail_weight",
+    "GAIL_ALPHA": "gail_alpha",
+    "GAIL_LR": "gail_lr",
+    "GAIL_DISC_MODEL": "gail_disc_model",
+    "GAIL_DEVICE": "gail_device",
+    "GRAIL_MAX_HISTORY": "gail_max_history",
 }
-# Recipe keys whose value is text: a value YAML would read as something else (a path with ': ',
-# 'null') is quoted; numbers and booleans stay bare for the recipe's checks.
-_TEXT_RECIPE_KEYS = {"gail.disc_model", "gail.device"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -206,8 +203,8 @@ def stage_config(stage: str, sections: Mapping[str, Any], *, source: str) -> dic
 
 def apply_environment(config: dict, environ: Mapping[str, str]) -> list[str]:
     """Write the set environment variables into `config` (in place): the prompts stage's as typed
-    values, the training ones as recipe overrides in `train.overrides` (text read as YAML, like
-    `grail-sim train --set`). Returns one message per override, naming the variable and the key."""
+    values, the training ones as recipe overrides in `train.overrides` (text, converted by the
+    recipe's parser as a flag's value is). Returns one message per override, naming the variable and the key."""
     messages = []
     for variable, (path, kind) in ENVIRONMENT.items():
         raw = environ.get(variable, "").strip()
@@ -221,36 +218,11 @@ def apply_environment(config: dict, environ: Mapping[str, str]) -> list[str]:
     return messages
 
 
-def env_overrides(environ: Mapping[str, str]) -> list[str]:
-    """`key=value` recipe overrides for the variables of RECIPE_ENVIRONMENT that are set (and not
-    empty), in that order; like any dotted override, one for a section that the recipe does not
-    have (`gail`) is skipped, so the environment never switches GRAIL on."""
-    return [f"{key}={text}" for _, key, text in _recipe_environment(environ)]
-
-
 def _recipe_environment(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
-    """(variable, recipe key, value text) of each set variable of RECIPE_ENVIRONMENT."""
-    import yaml
-
-    from grail_sim.io import yaml_load
-
-    found = []
-    for variable, key in RECIPE_ENVIRONMENT.items():
-        raw = (environ.get(variable) or "").strip()
-        if not raw:
-            continue
-        try:
-            plain = yaml_load(raw) == raw  # read back as the recipe loader will read it
-        except yaml.YAMLError:
-            plain = False
-        found.append((variable, key, json.dumps(raw) if not plain and key in _TEXT_RECIPE_KEYS else raw))
-    return found
-
-
-def recipe_overrides(overrides: Mapping[str, Any]) -> list[str]:
-    """`train.overrides` as `key=value` texts for the recipe loader: a string is read as YAML (as
-    `--set` text is), any other value is written as JSON (which YAML reads back unchanged)."""
-    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]
+    """(variable, recipe key, value text) of each set variable of RECIPE_ENVIRONMENT; the text is
+    the value as a flag's word, which the recipe's parser converts to the field's type."""
+    return [(variable, key, environ[variable].strip()) for variable, key in RECIPE_ENVIRONMENT.items()
+            if (environ.get(variable) or "").strip()]
 
 
 def _parse_env(variable: str, raw: str, kind) -> Any:

@@ -42,12 +42,12 @@ def _group_gone(pgid: int, seconds: float = 30.0) -> bool:
 
 
 def _server_mode_train(model: Path, prompts: Path, out: Path, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "grail_sim.cli", "train", "--recipe", str(ROOT / "config" / "recipes" / "grpo.yaml"),
-               "--dataset", str(prompts), "--model", str(model), "--out", str(out), "--max-steps", "1",
+    command = [sys.executable, "-m", "grail_sim.cli", "train", "--config", str(ROOT / "config" / "recipes" / "grpo.yaml"),
+               "--dataset", str(prompts), "--model", str(model), "--out", str(out), "--max_steps", "1",
                "--server-log", str(out / "vllm.log")]
-    for override in ("use_vllm=true", "vllm_mode=server", "vllm_server.dtype=float32", "vllm_server.timeout_s=300",
+    for override in ("use_vllm=true", "vllm_mode=server", "vllm_server_dtype=float32", "vllm_server_timeout=300",
                      "report_to=none", "per_device_train_batch_size=2", "num_generations=2", "max_completion_length=8",
-                     "warmup_sft.enabled=false", "heldout_rows=0"):
+                     "heldout_rows=0"):
         command += ["--set", override]
     return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)

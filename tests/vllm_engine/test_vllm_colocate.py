@@ -22,8 +22,20 @@ from grail_sim import cli  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "config" / "recipes"
 COLOCATE = ["use_vllm=true", "vllm_mode=colocate", "report_to=none", "per_device_train_batch_size=2",
-            "num_generations=2", "max_completion_length=8", "warmup_sft.enabled=false", "heldout_rows=0",
-            "save_steps=100", "gail.batch_size=4"]
+            "num_generations=2", "max_completion_length=8", "heldout_rows=0", "save_steps=100",
+            "gail_batch_size=4"]
+
+
+def colocate_overrides(trainer: str) -> list[str]:
+    """COLOCATE as `--set` words; a `gail_*` key only for grail (another trainer's recipe rejects it)."""
+    words = []
+    for override in COLOCATE:
+        if trainer != "grail" and override.startswith("gail_"):
+            continue
+        words += ["--set", override]
+    return words
+
+
 # TRL's own metric of the sync: the largest per-token difference between vLLM's sampling log-probs
 # and the policy's, each step (bf16 in vLLM, see SUM_TOLERANCE).
 SYNC_TOLERANCE = 0.1
@@ -53,12 +65,9 @@ def peaky_model(vllm_model, tmp_path_factory):
 
 @pytest.mark.parametrize("trainer", ["grpo", "grail"])
 def test_colocated_training_runs_two_steps(trainer, peaky_model, prompts, tmp_path):
-    argv = ["train", "--recipe", str(RECIPES / f"{trainer}.yaml"), "--dataset", str(prompts), "--model",
-            str(peaky_model), "--out", str(tmp_path / trainer), "--max-steps", "2", "--threads", "2"]
-    for override in COLOCATE:
-        if trainer != "grail" and override.startswith("gail."):
-            continue
-        argv += ["--set", override]
+    argv = ["train", "--config", str(RECIPES / f"{trainer}.yaml"), "--dataset", str(prompts), "--model",
+            str(peaky_model), "--out", str(tmp_path / trainer), "--max_steps", "2", "--threads", "2",
+            *colocate_overrides(trainer)]
     assert cli.main(argv) == 0
     rows = [json.loads(line) for line in (tmp_path / trainer / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in rows if "sampling/sampling_logp_difference/mean" in row]
@@ -74,18 +83,21 @@ def test_weight_sync_moves_vllm_to_the_policy(peaky_model, prompts, tmp_path):
     from vllm import SamplingParams
 
     from grail_sim.training import main as training_main
-    from grail_sim.training.recipe import load_recipe
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.policy import get_model, get_peft_model
+    from grail_sim.training.run import make_run, run_defaults
 
-    recipe = RECIPES / "grpo.yaml"
-    script, trl = load_recipe(recipe, COLOCATE, 1)
-    run = training_main.Run(str(recipe), str(prompts), str(peaky_model), tmp_path / "out", script, trl, is_main=True)
-    names, weights = training_main.get_reward_weights(run)
-    training_main.configure_run(run, names, weights)
-    tokenizer, model = training_main.get_model(run)
-    model = training_main.get_peft_model(run, model)
-    reward_funcs, discriminator, gail = training_main.get_reward_funcs(run, names)
-    trainer = training_main.build_trainer(run, model, tokenizer, training_main.get_dataset(run), None, reward_funcs,
-                                          discriminator, gail)
+    # `grail-sim train`'s steps (grail_sim.training.main.train), up to the built trainer.
+    recipe = parse_recipe(["--config", str(RECIPES / "grpo.yaml"), "--dataset", str(prompts), "--model",
+                           str(peaky_model), "--out", str(tmp_path / "out"), "--max_steps", "1",
+                           *colocate_overrides("grpo")], defaults=run_defaults)
+    run = make_run(recipe, is_main=True)
+    data, eval_data = training_main.get_datasets(run)
+    tokenizer, model, token_map = get_model(run)
+    model = get_peft_model(run, model, token_map)
+    reward_funcs, discriminator, gail = training_main.get_reward_funcs(run)
+    trainer = training_main.build_trainer(run, model, tokenizer, data, eval_data, reward_funcs, discriminator, gail,
+                                          token_map)
     llm = trainer.vllm_generation.llm
     prompt = tokenizer("Which video next?", add_special_tokens=False)["input_ids"]
     completion = tokenizer("<think></think><answer>2</answer>", add_special_tokens=False)["input_ids"][:6]

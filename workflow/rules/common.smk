@@ -21,7 +21,7 @@ from grail_sim.data.demo_capsule import check_leaning_shares  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATE_KEYS as MATH_EVALUATE_KEYS  # noqa: E402
 from grail_sim.evaluation.math_eval import EVALUATION_ONLY_KEYS as MATH_EVALUATION_ONLY_KEYS  # noqa: E402
 from grail_sim.issues import SHORT_TO_ISSUE  # noqa: E402
-from grail_sim.training.recipe import overrides_read_by, recipe_chain  # noqa: E402
+from grail_sim.training.recipe import recipe_chain  # noqa: E402
 from grail_sim.simulation.sources import BASELINES as SIMULATION_BASELINES  # noqa: E402
 from grail_sim.simulation.sources import EVALUATE_KEYS as SIMULATE_EVALUATE_KEYS  # noqa: E402
 from grail_sim.simulation.sources import OBSERVED, ORACLE  # noqa: E402
@@ -118,9 +118,9 @@ def train_json(recipe):
     sections = stage_sections("train", exclude=TRAIN_RULE_EXCLUDED_KEYS)
     overrides = config["train"]["overrides"]
     if overrides:  # reading TRL's fields costs seconds: only when there is something to filter
-        texts = grail_config.recipe_overrides(overrides)
-        read = set(overrides_read_by(recipe, texts))
-        overrides = {key: value for (key, value), text in zip(overrides.items(), texts) if text in read}
+        from grail_sim.training.parser import overrides_read_by
+
+        overrides = overrides_read_by(recipe, overrides)
     sections["train"]["overrides"] = overrides
     return shlex.quote(json.dumps(sections, sort_keys=True))
 

@@ -41,7 +41,7 @@ rule sft:
     conda:
         MODEL_ENV
     shell:
-        "{params.grail} train --recipe {input.recipe:q} --dataset {input.prompts:q} --model {input.model:q} "
+        "{params.grail} train --config {input.recipe:q} --dataset {input.prompts:q} --model {input.model:q} "
         "--out {params.out:q} --threads {threads} --config-json {params.config} > {log:q} 2>&1"
 
 
@@ -76,6 +76,6 @@ rule train:
     conda:
         MODEL_ENV
     shell:
-        "{params.grail} train --recipe {input.recipe:q} --dataset {input.prompts:q} --model {input.model:q} "
+        "{params.grail} train --config {input.recipe:q} --dataset {input.prompts:q} --model {input.model:q} "
         "--out {params.out:q} --threads {threads} --server-log {log.vllm:q} --config-json {params.config} "
         "> {log.main:q} 2>&1"

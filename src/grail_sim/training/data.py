@@ -35,7 +35,9 @@ def load_training_data(dataset_dir: str | os.PathLike, split: str, *, need_grail
             raise TrainingDataError(f"prompt dataset {dataset_dir} has no split {split!r}; splits: {sorted(data.keys())}")
         data = data[split]
     data = trainable_rows(data, f"prompt dataset {dataset_dir} split {split!r}", need_grail=need_grail)
-    return first_rows(data.shuffle(seed=seed), max_rows)
+    # In memory: a shuffle or filter of a dataset loaded from disk writes its cache beside the prompts,
+    # which would change their content hash (the resume fingerprint) between a run and its rerun.
+    return first_rows(data.shuffle(seed=seed, keep_in_memory=True), max_rows)
 
 
 def first_rows(data, cap: int | None):
@@ -53,10 +55,10 @@ def trainable_rows(data, where: str, *, need_grail: bool):
         raise TrainingDataError(f"{where} lacks column(s) {missing}; has {data.column_names}")
     before = len(data)
     if math:
-        data = data.filter(lambda row: bool(str(row["answer"] or "").strip()))
+        data = data.filter(lambda row: bool(str(row["answer"] or "").strip()), keep_in_memory=True)
         reason = "without an answer"
     else:
-        data = data.filter(lambda row: 1 <= int(row["gold_index"]) <= int(row["n_options"]))
+        data = data.filter(lambda row: 1 <= int(row["gold_index"]) <= int(row["n_options"]), keep_in_memory=True)
         reason = "without a gold index in 1..n_options"
     LOG.info("training rows: %d of %d in %s (dropped %d %s)", len(data), before, where, before - len(data), reason)
     if len(data) == 0:

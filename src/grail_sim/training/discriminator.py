@@ -25,6 +25,7 @@ checkpoint stays small; loading rebuilds the backbone from the recorded folder a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,11 +36,53 @@ from typing import Any, Sequence
 
 from grail_sim import io
 from grail_sim.training.distributed import across_processes, process_group
-from grail_sim.training.settings import GailSettings
 
 __all__ = ["Discriminator", "GailSettings", "PooledClassifier", "render_pair"]
 
 LOG = logging.getLogger("grail_sim.discriminator")
+GAIL_PREFIX = "gail_"
+
+
+@dataclasses.dataclass(frozen=True)
+class GailSettings:
+    """The discriminator's settings: a grail recipe's `gail_*` fields without their prefix. Their
+    defaults, help text and checks are the recipe's (grail_sim.training.arguments.GrpoRecipe)."""
+
+    use: bool
+    weight: float
+    alpha: float
+    reward_form: str
+    lr: float
+    disc_model: str | None
+    num_layers: int | None
+    device: str
+    max_history: int
+    max_length: int
+    updates_per_step: int
+    batch_size: int
+    human_fraction: float
+    buffer_size: int
+    replay: str
+    replay_half_life: int
+    sampled_negatives: bool
+    seed: int
+
+    @classmethod
+    def from_recipe(cls, config) -> "GailSettings":
+        """From a parsed recipe (its `gail_*` attributes)."""
+        return cls(**{f.name: getattr(config, GAIL_PREFIX + f.name) for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def defaults(cls, **changes: Any) -> "GailSettings":
+        """The recipe's defaults with `changes` (unprefixed names), for scripts and tests."""
+        from grail_sim.training.arguments import GrpoRecipe
+
+        values = {f.name[len(GAIL_PREFIX):]: f.default for f in dataclasses.fields(GrpoRecipe)
+                  if f.name.startswith(GAIL_PREFIX)}
+        return cls(**{**values, **changes})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 STATE_FILE = "discriminator_state.json"
 WEIGHTS_FILE = "trainable.safetensors"

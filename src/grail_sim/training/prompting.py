@@ -10,30 +10,10 @@ was trained on (`evaluation.evaluate`), so a model is scored with the prompts it
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from grail_sim.errors import RecipeError
-from grail_sim.model.loading import PROMPT_OVERRIDES_KEY, trained_system_prompt
-from grail_sim.training.settings import Section, as_text, helped
-
-
-@dataclass
-class PromptOverrides(Section):
-    """The two recipe keys every trainer (sft and RL) shares."""
-
-    chat_template: str | None = helped(None, help="a chat template for the tokenizer: a Jinja file path or the "
-                                                  "template itself (null: the model's own); saved with the model")
-    system_prompt: str | None = helped(None, help="the system message of every training prompt, replacing the "
-                                                  "prompts stage's (null: keep it; an RL run keeps its start "
-                                                  "model's recorded one); evaluation applies it too")
-
-    def check_prompt_overrides(self) -> None:
-        self.chat_template = as_text("chat_template", self.chat_template, optional=True) or None
-        self.system_prompt = as_text("system_prompt", self.system_prompt, optional=True) or None
-        if self.chat_template is not None:
-            chat_template_text(self.chat_template)  # a missing file fails at recipe load, naming it
+from grail_sim.model.loading import trained_system_prompt
 
 
 def chat_template_text(value: str) -> tuple[str, str]:
@@ -61,10 +41,10 @@ def apply_chat_template(tokenizer, value: str | None) -> dict | None:
     return {"source": source, "sha256": hashlib.sha256(template.encode("utf-8")).hexdigest()}
 
 
-def prompt_overrides(run_script, tokenizer, start_model: str) -> dict:
+def prompt_overrides(config, tokenizer, start_model: str) -> dict:
     """Apply the recipe's chat template to `tokenizer`, and return what provenance records:
     {"chat_template": record or None, "system_prompt": text or None}. An RL run without its own
     system prompt keeps the one its start model (sft's adapter) was trained with."""
-    record = apply_chat_template(tokenizer, run_script.chat_template)
-    system = run_script.system_prompt or trained_system_prompt(start_model)
+    record = apply_chat_template(tokenizer, config.chat_template)
+    system = config.system_prompt or trained_system_prompt(start_model)
     return {"chat_template": record, "system_prompt": system}

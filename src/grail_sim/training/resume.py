@@ -39,48 +39,43 @@ RESUMABLE_KEYS = ("max_steps", "num_train_epochs", "save_steps", "save_total_lim
                   "heldout_rows", "log_completions", "disable_tqdm")
 
 
-# Keys that say where a run's services listen and where it writes its logs, not what it trains
-# (dotted for a section's key). A server-mode job picks fresh ports at every start
-# (training/vllm_server.orchestrate): were they in the fingerprint, a restarted or requeued job
-# would delete its checkpoints and start from zero.
+# Keys that say where a run's services listen, where it reads and writes, not what it trains. A
+# server-mode job picks fresh ports at every start (training/vllm_server.orchestrate): were they in
+# the fingerprint, a restarted or requeued job would delete its checkpoints and start from zero. The
+# dataset and the model enter the fingerprint by content instead of by path.
 LOCATION_KEYS = ("vllm_server_host", "vllm_server_port", "vllm_group_port", "vllm_server_base_url",
-                 "vllm_server_timeout", "logging_dir", "output_dir", "vllm_server.log", "vllm_server.timeout_s")
+                 "vllm_server_timeout", "vllm_server_log", "logging_dir", "output_dir", "dataset_name",
+                 "model_name_or_path")
 
 
 FINGERPRINT_FILE = "run_fingerprint.json"
 
 
-def fingerprinted_settings(script: dict, grpo: dict) -> dict:
-    """The recipe's settings that decide whether checkpoints can be resumed: all but RESUMABLE_KEYS
+def fingerprinted_settings(values: dict) -> dict:
+    """The recipe's values that decide whether checkpoints can be resumed: all but RESUMABLE_KEYS
     and LOCATION_KEYS."""
-    settings = {key: value for key, value in {**script, **grpo}.items()
-                if key not in RESUMABLE_KEYS and key not in LOCATION_KEYS}
-    for dotted in LOCATION_KEYS:
-        section, _, leaf = dotted.partition(".")
-        if leaf and isinstance(settings.get(section), dict):
-            settings[section] = {key: value for key, value in settings[section].items() if key != leaf}
-    return settings
+    return {key: value for key, value in values.items() if key not in RESUMABLE_KEYS and key not in LOCATION_KEYS}
 
 
-def run_fingerprint(script: dict, grpo: dict, dataset_dir, model_dir) -> str:
+def run_fingerprint(values: dict, dataset_dir, model_dir) -> str:
     """Hash of everything that makes checkpoints reusable: recipe (fingerprinted_settings), data, model."""
     import hashlib
 
-    settings = fingerprinted_settings(script, grpo)
+    settings = fingerprinted_settings(values)
     # Contents, not paths: a rebuilt base model or regenerated prompts at the same path must not be
     # resumed from checkpoints trained on the old ones (a few seconds of hashing for a 135M model).
-    blob = json.dumps({"settings": settings, "dataset": io.file_sha256(dataset_dir),
+    blob = json.dumps({"settings": settings, "dataset": io.file_sha256(dataset_dir) if dataset_dir else None,
                        "model": io.file_sha256(model_dir)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def prepare_output(out: Path, fingerprint: str) -> None:
-    """Drop checkpoints, warm-up and live log left by a run with other settings (they cannot be resumed)."""
+    """Drop checkpoints and the live log left by a run with other settings (they cannot be resumed)."""
     record = out / FINGERPRINT_FILE
     if record.is_file():
         previous = json.loads(record.read_text(encoding="utf-8")).get("fingerprint")
         if previous != fingerprint:
-            stale = [p for p in out.glob("checkpoint-*")] + [out / "warmup", out / "discriminator"]
+            stale = [p for p in out.glob("checkpoint-*")] + [out / "discriminator"]
             removed = [p.name for p in stale if p.exists()]
             for path in stale:
                 shutil.rmtree(path, ignore_errors=True)

@@ -36,8 +36,8 @@ KL_STATE_FILE = "kl_controller.json"
 
 @dataclass(frozen=True)
 class MaxEntSettings:
-    """The MaxEnt-GRPO recipe keys; `recipe.ScriptArguments` declares them, with their defaults and
-    help text, and builds this (`maxent_settings`)."""
+    """The MaxEnt-GRPO recipe fields (`maxent_*`); `arguments.GrpoRecipe` declares them, with their
+    defaults and help text, and builds this (`maxent_settings`)."""
 
     tau: float
     q_temperature: float

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from grail_sim.errors import ServerError
-from grail_sim.training.settings import VllmServerSettings
 
 LOG = logging.getLogger("grail_sim.vllm_server")
 WORKER_ENV = "GRAIL_SIM_WORKER"
@@ -215,12 +214,15 @@ def context_length(dataset_dir: str | os.PathLike, split: str, max_completion_le
     return needed_context([data], max_completion_length, CONTEXT_MARGIN)
 
 
-def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, settings: VllmServerSettings, grpo: dict,
-                accelerate_config: str | None, context: int | None = None) -> int:
+def orchestrate(argv: Sequence[str], *, model: str, config, log: str | os.PathLike | None = None,
+                context: int | None = None) -> int:
     """The GPU-node path: vLLM on the first GPU, `accelerate launch` of this same command on the rest.
 
-    `context` (from `context_length`) is the server's max_model_len when the recipe sets none: a model's
-    own maximum (32k and more) would reserve KV-cache memory that the short prompts never use."""
+    `config` is the parsed recipe (its `vllm_server_*` fields, TRL's `vllm_gpu_memory_utilization`,
+    `vllm_max_model_length` and `vllm_server_timeout`, and `accelerate_config`); `log` the server's
+    log when the recipe names none. `context` (from `context_length`) is the server's max_model_len
+    when the recipe sets none: a model's own maximum (32k and more) would reserve KV-cache memory that
+    the short prompts never use."""
     from grail_sim.evaluation.vllm_engine import CPU_ENVIRONMENT, cpu_build
 
     gpus = visible_gpus()
@@ -230,13 +232,13 @@ def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, 
                           "use vllm_mode: colocate on a single GPU")
     host = "127.0.0.1"
     port, group_port = free_port(host), free_port(host)
-    log_path = Path(settings.log or Path(out_dir) / "vllm_server.log")
-    extra_args = list(settings.extra_args)
+    log_path = Path(config.vllm_server_log or log or Path(config.output_dir) / "vllm_server.log")
+    extra_args = list(config.vllm_server_args)
     if on_cpu and "--enforce-eager" not in extra_args:
         extra_args.append("--enforce-eager")  # compiling the graph takes minutes on CPU
     server_command = vllm_serve_command(
-        model, host=host, port=port, gpu_memory_utilization=settings.gpu_memory_utilization,
-        dtype=settings.dtype, max_model_len=settings.max_model_len or context,
+        model, host=host, port=port, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        dtype=config.vllm_server_dtype, max_model_len=config.vllm_max_model_length or context,
         tensor_parallel_size=1, extra_args=extra_args)
     overrides = ["--set", f"vllm_server_host={host}", "--set", f"vllm_server_port={port}",
                  "--set", f"vllm_group_port={group_port}"]
@@ -248,10 +250,10 @@ def orchestrate(argv: Sequence[str], *, model: str, out_dir: str | os.PathLike, 
     else:
         server_env = local_service_env(os.environ, CUDA_VISIBLE_DEVICES=gpus[0], VLLM_SERVER_DEV_MODE="1")
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(len(gpus) - 1)]
-        if accelerate_config:
-            launch += ["--config_file", str(accelerate_config)]
+        if config.accelerate_config:
+            launch += ["--config_file", str(config.accelerate_config)]
         train_command = launch + ["-m", "grail_sim.cli", *argv, *overrides]
         train_env = local_service_env(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus[1:]), **{WORKER_ENV: "1"})
     return run_with_server(server_command, train_command, health_url=f"http://{host}:{port}/health",
                            log_path=log_path, server_env=server_env, train_env=train_env,
-                           timeout=float(settings.timeout_s))
+                           timeout=float(config.vllm_server_timeout))
