@@ -71,11 +71,16 @@ def parameter_count(model_dir: str) -> int:
 
 
 def train_steps(recipe: str, model: str, dataset: str, steps: int, overrides: list[str], work: Path) -> dict:
+    """`steps` steps of `recipe` as `grail-sim train --config RECIPE ... --max_steps STEPS KEY=VALUE...` runs them."""
     from grail_sim import io
     from grail_sim.training.main import train
+    from grail_sim.training.parser import parse_recipe
+    from grail_sim.training.run import run_defaults
 
     out = work / Path(recipe).stem
-    summary = train(recipe, dataset, model, str(out), overrides=overrides, max_steps=steps)
+    argv = ["--config", recipe, "--dataset", dataset, "--model", model, "--out", str(out), "--max_steps", str(steps),
+            *overrides]
+    summary = train(parse_recipe(argv, defaults=run_defaults))
     rows = [row for row in io.read_jsonl(out / "metrics.jsonl") if row.get("num_tokens") is not None]
     tokens = float(rows[-1]["num_tokens"]) if rows else None
     return {"steps": summary["global_step"], "seconds_per_step": summary["seconds_per_step"],
@@ -111,7 +116,7 @@ def main() -> None:
         work = Path(scratch)
         sft = train_steps(str(recipes / "sft.yaml"), args.model, args.dataset, args.sft_steps, common, work)
         grpo = train_steps(str(recipes / "grpo.yaml"), args.model, args.dataset, args.grpo_steps,
-                           common + ["use_vllm=false", "warmup_sft.enabled=false"], work)
+                           common + ["use_vllm=false"], work)
         rates = throughput(args.model, args.dataset, args.rows, gpu, work)
     parameters = parameter_count(args.model)
     mfu = None

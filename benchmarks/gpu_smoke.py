@@ -69,8 +69,8 @@ def run_cli(*args: str, log: Path, timeout: float = 600) -> None:
 
 
 def train_args(recipe: Path, dataset: Path, model: Path, out: Path, steps: int, *overrides: str) -> list[str]:
-    argv = ["train", "--recipe", str(recipe), "--dataset", str(dataset), "--model", str(model), "--out", str(out),
-            "--max-steps", str(steps)]
+    argv = ["train", "--config", str(recipe), "--dataset", str(dataset), "--model", str(model), "--out", str(out),
+            "--max_steps", str(steps)]
     for override in ("report_to=none", *overrides):
         argv += ["--set", override]
     return argv
@@ -151,7 +151,7 @@ def main() -> int:
 
     def train_grail_interrupted_and_resumed():
         argv = train_args(recipes / "grail.yaml", data / "next_video", sft / "final", grail, args.rl_steps, *rl,
-                          *(["gail.device=cuda"] if gpu else []))
+                          *(["gail_device=cuda"] if gpu else []))
         first = cli(*argv, log=work / "grail.first.log")
         deadline = time.monotonic() + 600
         while not (grail / "checkpoint-2" / "discriminator" / "discriminator_state.json").is_file():

@@ -10,7 +10,7 @@ Runs, each step skipped when its output exists (so an interrupted run resumes wh
    answer format zero-shot, so GRPO needs a start that does;
 3. grpo from sft's adapter (config/recipes/math/grpo.yaml), with a checkpoint every 10 steps;
 4. the reasoning-vocabulary comparison at equal steps (`--rv-steps`): grpo from sft's model with
-   every weight training (`lora.enabled=false`, the adapter merged), without and with
+   every weight training (`use_peft=false`, the adapter merged), without and with
    `reasoning_vocab_size` 49152 (the whole vocabulary duplicated);
 5. evaluate-math on the test split (greedy pass@1 for all; 4 samples for pass@k of sft and grpo) of
    base, sft and every grpo run, and on the validation split (greedy) at sft and every 20 grpo steps:
@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT_DIR = Path(__file__).resolve().parents[1]
 GRAIL = [sys.executable, "-c", "import sys; from grail_sim.cli import main; sys.exit(main())"]
 BASE = "results/models/base"
-FULL_WEIGHTS = ["lora.enabled=false", "learning_rate=2e-5"]
+FULL_WEIGHTS = ["use_peft=false", "learning_rate=2e-5"]
 # The cold-start GRPO: 2 problems x 8 completions a step (a group of 8 is all wrong less often than
 # one of 4 at a start near 20% right), sampled at temperature 0.7. At the recipe's 1.0 the short sft's
 # samples were right 16.7% of the time on 24 validation problems (0.7: 22.9%, greedy 25%), and a
@@ -68,7 +68,7 @@ def run_step(name: str, argv: list[str], done: Path, root: Path, timings: dict) 
 
 def train(name: str, recipe: str, model: str, root: Path, overrides: list[str], timings: dict) -> Path:
     out = root / name
-    run_step(f"train_{name}", ["train", "--recipe", recipe, "--dataset", str(root / "prompts"), "--model", model,
+    run_step(f"train_{name}", ["train", "--config", recipe, "--dataset", str(root / "prompts"), "--model", model,
                                "--out", str(out), "--threads", "2", "report_to=none", *overrides],
              out / "final" / "grail_sim.json", root, timings)
     return out

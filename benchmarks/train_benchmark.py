@@ -1,6 +1,6 @@
 """Train-stage benchmarks, written to benchmarks/train_benchmark.json and printed as Markdown.
 
-1. Overhead: seconds per GRPO step of `grail-sim train` (warm-up off, same settings) against the bare
+1. Overhead: seconds per GRPO step of `grail-sim train` (same settings) against the bare
    TRL script benchmarks/bare_trl_grpo.py on the same model and data.
 2. GRAIL's discriminator share of step time, from a GRAIL run's metrics.jsonl (`gail/seconds` / `step_time`).
 3. The demo's learning curve: reward per step from a run's metrics.jsonl, plus held-out accuracy
@@ -37,10 +37,10 @@ def overhead(model: str, dataset: str, steps: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ours = Path(tmp) / "ours"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "grail_sim.cli", "train", "--recipe", str(ROOT / "config/recipes/grpo.yaml"),
-                        "--dataset", dataset, "--model", model, "--out", str(ours), "--max-steps", str(steps),
-                        "--threads", str(threads), "--set", "warmup_sft.enabled=false", "--set", "report_to=none",
-                        "--set", "save_steps=1000"], check=True, env=env, capture_output=True)
+        subprocess.run([sys.executable, "-m", "grail_sim.cli", "train", "--config", str(ROOT / "config/recipes/grpo.yaml"),
+                        "--dataset", dataset, "--model", model, "--out", str(ours), "--max_steps", str(steps),
+                        "--threads", str(threads), "--set", "report_to=none", "--set", "save_steps=1000"],
+                       check=True, env=env, capture_output=True)
         ours_wall = time.perf_counter() - started
         ours_steps = [row["step_time"] for row in _rows(ours / "metrics.jsonl") if "step_time" in row]
         started = time.perf_counter()
@@ -61,7 +61,6 @@ def run_summary(run_dir: Path) -> dict:
     steps = [row for row in rows if "reward" in row]
     summary = {
         "run": str(run_dir),
-        "warmup_loss": [row["warmup_loss"] for row in rows if "warmup_loss" in row],
         "curve": [{key: row.get(key) for key in ("step", "reward", "rewards/answer_accuracy/mean",
                                                   "rewards/format/mean", "rewards/gail/mean", "step_time",
                                                   "gail/seconds", "gail/accuracy", "gail/p_human_gold",
@@ -78,7 +77,7 @@ def run_summary(run_dir: Path) -> dict:
     provenance = run_dir / "final" / "grail_sim.json"
     if provenance.is_file():
         record = json.loads(provenance.read_text())
-        summary["total"] = {key: record.get(key) for key in ("warmup_seconds", "train_seconds", "global_step")}
+        summary["total"] = {key: record.get(key) for key in ("train_seconds", "global_step")}
     return summary
 
 
