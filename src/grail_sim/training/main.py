@@ -105,24 +105,22 @@ def get_datasets(run: Run):
     """(training rows, rows evaluated during training or None): --dataset's dataset_train_split and
     dataset_test_split, or the recipe's dataset mixture, whose held-out part (with test_split_size)
     is then what evaluation during training uses."""
-    script, evaluates = run.script, evaluates_during_training(run.config)
-    mixture = script.dataset_mixture
-    if mixture is None:
-        data = load_training_data(run.dataset_dir, script.dataset_train_split, need_grail=run.use_gail,
+    script, need_grail = run.script, run.use_gail
+    held_out = None
+    if script.dataset_mixture is None:
+        data = load_training_data(run.dataset_dir, script.dataset_train_split, need_grail=need_grail,
                                   max_rows=script.max_train_rows, seed=run.seed)
-        eval_data = load_training_data(run.dataset_dir, script.dataset_test_split, need_grail=run.use_gail,
-                                       max_rows=script.max_eval_samples, seed=run.seed) if evaluates else None
-        return data, eval_data
-    from grail_sim.training.mixture import load_mixture
+    else:
+        from grail_sim.training.mixture import load_mixture
 
-    train_rows, held_out = load_mixture(mixture)
-    data = first_rows(trainable_rows(train_rows, "dataset_mixture", need_grail=run.use_gail), script.max_train_rows)
-    if not evaluates:
+        train_rows, held_out = load_mixture(script.dataset_mixture)
+        data = first_rows(trainable_rows(train_rows, "dataset_mixture", need_grail=need_grail), script.max_train_rows)
+    if not evaluates_during_training(run.config):
         return data, None
     if held_out is not None:
-        return data, first_rows(trainable_rows(held_out, "dataset_mixture's test split", need_grail=run.use_gail),
+        return data, first_rows(trainable_rows(held_out, "dataset_mixture's test split", need_grail=need_grail),
                                 script.max_eval_samples)
-    return data, load_training_data(run.dataset_dir, script.dataset_test_split, need_grail=run.use_gail,
+    return data, load_training_data(run.dataset_dir, script.dataset_test_split, need_grail=need_grail,
                                     max_rows=script.max_eval_samples, seed=run.seed)
 
 

@@ -213,20 +213,21 @@ def _hydra_key(key: str) -> str:
     return key
 
 
+def _flag_action(token: str, parser: RecipeParser):
+    """The parser's action of a flag word (`--lr_scheduler_type`, `--max-steps=3`), or None."""
+    return parser._option_string_actions.get(token.split("=", 1)[0]) if token.startswith("--") else None
+
+
 def _takes_value(token: str, parser: RecipeParser) -> bool:
     """Whether `token` is a flag whose next word is its value (a bare `a=b` after it is that value)."""
-    action = parser._option_string_actions.get(token.split("=", 1)[0]) if token.startswith("--") else None
+    action = _flag_action(token, parser)
     return action is not None and "=" not in token and action.nargs not in (0, "?")
 
 
 def _flag_keys(argv: list[str], parser: RecipeParser) -> list[str]:
     """The fields the command line sets."""
-    keys = []
-    for token in argv:
-        action = parser._option_string_actions.get(token.split("=", 1)[0]) if token.startswith("--") else None
-        if action is not None and action.dest not in ("help",):
-            keys.append(action.dest)
-    return keys
+    actions = [_flag_action(token, parser) for token in argv]
+    return [action.dest for action in actions if action is not None and action.dest != "help"]
 
 
 def _check_owned_keys(trainer: str, keys: list[str], source: str) -> None:
